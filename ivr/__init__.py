@@ -1,0 +1,1 @@
+"""tongdai: the hotline controller and operator tools."""

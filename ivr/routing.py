@@ -1,0 +1,614 @@
+"""routing.yaml: load, validate strictly, normalise.
+
+The operator's single source of truth for the hotline. Validation walks PyYAML's node tree (not
+the loaded Python objects) so that every error can name the file, the line and the YAML path, e.g.
+``routing.yaml:57 branches[3].targets[1]: unknown extension '1999'``. All errors are collected
+and reported at once. Paths use 0-based list indices.
+
+The result is an immutable :class:`Routing`; the controller swaps whole objects on reload, so a
+call in progress keeps the routing it started with.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import re
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+import yaml
+from yaml.nodes import MappingNode, Node, ScalarNode, SequenceNode
+
+STRATEGIES = ("ringall", "hunt", "roundrobin", "leastrecent")
+DAY_NAMES = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
+EXTENSION_RE = re.compile(r"^[0-9]{2,6}$")
+AGENCY_CODE_RE = re.compile(r"^[A-Za-z][A-Za-z0-9_-]{0,31}$")
+TIME_RE = re.compile(r"^([01][0-9]|2[0-3]):([0-5][0-9])$")
+
+
+class RoutingError(Exception):
+    """routing.yaml is invalid; ``errors`` holds every problem found."""
+
+    def __init__(self, errors: list["Problem"]):
+        self.errors = errors
+        super().__init__("\n".join(str(e) for e in errors))
+
+
+@dataclass(frozen=True)
+class Problem:
+    file: str
+    line: int
+    path: str
+    message: str
+
+    def __str__(self) -> str:
+        where = f"{self.file}:{self.line}" if self.line else self.file
+        return f"{where} {self.path}: {self.message}" if self.path else f"{where}: {self.message}"
+
+
+# ---------------------------------------------------------------------------------------------
+# The normalised model
+
+
+@dataclass(frozen=True)
+class Interval:
+    start: dt.time
+    end: dt.time
+
+    def __str__(self) -> str:
+        return f"{self.start:%H:%M}-{self.end:%H:%M}"
+
+
+@dataclass(frozen=True)
+class Hours:
+    days: tuple[int, ...]  # ISO weekday numbers, Monday = 1
+    open: tuple[Interval, ...]
+    public_holidays: str | None  # a country code for the `holidays` package, or None
+    closed_days: tuple[dt.date, ...]
+    working_days: tuple[dt.date, ...]
+
+
+@dataclass(frozen=True)
+class Hotline:
+    number: str
+    language: str
+    timezone: str
+
+
+@dataclass(frozen=True)
+class Menu:
+    first_digit_timeout: float
+    inter_digit_timeout: float
+    max_tries: int
+    fallback: str  # "complaint", "hangup" or "branch:N"
+
+
+@dataclass(frozen=True)
+class Agency:
+    code: str
+    name: str
+    kind: str
+    parent: str | None
+    station: str | None
+
+
+@dataclass(frozen=True)
+class Extension:
+    number: str
+    agency: str
+    name: str
+    role: str  # "station" (the agency's desk) or "focal" (a branch focal point)
+
+
+@dataclass(frozen=True)
+class Branch:
+    digit: str
+    name: str
+    agency: str
+    targets: tuple[str, ...]
+    strategy: str
+    ring_timeout: int
+    no_answer: str  # "complaint", "hangup" or "branch:N"
+
+
+@dataclass(frozen=True)
+class Routing:
+    """A validated routing.yaml."""
+
+    hotline: Hotline
+    hours: Hours
+    menu: Menu
+    branches: tuple[Branch, ...]
+    agencies: dict[str, Agency]
+    extensions: dict[str, Extension]  # every dialable extension: stations and focal points
+    source: str = ""
+
+    def branch(self, digit: str) -> Branch | None:
+        for b in self.branches:
+            if b.digit == digit:
+                return b
+        return None
+
+    def agency_path(self, code: str) -> list[Agency]:
+        """The agency and its ancestors, nearest first (any depth)."""
+        out: list[Agency] = []
+        seen: set[str] = set()
+        cur: str | None = code
+        while cur and cur in self.agencies and cur not in seen:
+            seen.add(cur)
+            out.append(self.agencies[cur])
+            cur = self.agencies[cur].parent
+        return out
+
+    def to_json(self) -> dict[str, Any]:
+        """The normalised config as plain JSON-able data (for ``tongdai check --json``)."""
+        return {
+            "hotline": asdict(self.hotline),
+            "hours": {
+                "days": [DAY_NAMES[d - 1] for d in self.hours.days],
+                "open": [str(i) for i in self.hours.open],
+                "public_holidays": self.hours.public_holidays,
+                "closed_days": [d.isoformat() for d in self.hours.closed_days],
+                "working_days": [d.isoformat() for d in self.hours.working_days],
+            },
+            "menu": asdict(self.menu),
+            "branches": [
+                {**asdict(b), "targets": list(b.targets), "agency_name": self.agencies[b.agency].name}
+                for b in self.branches
+            ],
+            "agencies": [asdict(a) for a in self.agencies.values()],
+            "extensions": [asdict(e) for e in self.extensions.values()],
+        }
+
+
+# ---------------------------------------------------------------------------------------------
+# Node helpers
+
+
+class _Checker:
+    def __init__(self, file: str):
+        self.file = file
+        self.problems: list[Problem] = []
+
+    def err(self, node: Node | None, path: str, message: str) -> None:
+        line = node.start_mark.line + 1 if node is not None else 0
+        self.problems.append(Problem(self.file, line, path, message))
+
+    def mapping(
+        self, node: Node, path: str, allowed: set[str], required: set[str] = frozenset()
+    ) -> dict[str, tuple[Node, Node]]:
+        """Keys of a mapping -> (key node, value node); reports unknown, duplicate, missing keys."""
+        if not isinstance(node, MappingNode):
+            self.err(node, path, f"expected a mapping, got {_kind(node)}")
+            return {}
+        out: dict[str, tuple[Node, Node]] = {}
+        for knode, vnode in node.value:
+            key = knode.value if isinstance(knode, ScalarNode) else None
+            kpath = f"{path}.{key}" if path else str(key)
+            if key is None:
+                self.err(knode, path, "keys must be plain names")
+            elif key in out:
+                self.err(knode, kpath, "duplicate key")
+            elif key not in allowed:
+                hint = ", ".join(sorted(allowed))
+                self.err(knode, kpath, f"unknown key '{key}' (allowed here: {hint})")
+            else:
+                out[key] = (knode, vnode)
+        for key in sorted(required - out.keys()):
+            self.err(node, path or "(top)", f"missing required key '{key}'")
+        return out
+
+    def sequence(self, node: Node, path: str) -> list[Node]:
+        if not isinstance(node, SequenceNode):
+            self.err(node, path, f"expected a list, got {_kind(node)}")
+            return []
+        return list(node.value)
+
+    def scalar(self, node: Node, path: str) -> str | None:
+        if not isinstance(node, ScalarNode):
+            self.err(node, path, f"expected a single value, got {_kind(node)}")
+            return None
+        if node.tag == "tag:yaml.org,2002:null" and node.value in ("", "~", "null", "Null", "NULL"):
+            return None
+        return node.value
+
+    def text(self, node: Node, path: str, *, nonempty: bool = True) -> str | None:
+        v = self.scalar(node, path)
+        if v is None:
+            if nonempty:
+                self.err(node, path, "must not be empty")
+            return None
+        v = v.strip()
+        if nonempty and not v:
+            self.err(node, path, "must not be empty")
+            return None
+        return v
+
+    def number(self, node: Node, path: str, lo: float, hi: float, *, integer: bool = True) -> Any:
+        v = self.scalar(node, path)
+        try:
+            n = int(v) if integer else float(v)  # type: ignore[arg-type]
+        except (TypeError, ValueError):
+            self.err(node, path, f"expected a {'whole ' if integer else ''}number, got {v!r}")
+            return None
+        if not lo <= n <= hi:
+            self.err(node, path, f"{n} is out of range ({lo:g}–{hi:g})")
+            return None
+        return n
+
+    def choice(self, node: Node, path: str, choices: tuple[str, ...]) -> str | None:
+        v = self.text(node, path)
+        if v is not None and v not in choices:
+            self.err(node, path, f"'{v}' is not one of: {', '.join(choices)}")
+            return None
+        return v
+
+    def date(self, node: Node, path: str) -> dt.date | None:
+        v = self.text(node, path)
+        if v is None:
+            return None
+        try:
+            return dt.date.fromisoformat(v)
+        except ValueError:
+            self.err(node, path, f"bad date {v!r} (expected YYYY-MM-DD)")
+            return None
+
+
+def _kind(node: Node) -> str:
+    return {MappingNode: "a mapping", SequenceNode: "a list"}.get(type(node), "a single value")
+
+
+def _parse_time(s: str) -> dt.time | None:
+    m = TIME_RE.match(s)
+    return dt.time(int(m.group(1)), int(m.group(2))) if m else None
+
+
+# ---------------------------------------------------------------------------------------------
+# Sections
+
+
+def _hotline(c: _Checker, node: Node) -> Hotline | None:
+    m = c.mapping(node, "hotline", {"number", "language", "timezone"}, {"number"})
+    number = c.text(m["number"][1], "hotline.number") if "number" in m else None
+    if number is not None and not EXTENSION_RE.match(number):
+        c.err(m["number"][1], "hotline.number", f"'{number}' is not a dialable number (2–6 digits)")
+        number = None
+    lang = c.text(m["language"][1], "hotline.language") if "language" in m else "vi"
+    tz = c.text(m["timezone"][1], "hotline.timezone") if "timezone" in m else "Asia/Ho_Chi_Minh"
+    if tz:
+        try:
+            import zoneinfo
+
+            zoneinfo.ZoneInfo(tz)
+        except Exception:
+            c.err(m["timezone"][1], "hotline.timezone", f"unknown time zone '{tz}'")
+            tz = None
+    if number and lang and tz:
+        return Hotline(number=number, language=lang, timezone=tz)
+    return None
+
+
+def _hours(c: _Checker, node: Node | None) -> Hours | None:
+    default_open = (Interval(dt.time(7, 0), dt.time(11, 30)), Interval(dt.time(13, 0), dt.time(17, 0)))
+    if node is None:
+        return Hours((1, 2, 3, 4, 5), default_open, "VN", (), ())
+    m = c.mapping(node, "hours", {"days", "open", "public_holidays", "closed_days", "working_days"})
+    ok = True
+    days: tuple[int, ...] = (1, 2, 3, 4, 5)
+    if "days" in m:
+        found = []
+        for i, dn in enumerate(c.sequence(m["days"][1], "hours.days")):
+            d = c.choice(dn, f"hours.days[{i}]", DAY_NAMES)
+            if d is None:
+                ok = False
+            elif DAY_NAMES.index(d) + 1 in found:
+                c.err(dn, f"hours.days[{i}]", f"'{d}' is listed twice")
+                ok = False
+            else:
+                found.append(DAY_NAMES.index(d) + 1)
+        days = tuple(sorted(found))
+    intervals: tuple[Interval, ...] = default_open
+    if "open" in m:
+        ivs = []
+        for i, n in enumerate(c.sequence(m["open"][1], "hours.open")):
+            p = f"hours.open[{i}]"
+            v = c.text(n, p)
+            if v is None:
+                ok = False
+                continue
+            parts = [s.strip() for s in v.split("-")]
+            times = [_parse_time(s) for s in parts] if len(parts) == 2 else [None]
+            if None in times:
+                c.err(n, p, f"bad time range '{v}' (expected HH:MM-HH:MM, 24-hour clock)")
+                ok = False
+                continue
+            start, end = times
+            if start >= end:  # type: ignore[operator]
+                c.err(n, p, f"'{v}': the end must be after the start")
+                ok = False
+                continue
+            if ivs and start < ivs[-1].end:  # type: ignore[operator]
+                c.err(n, p, f"'{v}' overlaps or precedes the previous range")
+                ok = False
+                continue
+            ivs.append(Interval(start, end))  # type: ignore[arg-type]
+        intervals = tuple(ivs)
+    holidays_cc: str | None = "VN"
+    if "public_holidays" in m:
+        v = c.text(m["public_holidays"][1], "hours.public_holidays")
+        if v is not None and v.lower() == "none":
+            holidays_cc = None
+        elif v is not None:
+            import holidays as _holidays
+
+            if v.upper() not in _holidays.list_supported_countries():
+                c.err(m["public_holidays"][1], "hours.public_holidays", f"unknown country code '{v}'")
+                ok = False
+            holidays_cc = v.upper()
+
+    def dates(key: str) -> tuple[dt.date, ...]:
+        nonlocal ok
+        out: list[dt.date] = []
+        if key in m:
+            for i, n in enumerate(c.sequence(m[key][1], f"hours.{key}")):
+                d = c.date(n, f"hours.{key}[{i}]")
+                if d is None:
+                    ok = False
+                elif d in out:
+                    c.err(n, f"hours.{key}[{i}]", f"{d} is listed twice")
+                    ok = False
+                else:
+                    out.append(d)
+        return tuple(sorted(out))
+
+    closed = dates("closed_days")
+    working = dates("working_days")
+    for d in set(closed) & set(working):
+        c.err(m["working_days"][1], "hours.working_days", f"{d} is both a closed day and a working day")
+        ok = False
+    return Hours(days, intervals, holidays_cc, closed, working) if ok else None
+
+
+def _target_ref(c: _Checker, node: Node, path: str, digits: set[str]) -> str | None:
+    """A no-answer / fallback action: complaint, hangup or branch:N."""
+    v = c.text(node, path)
+    if v is None:
+        return None
+    if v in ("complaint", "hangup"):
+        return v
+    mm = re.fullmatch(r"branch:([0-9])", v)
+    if not mm:
+        c.err(node, path, f"'{v}' is not one of: complaint, hangup, branch:<digit>")
+        return None
+    if mm.group(1) not in digits:
+        c.err(node, path, f"'{v}' names no configured branch")
+        return None
+    return v
+
+
+def _menu(c: _Checker, node: Node | None, digits: set[str]) -> Menu | None:
+    if node is None:
+        return Menu(5.0, 3.0, 3, "complaint")
+    m = c.mapping(node, "menu", {"first_digit_timeout", "inter_digit_timeout", "max_tries", "fallback"})
+    t1 = c.number(m["first_digit_timeout"][1], "menu.first_digit_timeout", 1, 60, integer=False) if "first_digit_timeout" in m else 5.0
+    t2 = c.number(m["inter_digit_timeout"][1], "menu.inter_digit_timeout", 1, 30, integer=False) if "inter_digit_timeout" in m else 3.0
+    tries = c.number(m["max_tries"][1], "menu.max_tries", 1, 10) if "max_tries" in m else 3
+    fb = _target_ref(c, m["fallback"][1], "menu.fallback", digits) if "fallback" in m else "complaint"
+    if None in (t1, t2, tries, fb):
+        return None
+    return Menu(float(t1), float(t2), int(tries), fb)  # type: ignore[arg-type]
+
+
+def load(path: str | Path) -> Routing:
+    """Load and validate a routing file; raise :class:`RoutingError` listing every problem."""
+    path = Path(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError as e:
+        raise RoutingError([Problem(str(path), 0, "", f"cannot read: {e.strerror or e}")]) from None
+    except UnicodeDecodeError as e:
+        raise RoutingError([Problem(str(path), 0, "", f"not UTF-8 text: {e}")]) from None
+    return loads(text, name=path.name)
+
+
+def loads(text: str, name: str = "routing.yaml") -> Routing:
+    """Validate routing YAML given as text. ``name`` is used in error messages."""
+    c = _Checker(name)
+    try:
+        root = yaml.compose(text, Loader=yaml.SafeLoader)
+    except yaml.YAMLError as e:
+        mark = getattr(e, "problem_mark", None)
+        line = mark.line + 1 if mark else 0
+        raise RoutingError([Problem(name, line, "", f"not valid YAML: {getattr(e, 'problem', e)}")]) from None
+    if root is None:
+        raise RoutingError([Problem(name, 0, "", "the file is empty")])
+    top = c.mapping(
+        root,
+        "",
+        {"version", "hotline", "hours", "menu", "branches", "agencies", "extensions"},
+        {"version", "hotline", "branches", "agencies"},
+    )
+    if "version" in top:
+        c.number(top["version"][1], "version", 1, 1)
+    hotline = _hotline(c, top["hotline"][1]) if "hotline" in top else None
+    hours = _hours(c, top["hours"][1] if "hours" in top else None)
+
+    # Agencies first: branches and extensions refer to them.
+    agencies: dict[str, Agency] = {}
+    agency_nodes: dict[str, tuple[Node, str]] = {}
+    stations: dict[str, Extension] = {}
+    ext_nodes: dict[str, str] = {}  # number -> path of its first definition
+    parents: list[tuple[str, str, Node, str]] = []
+    if "agencies" in top:
+        for i, an in enumerate(c.sequence(top["agencies"][1], "agencies")):
+            p = f"agencies[{i}]"
+            am = c.mapping(an, p, {"code", "name", "kind", "parent", "station"}, {"code", "name", "kind"})
+            code = c.text(am["code"][1], f"{p}.code") if "code" in am else None
+            if code is not None and not AGENCY_CODE_RE.match(code):
+                c.err(am["code"][1], f"{p}.code", f"'{code}' is not a valid code (a letter, then letters, digits, '-' or '_')")
+                code = None
+            if code is not None and code in agencies:
+                c.err(am["code"][1], f"{p}.code", f"duplicate agency code '{code}' (first at {agency_nodes[code][1]})")
+                code = None
+            name = c.text(am["name"][1], f"{p}.name") if "name" in am else None
+            kind = c.text(am["kind"][1], f"{p}.kind") if "kind" in am else None
+            parent = c.text(am["parent"][1], f"{p}.parent", nonempty=False) if "parent" in am else None
+            station = None
+            if "station" in am:
+                station = c.text(am["station"][1], f"{p}.station")
+                if station is not None and not EXTENSION_RE.match(station):
+                    c.err(am["station"][1], f"{p}.station", f"'{station}' is not an extension number (2–6 digits)")
+                    station = None
+                elif station is not None and station in ext_nodes:
+                    c.err(am["station"][1], f"{p}.station", f"duplicate extension number '{station}' (first at {ext_nodes[station]})")
+                    station = None
+            if code and name and kind:
+                agencies[code] = Agency(code, name, kind, parent or None, station)
+                agency_nodes[code] = (an, p)
+                if parent:
+                    parents.append((code, parent, am["parent"][1], f"{p}.parent"))
+                if station:
+                    stations[station] = Extension(station, code, name, "station")
+                    ext_nodes[station] = f"{p}.station"
+    for code, parent, pnode, ppath in parents:
+        if parent not in agencies:
+            c.err(pnode, ppath, f"unknown agency '{parent}'")
+            continue
+        seen = {code}
+        cur: str | None = parent
+        while cur:
+            if cur in seen:
+                c.err(pnode, ppath, f"agency '{code}' is its own ancestor (a cycle through '{parent}')")
+                break
+            seen.add(cur)
+            cur = agencies[cur].parent if cur in agencies else None
+
+    extensions: dict[str, Extension] = dict(stations)
+    if "extensions" in top:
+        for i, en in enumerate(c.sequence(top["extensions"][1], "extensions")):
+            p = f"extensions[{i}]"
+            em = c.mapping(en, p, {"number", "agency", "name"}, {"number", "agency"})
+            number = c.text(em["number"][1], f"{p}.number") if "number" in em else None
+            if number is not None and not EXTENSION_RE.match(number):
+                c.err(em["number"][1], f"{p}.number", f"'{number}' is not an extension number (2–6 digits)")
+                number = None
+            if number is not None and number in ext_nodes:
+                c.err(em["number"][1], f"{p}.number", f"duplicate extension number '{number}' (first at {ext_nodes[number]})")
+                number = None
+            agency = c.text(em["agency"][1], f"{p}.agency") if "agency" in em else None
+            if agency is not None and agency not in agencies:
+                c.err(em["agency"][1], f"{p}.agency", f"unknown agency '{agency}'")
+                agency = None
+            ename = c.text(em["name"][1], f"{p}.name") if "name" in em else None
+            if number:
+                ext_nodes[number] = f"{p}.number"
+            if number and agency:
+                extensions[number] = Extension(number, agency, ename or agencies[agency].name, "focal")
+    if hotline and hotline.number in ext_nodes:
+        c.err(top["hotline"][1], "hotline.number", f"the hotline number {hotline.number} is also an extension ({ext_nodes[hotline.number]})")
+
+    # Branches.
+    branches: list[Branch] = []
+    digit_paths: dict[str, str] = {}
+    branch_nodes: list[tuple[Node, str, dict]] = []
+    if "branches" in top:
+        seq = c.sequence(top["branches"][1], "branches")
+        if isinstance(top["branches"][1], SequenceNode) and not seq:
+            c.err(top["branches"][1], "branches", "at least one branch is needed")
+        for i, bn in enumerate(seq):
+            p = f"branches[{i}]"
+            bm = c.mapping(
+                bn, p,
+                {"digit", "name", "agency", "targets", "strategy", "ring_timeout", "no_answer"},
+                {"digit", "name", "agency", "targets"},
+            )
+            branch_nodes.append((bn, p, bm))
+            if "digit" in bm:
+                d = c.text(bm["digit"][1], f"{p}.digit")
+                if d is not None and not re.fullmatch(r"[0-9]", d):
+                    c.err(bm["digit"][1], f"{p}.digit", f"'{d}' is not a single digit 0–9")
+                elif d is not None and d in digit_paths:
+                    c.err(bm["digit"][1], f"{p}.digit", f"duplicate digit {d} (first at {digit_paths[d]})")
+                elif d is not None:
+                    digit_paths[d] = f"{p}.digit"
+    digits = set(digit_paths)
+    for bn, p, bm in branch_nodes:
+        digit = c.text(bm["digit"][1], f"{p}.digit") if "digit" in bm else None
+        name = c.text(bm["name"][1], f"{p}.name") if "name" in bm else None
+        agency = c.text(bm["agency"][1], f"{p}.agency") if "agency" in bm else None
+        if agency is not None and agency not in agencies:
+            c.err(bm["agency"][1], f"{p}.agency", f"unknown agency '{agency}'")
+            agency = None
+        targets: list[str] = []
+        ok_targets = True
+        if "targets" in bm:
+            tnodes = c.sequence(bm["targets"][1], f"{p}.targets")
+            if isinstance(bm["targets"][1], SequenceNode) and not tnodes:
+                c.err(bm["targets"][1], f"{p}.targets", "at least one extension is needed")
+                ok_targets = False
+            for j, tn in enumerate(tnodes):
+                t = c.text(tn, f"{p}.targets[{j}]")
+                if t is None:
+                    ok_targets = False
+                elif t not in extensions:
+                    c.err(tn, f"{p}.targets[{j}]", f"unknown extension '{t}'")
+                    ok_targets = False
+                elif t in targets:
+                    c.err(tn, f"{p}.targets[{j}]", f"extension '{t}' is listed twice")
+                    ok_targets = False
+                else:
+                    targets.append(t)
+        strategy = c.choice(bm["strategy"][1], f"{p}.strategy", STRATEGIES) if "strategy" in bm else "ringall"
+        ring = c.number(bm["ring_timeout"][1], f"{p}.ring_timeout", 5, 300) if "ring_timeout" in bm else 20
+        no_answer = _target_ref(c, bm["no_answer"][1], f"{p}.no_answer", digits) if "no_answer" in bm else "complaint"
+        if digit and no_answer == f"branch:{digit}":
+            c.err(bm["no_answer"][1], f"{p}.no_answer", "a branch cannot fall back to itself")
+            no_answer = None
+        if digit and name and agency and ok_targets and targets and strategy and ring and no_answer:
+            branches.append(Branch(digit, name, agency, tuple(targets), strategy, int(ring), no_answer))
+    menu = _menu(c, top["menu"][1] if "menu" in top else None, digits)
+
+    if c.problems or hotline is None or hours is None or menu is None:
+        if not c.problems:  # pragma: no cover - every None above reports a problem
+            c.err(None, "", "invalid configuration")
+        raise RoutingError(sorted(c.problems, key=lambda p: p.line))
+    return Routing(
+        hotline=hotline,
+        hours=hours,
+        menu=menu,
+        branches=tuple(sorted(branches, key=lambda b: b.digit)),
+        agencies=agencies,
+        extensions=dict(sorted(extensions.items())),
+        source=name,
+    )
+
+
+def summary(r: Routing) -> str:
+    """A one-screen, Vietnamese summary for operators."""
+    kinds: dict[str, int] = {}
+    for a in r.agencies.values():
+        kinds[a.kind] = kinds.get(a.kind, 0) + 1
+    stations = sum(1 for e in r.extensions.values() if e.role == "station")
+    lines = [
+        f"Số tổng đài: {r.hotline.number}  (ngôn ngữ {r.hotline.language}, múi giờ {r.hotline.timezone})",
+        "Giờ làm việc: "
+        + ", ".join(DAY_NAMES[d - 1] for d in r.hours.days)
+        + " "
+        + ", ".join(str(i) for i in r.hours.open)
+        + (f"; nghỉ lễ theo lịch {r.hours.public_holidays}" if r.hours.public_holidays else "")
+        + f"; {len(r.hours.closed_days)} ngày nghỉ thêm, {len(r.hours.working_days)} ngày làm bù",
+        f"Menu: chờ phím {r.menu.first_digit_timeout:g} giây, tối đa {r.menu.max_tries} lần, sau đó: {r.menu.fallback}",
+        "Các nhánh:",
+    ]
+    for b in r.branches:
+        lines.append(
+            f"  {b.digit}  {b.name} — {r.agencies[b.agency].name}: {', '.join(b.targets)}"
+            f" ({b.strategy}, đổ chuông {b.ring_timeout} giây, không ai nghe: {b.no_answer})"
+        )
+    lines.append(
+        f"Cơ quan, đơn vị: {len(r.agencies)} ("
+        + ", ".join(f"{k} {n}" for k, n in sorted(kinds.items()))
+        + f"); máy lẻ: {len(r.extensions)} ({stations} máy trạm, {len(r.extensions) - stations} đầu mối nhánh)"
+    )
+    return "\n".join(lines)
