@@ -1,0 +1,1 @@
+"""Renders the Asterisk configuration from routing.yaml."""
