@@ -1,0 +1,33 @@
+# Tổng đài CCHC — the two commands: `make run` and `make test`.
+PYTHON ?= python3
+VENV   ?= .venv
+PY     := $(VENV)/bin/python
+export PATH := $(CURDIR)/$(VENV)/bin:$(PATH)
+
+.PHONY: run test deps venv system-deps sandbox clean-var help
+
+help:
+	@echo "make run   — cài những gì còn thiếu, khởi động Asterisk và tổng đài"
+	@echo "make test  — toàn bộ bộ kiểm thử (kể cả end-to-end với Asterisk thật)"
+
+$(VENV)/.installed: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q -e '.[test]'
+	touch $@
+
+venv: $(VENV)/.installed
+
+system-deps:
+	@scripts/install-system-deps.sh
+
+deps: venv system-deps
+
+run: deps
+	$(VENV)/bin/tongdai run
+
+test: deps
+	$(PY) -m pytest $(PYTEST_ARGS)
+
+sandbox: deps
+	$(VENV)/bin/tongdai sandbox install

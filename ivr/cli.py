@@ -1,0 +1,326 @@
+"""`tongdai`: the operator's command line (also `python -m ivr`).
+
+What operators and staff read is Vietnamese; logs and code stay English.
+"""
+
+from __future__ import annotations
+
+import csv
+import datetime as dt
+import json
+import signal
+import sys
+import time
+from pathlib import Path
+
+import click
+
+from . import agencies as agencies_mod
+from . import calendar as cal
+from . import routing as rt
+from . import secrets as secrets_mod
+from .pbx import Layout, PbxError
+from .settings import Settings
+
+
+def _settings() -> Settings:
+    return Settings.from_env()
+
+
+def _load_routing(path: Path) -> rt.Routing:
+    try:
+        return rt.load(path)
+    except rt.RoutingError as e:
+        for p in e.errors:
+            click.echo(str(p), err=True)
+        n = len(e.errors)
+        click.echo(f"{path}: {n} lỗi — cấu hình không hợp lệ.", err=True)
+        sys.exit(1)
+
+
+def _fail(message: str, code: int = 1) -> None:
+    click.echo(f"lỗi: {message}", err=True)
+    sys.exit(code)
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+def main() -> None:
+    """Tổng đài hỗ trợ công tác CCHC — công cụ cho người vận hành."""
+
+
+# ------------------------------------------------------------------------------------- check
+
+
+@main.command()
+@click.argument("path", required=False, type=click.Path(dir_okay=False, path_type=Path))
+@click.option("--json", "as_json", is_flag=True, help="In cấu hình đã chuẩn hoá dạng JSON (cho script).")
+def check(path: Path | None, as_json: bool) -> None:
+    """Kiểm tra routing.yaml: báo mọi lỗi kèm dòng và đường dẫn YAML."""
+    s = _settings()
+    path = path or s.routing_path
+    r = _load_routing(path)
+    if as_json:
+        click.echo(json.dumps(r.to_json(), ensure_ascii=False, indent=1))
+        return
+    click.echo(f"{path}: hợp lệ.")
+    click.echo(rt.summary(r))
+    st = cal.state(r, s.hours_override_path)
+    click.echo(f"Trạng thái giờ làm việc: {'MỞ' if st.open else 'ĐÓNG'} ({st.reason})")
+
+
+# ------------------------------------------------------------------------------------ render
+
+
+def _render_to(s: Settings, r: rt.Routing, out: Path | None) -> tuple[Path, list[str]]:
+    from dialplan import render as rd
+
+    layout = Layout.for_settings(s)
+    sec = secrets_mod.load(s.secrets_path, list(r.extensions))
+    files = rd.render(r, s, sec, layout)
+    if out is None:
+        layout.prepare()
+        out = layout.etc
+        changed = rd.write(files, out)
+        layout.chown()
+    else:
+        changed = rd.write(files, out)
+    return out, changed
+
+
+@main.command()
+@click.option("--out", type=click.Path(file_okay=False, path_type=Path), help="Thư mục ghi cấu hình (mặc định: của phiên bản Asterisk này).")
+def render(out: Path | None) -> None:
+    """Sinh toàn bộ cấu hình Asterisk từ routing.yaml."""
+    s = _settings()
+    r = _load_routing(s.routing_path)
+    out, changed = _render_to(s, r, out)
+    click.echo(f"Đã ghi cấu hình vào {out}: {len(changed)} tệp thay đổi" + (f" ({', '.join(changed)})" if changed else "") + ".")
+
+
+# -------------------------------------------------------------------------------- extensions
+
+
+@main.group()
+def extensions() -> None:
+    """Máy lẻ: thông tin cấu hình điện thoại bàn."""
+
+
+def _credentials(s: Settings, r: rt.Routing, number: str) -> dict:
+    sec = secrets_mod.load(s.secrets_path, list(r.extensions))
+    ext = r.extensions[number]
+    agency = r.agencies[ext.agency]
+    return {
+        "extension": number,
+        "name": ext.name,
+        "agency_code": agency.code,
+        "agency_name": agency.name,
+        "sip_server": s.bind,
+        "sip_port": s.sip_port,
+        "transport": "udp",
+        "username": number,
+        "password": sec.sip_password(number),
+    }
+
+
+@extensions.command("credentials")
+@click.argument("number")
+@click.option("--json", "as_json", is_flag=True)
+def ext_credentials(number: str, as_json: bool) -> None:
+    """Thông tin đăng ký SIP của một máy lẻ (máy chủ, tên đăng nhập, mật khẩu)."""
+    s = _settings()
+    r = _load_routing(s.routing_path)
+    if number not in r.extensions:
+        _fail(f"không có máy lẻ '{number}' trong {s.routing_path}", 2)
+    c = _credentials(s, r, number)
+    if as_json:
+        click.echo(json.dumps(c, ensure_ascii=False))
+        return
+    click.echo(
+        f"Máy lẻ:        {c['extension']} — {c['name']}\n"
+        f"Cơ quan:       {c['agency_name']} ({c['agency_code']})\n"
+        f"Máy chủ SIP:   {c['sip_server']}:{c['sip_port']} ({c['transport'].upper()})\n"
+        f"Tên đăng nhập: {c['username']}\n"
+        f"Mật khẩu:      {c['password']}"
+    )
+
+
+@extensions.command("sheet")
+@click.option("--format", "fmt", type=click.Choice(["csv"]), default="csv", show_default=True)
+def ext_sheet(fmt: str) -> None:
+    """Bảng thông tin đăng ký của mọi máy lẻ, cho bộ phận CNTT."""
+    s = _settings()
+    r = _load_routing(s.routing_path)
+    fields = ["extension", "name", "agency_code", "agency_name", "sip_server", "sip_port", "transport", "username", "password"]
+    w = csv.DictWriter(sys.stdout, fieldnames=fields, lineterminator="\n")
+    w.writeheader()
+    for number in r.extensions:
+        w.writerow(_credentials(s, r, number))
+
+
+# ----------------------------------------------------------------------------------- sandbox
+
+
+@main.group()
+def sandbox() -> None:
+    """Asterisk: cài (sandbox Debian sid), khởi động, dừng, xem trạng thái."""
+
+
+@sandbox.command("install")
+def sandbox_install() -> None:
+    """Tạo sandbox Asterisk 22 (debootstrap Debian sid) nếu chưa có."""
+    s = _settings()
+    layout = Layout.for_settings(s)
+    try:
+        layout.install(log=click.echo)
+    except PbxError as e:
+        _fail(str(e))
+    click.echo(f"Asterisk sẵn sàng ({s.asterisk_mode}: {layout.chroot or s.asterisk_bin}).")
+
+
+def start_asterisk(s: Settings, r: rt.Routing) -> Layout:
+    layout = Layout.for_settings(s)
+    layout.install(log=click.echo)
+    _render_to(s, r, None)
+    pid = layout.start()
+    click.echo(f"Asterisk đang chạy (PID {pid}), SIP {s.bind}:{s.sip_port}/udp, ARI {s.bind}:{s.ari_port}, AMI {s.bind}:{s.ami_port}.")
+    return layout
+
+
+@sandbox.command("start")
+def sandbox_start() -> None:
+    """Sinh cấu hình và khởi động Asterisk, chờ đến khi khởi động xong."""
+    s = _settings()
+    r = _load_routing(s.routing_path)
+    try:
+        start_asterisk(s, r)
+    except PbxError as e:
+        _fail(str(e))
+
+
+@sandbox.command("stop")
+def sandbox_stop() -> None:
+    """Dừng Asterisk của phiên bản này (theo PID)."""
+    layout = Layout.for_settings(_settings())
+    click.echo("Đã dừng Asterisk." if layout.stop() else "Asterisk không chạy.")
+
+
+@sandbox.command("status")
+def sandbox_status() -> None:
+    """Asterisk có đang chạy không, phiên bản nào."""
+    s = _settings()
+    layout = Layout.for_settings(s)
+    pid = layout.pid()
+    if pid is None:
+        click.echo(f"Asterisk: không chạy ({s.asterisk_mode}; đã cài: {'có' if layout.installed() else 'chưa'}).")
+        sys.exit(3)
+    click.echo(f"Asterisk: đang chạy, PID {pid}, {layout.version() or 'không rõ phiên bản'} ({s.asterisk_mode}).")
+
+
+# ---------------------------------------------------------------------------------------- db
+
+
+@main.group()
+def db() -> None:
+    """Cơ sở dữ liệu."""
+
+
+@db.command("upgrade")
+def db_upgrade() -> None:
+    """Áp dụng các migration (Alembic) lên cơ sở dữ liệu đã cấu hình."""
+    from . import db as db_mod
+
+    s = _settings()
+    try:
+        db_mod.upgrade(s)
+    except Exception as e:  # the operator needs the reason, not a traceback
+        _fail(f"không nâng cấp được cơ sở dữ liệu: {e}")
+    click.echo("Cơ sở dữ liệu đã ở phiên bản mới nhất.")
+
+
+# ------------------------------------------------------------------------------------- hours
+
+
+@main.command()
+@click.argument("mode", type=click.Choice(["open", "closed", "auto"]))
+@click.option("--until", "until", help="Đến lúc nào: HH:MM, YYYY-MM-DD hoặc 'YYYY-MM-DD HH:MM' (giờ Việt Nam).")
+def hours(mode: str, until: str | None) -> None:
+    """Ép tổng đài mở/đóng (ví dụ trực Tết, nghỉ đột xuất) hoặc trở về theo lịch (auto)."""
+    s = _settings()
+    r = _load_routing(s.routing_path)
+    now = dt.datetime.now(dt.timezone.utc)
+    until_at = None
+    if until:
+        if mode == "auto":
+            _fail("--until không dùng với auto", 2)
+        try:
+            until_at = cal.parse_until(until, now, r.hotline.timezone)
+        except ValueError as e:
+            _fail(str(e), 2)
+    cal.write_override(s.hours_override_path, mode, until_at, now)
+    st = cal.state(r, s.hours_override_path, now)
+    click.echo(f"Tổng đài: {'MỞ' if st.open else 'ĐÓNG'} ({st.reason}).")
+
+
+# ---------------------------------------------------------------------------------- agencies
+
+
+@main.group()
+def agencies() -> None:
+    """Danh sách cơ quan, đơn vị."""
+
+
+@agencies.command("import")
+@click.argument("csv_file", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@click.option("--replace", "replace_all", is_flag=True, help="Thay toàn bộ danh sách (mặc định: gộp theo mã).")
+def agencies_import(csv_file: Path, replace_all: bool) -> None:
+    """Nạp danh sách cơ quan từ CSV (code,name,kind,parent[,station] hoặc dạng mã GSO)."""
+    s = _settings()
+    try:
+        r, added, updated = agencies_mod.import_agencies(s.routing_path, csv_file, replace_all=replace_all)
+    except agencies_mod.ImportError_ as e:
+        for p in e.problems:
+            click.echo(p, err=True)
+        sys.exit(1)
+    click.echo(f"Đã nạp {csv_file}: thêm {added}, cập nhật {updated}; nay có {len(r.agencies)} cơ quan, {len(r.extensions)} máy lẻ.")
+
+
+# --------------------------------------------------------------------------------------- run
+
+
+@main.command()
+def run() -> None:
+    """Chạy tất cả (dùng bởi `make run`): migration, cấu hình, Asterisk; Ctrl-C để dừng."""
+    from . import db as db_mod
+
+    s = _settings()
+    r = _load_routing(s.routing_path)
+    click.echo(f"TONGDAI_HOME={s.home}")
+    db_mod.upgrade(s)
+    try:
+        layout = start_asterisk(s, r)
+    except PbxError as e:
+        _fail(str(e))
+    hotline = r.hotline.number
+    first = next(iter(r.branches)).targets[0]
+    click.echo(
+        f"ready: tổng đài {hotline} đang nhận cuộc gọi (SIP {s.bind}:{s.sip_port}/udp)\n"
+        f"  Gọi thử số tổng đài từ trung kế (không cần mật khẩu, từ {', '.join(s.trunk_match)}):\n"
+        f"      sipp -sn uac -s {hotline} {s.bind}:{s.sip_port} -m 1\n"
+        f"  Đăng ký một điện thoại bàn: tongdai extensions credentials {first}\n"
+        f"      (máy chủ {s.bind}:{s.sip_port}, tên đăng nhập = số máy lẻ, mật khẩu do lệnh trên in ra)\n"
+        f"  Ctrl-C để dừng."
+    )
+    stop = False
+
+    def _stop(*_):
+        nonlocal stop
+        stop = True
+
+    signal.signal(signal.SIGINT, _stop)
+    signal.signal(signal.SIGTERM, _stop)
+    try:
+        while not stop and layout.running():
+            time.sleep(0.5)
+    finally:
+        layout.stop()
+        click.echo("Đã dừng Asterisk.")

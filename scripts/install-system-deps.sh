@@ -1,0 +1,21 @@
+#!/usr/bin/env bash
+# Install the Debian packages tongdai needs, if any is missing:
+#   debootstrap (the Asterisk sandbox), sip-tester (SIPp: test calls and desk phones),
+#   espeak-ng + sox (Vietnamese voice prompts).
+set -euo pipefail
+need=()
+command -v debootstrap >/dev/null 2>&1 || [ -x /usr/sbin/debootstrap ] || need+=(debootstrap)
+command -v sipp        >/dev/null 2>&1 || need+=(sip-tester)
+command -v espeak-ng   >/dev/null 2>&1 || need+=(espeak-ng)
+command -v sox         >/dev/null 2>&1 || need+=(sox)
+[ ${#need[@]} -eq 0 ] && exit 0
+echo "Cài đặt gói hệ thống còn thiếu: ${need[*]}"
+sudo=""
+if [ "$(id -u)" -ne 0 ]; then
+  if command -v sudo >/dev/null 2>&1; then sudo="sudo"; else
+    echo "lỗi: cần quyền root để cài ${need[*]} (apt-get install ${need[*]})" >&2; exit 1
+  fi
+fi
+export DEBIAN_FRONTEND=noninteractive
+$sudo apt-get update -q >/dev/null
+$sudo apt-get install -y -q --no-install-recommends "${need[@]}" >/dev/null
