@@ -167,8 +167,12 @@ def splice(text: str, key: str, block: str) -> str:
     return text + sep + block
 
 
-def import_agencies(routing_path: Path, csv_path: Path, *, replace_all: bool = False, today: dt.date | None = None) -> tuple[rt.Routing, int, int]:
+def import_agencies(routing_path: Path, csv_path: Path, *, replace_all: bool = False, root: str | None = None,
+                    today: dt.date | None = None) -> tuple[rt.Routing, int, int]:
     """Merge (or with ``replace_all`` replace) the agencies of ``csv_path`` into routing.yaml.
+
+    Empty cells do not erase: a row without a parent or station keeps the agency's current one,
+    or, for a new agency without a parent, gets ``root`` as parent.
 
     Returns the new routing, the number of agencies added and updated. Writes atomically, and only
     if the resulting file validates; otherwise raises :class:`ImportError_`.
@@ -186,7 +190,8 @@ def import_agencies(routing_path: Path, csv_path: Path, *, replace_all: bool = F
     for r in rows:
         old = merged.get(r.code) or next((a for a in existing if a.code == r.code), None)
         station = r.station or (old.station if old else None)
-        new = rt.Agency(r.code, r.name, r.kind, r.parent, station)
+        parent = r.parent or (old.parent if old else None) or (root if root != r.code else None)
+        new = rt.Agency(r.code, r.name, r.kind, parent, station)
         if r.code in merged or old is not None:
             updated += 1
         else:

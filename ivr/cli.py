@@ -272,11 +272,12 @@ def agencies() -> None:
 @agencies.command("import")
 @click.argument("csv_file", type=click.Path(exists=True, dir_okay=False, path_type=Path))
 @click.option("--replace", "replace_all", is_flag=True, help="Thay toàn bộ danh sách (mặc định: gộp theo mã).")
-def agencies_import(csv_file: Path, replace_all: bool) -> None:
+@click.option("--root", help="Mã cơ quan cấp trên cho các đơn vị mới không ghi cấp trên (ví dụ UBND-HG).")
+def agencies_import(csv_file: Path, replace_all: bool, root: str | None) -> None:
     """Nạp danh sách cơ quan từ CSV (code,name,kind,parent[,station] hoặc dạng mã GSO)."""
     s = _settings()
     try:
-        r, added, updated = agencies_mod.import_agencies(s.routing_path, csv_file, replace_all=replace_all)
+        r, added, updated = agencies_mod.import_agencies(s.routing_path, csv_file, replace_all=replace_all, root=root)
     except agencies_mod.ImportError_ as e:
         for p in e.problems:
             click.echo(p, err=True)

@@ -1,0 +1,102 @@
+"""`tongdai render`: complete, deterministic Asterisk config with stable generated secrets."""
+
+from __future__ import annotations
+
+import re
+import stat
+
+from click.testing import CliRunner
+
+from dialplan import render as rd
+from ivr import routing as rt
+from ivr import secrets as sec_mod
+from ivr.cli import main
+from ivr.pbx import Layout
+from ivr.settings import REPO_ROOT
+
+ROUTING = rt.load(REPO_ROOT / "routing.yaml")
+
+
+def _render(settings):
+    sec = sec_mod.load(settings.secrets_path, list(ROUTING.extensions))
+    return rd.render(ROUTING, settings, sec, Layout.for_settings(settings)), sec
+
+
+def test_render_is_deterministic_and_secrets_are_kept(settings_factory):
+    s = settings_factory()
+    first, sec1 = _render(s)
+    second, sec2 = _render(s)
+    assert first == second
+    assert sec1.data == sec2.data
+    assert stat.S_IMODE(s.secrets_path.stat().st_mode) == 0o600
+    pw = [sec1.sip_password(e) for e in ROUTING.extensions] + [sec1.ari_password, sec1.ami_password]
+    assert all(len(p) >= 20 for p in pw) and len(set(pw)) == len(pw)
+    for name in ("asterisk.conf", "modules.conf", "pjsip.conf", "extensions.conf", "rtp.conf", "http.conf",
+                 "ari.conf", "manager.conf", "logger.conf", "musiconhold.conf"):
+        assert name in first
+
+
+def test_pjsip_has_every_extension_and_a_trunk(settings_factory):
+    files, sec = _render(settings_factory(TONGDAI_SIP_PORT="5999"))
+    pj = files["pjsip.conf"]
+    assert "bind = 127.0.0.1:5999" in pj
+    assert "endpoint_identifier_order = username,ip,anonymous" in pj
+    endpoints = re.findall(r"^\[(\d+)\]\(phone-endpoint\)$", pj, re.M)
+    assert endpoints == list(ROUTING.extensions)
+    for ext in ROUTING.extensions:
+        assert f"username = {ext}\npassword = {sec.sip_password(ext)}\n" in pj
+        assert f"[{ext}](phone-aor)" in pj
+    assert "[trunk-identify]" in pj and "match = 127.0.0.1" in pj
+
+
+def test_dialplan_hands_hotline_to_stasis_and_has_a_fallback(settings_factory):
+    files, _ = _render(settings_factory())
+    ex = files["extensions.conf"]
+    trunk = ex.split("[from-trunk]")[1].split("\n[")[0]
+    assert "exten => 1022,1,Goto(hotline,s,1)" in trunk
+    assert "Hangup(1)" in trunk  # anything else from the trunk is refused
+    assert "Stasis(tongdai)" in ex and "[hotline-fallback]" in ex
+    for ext in ROUTING.extensions:
+        assert f"exten => {ext},1,Gosub(dial-station,s,1({ext}))" in ex
+
+
+def test_services_listen_on_loopback_only(settings_factory):
+    files, sec = _render(settings_factory())
+    assert "bindaddr = 127.0.0.1" in files["http.conf"]
+    assert "bindaddr = 127.0.0.1" in files["manager.conf"]
+    assert "permit = 127.0.0.1/255.255.255.255" in files["manager.conf"]
+    assert f"password = {sec.ari_password}" in files["ari.conf"]
+    noload = set(re.findall(r"^noload => (\S+)$", files["modules.conf"], re.M))
+    for m in ("chan_iax2.so", "res_pjsip_stir_shaken.so", "res_stir_shaken.so", "chan_sip.so", "pbx_dundi.so"):
+        assert m in noload
+
+
+def test_render_cli_writes_files_and_reports_changes(settings_factory, tmp_path):
+    s = settings_factory()
+    env = {"TONGDAI_HOME": str(s.home), "TONGDAI_ASTERISK": "sandbox"}
+    out = tmp_path / "out"
+    res = CliRunner().invoke(main, ["render", "--out", str(out)], env=env)
+    assert res.exit_code == 0, res.output
+    assert (out / "pjsip.conf").exists() and stat.S_IMODE((out / "pjsip.conf").stat().st_mode) == 0o640
+    before = {p.name: p.read_bytes() for p in out.iterdir()}
+    res = CliRunner().invoke(main, ["render", "--out", str(out)], env=env)
+    assert "0 tệp thay đổi" in res.output
+    assert before == {p.name: p.read_bytes() for p in out.iterdir()}
+
+
+def test_credentials_and_sheet(settings_factory):
+    s = settings_factory()
+    env = {"TONGDAI_HOME": str(s.home), "TONGDAI_ASTERISK": "sandbox", "TONGDAI_SIP_PORT": "5071"}
+    res = CliRunner().invoke(main, ["extensions", "credentials", "2401", "--json"], env=env)
+    assert res.exit_code == 0, res.output
+    import json
+
+    c = json.loads(res.output)
+    assert c["username"] == "2401" and c["sip_port"] == 5071 and len(c["password"]) >= 20
+    sheet = CliRunner().invoke(main, ["extensions", "sheet", "--format", "csv"], env=env)
+    lines = sheet.output.strip().splitlines()
+    assert lines[0].startswith("extension,name,agency_code")
+    assert len(lines) == 1 + len(ROUTING.extensions)
+    assert any(ln.startswith("2401,") and c["password"] in ln for ln in lines)
+    bad = CliRunner().invoke(main, ["extensions", "credentials", "9999"], env=env)
+    assert bad.exit_code == 2 and "9999" in bad.output
