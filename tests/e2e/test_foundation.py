@@ -1,0 +1,104 @@
+"""Issue: the rendered config runs a real Asterisk; real SIP phones register and call.
+
+Every test here drives the sandbox (or native) Asterisk over real SIP with SIPp peers.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import re
+
+import aiohttp
+import pytest
+
+from ivr import sipp
+
+from .conftest import basic_auth, sample_channelstats
+
+pytestmark = pytest.mark.e2e
+
+
+def test_config_loads_without_errors_and_lists_every_extension(pbx):
+    assert pbx.error_lines() == []
+    out = pbx.rx("pjsip show endpoints")
+    listed = set(re.findall(r"^\s*Endpoint:\s+(\S+?)(?:/\S*)?\s", out, re.M))
+    assert set(pbx.routing.extensions) <= listed
+    assert "trunk" in listed
+    assert len(pbx.routing.extensions) >= 100
+    # chan_iax2 is not loaded (it would listen on 0.0.0.0:4569)
+    assert "chan_iax2" not in pbx.rx("module show like chan_iax2").split("\n", 1)[-1].split("modules loaded")[0]
+
+
+async def test_desk_phone_registers_and_wrong_password_is_rejected(pbx):
+    ext = "2401"
+    good = await sipp.register(**pbx.peer(), user=ext, password=pbx.secrets.sip_password(ext))
+    assert good == 200
+    contacts = pbx.rx(f"pjsip show aor {ext}")
+    assert "Contact:" in contacts and f"{ext}/sip:" in contacts
+    bad = await sipp.register(**pbx.peer(), user=ext, password="definitely-not-the-password")
+    assert bad in (401, 403)
+    # and the right one removes the binding again
+    assert await sipp.register(**pbx.peer(), user=ext, password=pbx.secrets.sip_password(ext), expires=0) == 200
+
+
+async def test_station_calls_station_with_audio_both_ways(pbx):
+    caller, callee = "3002", "3005"  # Sở Nội vụ calls Sở Thông tin và Truyền thông
+    async with sipp.DeskPhone(**pbx.peer(), user=callee, password=pbx.secrets.sip_password(callee), mode="answer") as phone:
+        call = asyncio.create_task(sipp.call(
+            **pbx.peer(), to=callee, from_user=caller, password=pbx.secrets.sip_password(caller), hold_ms=4000,
+        ))
+        stats = await sample_channelstats(pbx, {caller, callee}, 3.0)
+        result = await call
+        await asyncio.sleep(0.5)
+        st = phone.stats()
+    assert result.final_status == 200 and result.answered, result
+    assert result.hung_up_by == "caller"
+    assert st.invites_received == 1 and st.answered == 1 and st.byes_received == 1
+    # RTP both ways: each leg of the call has received and transmitted packets.
+    assert {caller, callee} <= stats.keys(), stats
+    for name in (caller, callee):
+        rx, tx = stats[name]
+        assert rx >= 25 and tx >= 25, (name, stats)
+
+
+async def test_hotline_call_from_trunk_enters_stasis(pbx):
+    s = pbx.settings
+    auth = basic_auth(pbx.secrets.ari_user, pbx.secrets.ari_password)
+    base = f"http://127.0.0.1:{s.ari_port}/ari"
+    async with aiohttp.ClientSession(headers=auth) as http:
+        async with http.ws_connect(f"ws://127.0.0.1:{s.ari_port}/ari/events?app={s.ari_app}&subscribeAll=false") as ws:
+            call = asyncio.create_task(sipp.call(**pbx.peer(), to=pbx.routing.hotline.number, from_user="0901234567",
+                                                 hold_ms=20000, timeout=40))
+            start = None
+            async with asyncio.timeout(15):
+                async for msg in ws:
+                    ev = json.loads(msg.data)
+                    if ev.get("type") == "StasisStart":
+                        start = ev
+                        break
+            assert start is not None
+            ch = start["channel"]
+            assert ch["caller"]["number"] == "0901234567"
+            assert ch["dialplan"]["exten"] in ("s", pbx.routing.hotline.number)
+            assert ch["language"] == "vi"
+            async with http.delete(f"{base}/channels/{ch['id']}") as r:
+                assert r.status == 204
+            result = await call
+    assert result.final_status != 200 or result.hung_up_by == "callee"
+
+
+async def test_trunk_may_only_call_the_hotline(pbx):
+    result = await sipp.call(**pbx.peer(), to="3002", from_user="0901234567", hold_ms=500, timeout=15)
+    assert not result.answered and result.final_status in (403, 404), result
+
+
+async def test_hotline_without_controller_falls_back(pbx):
+    # No ARI app connected: Stasis fails and the fallback context answers and hangs up.
+    result = await sipp.call(**pbx.peer(), to=pbx.routing.hotline.number, from_user="0907654321",
+                             hold_ms=15000, wait_for_bye_ms=10000, timeout=30)
+    assert result.hung_up_by == "callee" or not result.answered, result
+
+
+def test_no_error_lines_after_all_calls(pbx):
+    assert pbx.error_lines() == []
