@@ -8,9 +8,7 @@ from __future__ import annotations
 import csv
 import datetime as dt
 import json
-import signal
 import sys
-import time
 from pathlib import Path
 
 import click
@@ -285,43 +283,128 @@ def agencies_import(csv_file: Path, replace_all: bool, root: str | None) -> None
     click.echo(f"Đã nạp {csv_file}: thêm {added}, cập nhật {updated}; nay có {len(r.agencies)} cơ quan, {len(r.extensions)} máy lẻ.")
 
 
+# ------------------------------------------------------------------------------------ prompts
+
+
+def build_prompts(s: Settings, layout: Layout | None = None, force: bool = False):
+    from . import prompts as prompts_mod
+
+    layout = layout or Layout.for_settings(s)
+    layout.prepare()
+    texts = Path(s.env.get("TONGDAI_PROMPTS") or prompts_mod.TEXTS)
+    report = prompts_mod.build(layout.host(layout.ast("data/sounds/vi")), texts_path=texts, force=force)
+    layout.chown()
+    return report
+
+
+@main.group()
+def prompts() -> None:
+    """Lời nhắc tiếng Việt."""
+
+
+@prompts.command("build")
+@click.option("--force", is_flag=True, help="Sinh lại tất cả, kể cả lời nhắc không đổi.")
+def prompts_build(force: bool) -> None:
+    """Sinh lời nhắc (espeak-ng + sox) hoặc dùng bản ghi âm trong prompts/recordings/vi/."""
+    try:
+        r = build_prompts(_settings(), force=force)
+    except (RuntimeError, ValueError) as e:
+        _fail(str(e))
+    click.echo(f"Lời nhắc: {len(r.generated)} sinh mới, {len(r.recorded)} từ bản ghi âm, {r.unchanged} không đổi.")
+
+
+# ------------------------------------------------------------------------------------- serve
+
+
+@main.command()
+@click.option("--grace", default=30.0, show_default=True, help="Giây chờ các cuộc gọi đang diễn ra kết thúc khi dừng.")
+def serve(grace: float) -> None:
+    """Chạy bộ điều khiển tổng đài (ARI). Asterisk phải đang chạy."""
+    import asyncio
+
+    from . import server
+
+    s = _settings()
+    server.setup_logging(s)
+    try:
+        code = asyncio.run(server.serve(s, grace=grace))
+    except RuntimeError as e:
+        _fail(str(e))
+    sys.exit(code)
+
+
+# -------------------------------------------------------------------------------------- call
+
+
+@main.command("call")
+@click.option("--digits", default="4", show_default=True, help="Phím bấm sau khi nghe lời chào.")
+@click.option("--hotline", default=None, help="Số gọi (mặc định: số tổng đài).")
+@click.option("--caller", "caller_number", default="0909000111", show_default=True, help="Số người gọi.")
+@click.option("--talk", default=3.0, show_default=True, help="Giây đàm thoại trước khi người gọi gác máy.")
+@click.option("--no-desk", is_flag=True, help="Không giả lập điện thoại bàn (đã có máy thật đăng ký).")
+def call_cmd(digits: str, hotline: str | None, caller_number: str, talk: float, no_desk: bool) -> None:
+    """Gọi thử một cuộc thật (SIPp) vào hệ thống đang chạy và in kết quả."""
+    import asyncio
+
+    from . import testcall
+
+    s = _settings()
+    r = _load_routing(s.routing_path)
+    try:
+        lines, ok = asyncio.run(testcall.run(s, r, digits=digits, hotline=hotline or r.hotline.number,
+                                             caller=caller_number, talk=talk, simulate_desk=not no_desk))
+    except testcall.TestCallError as e:
+        _fail(str(e))
+    for ln in lines:
+        click.echo(ln)
+    sys.exit(0 if ok else 1)
+
+
 # --------------------------------------------------------------------------------------- run
 
 
 @main.command()
-def run() -> None:
-    """Chạy tất cả (dùng bởi `make run`): migration, cấu hình, Asterisk; Ctrl-C để dừng."""
+@click.option("--grace", default=30.0, show_default=True)
+def run(grace: float) -> None:
+    """Chạy tất cả (dùng bởi `make run`): migration, cấu hình, lời nhắc, Asterisk, bộ điều khiển."""
+    import asyncio
+
     from . import db as db_mod
+    from . import server
 
     s = _settings()
     r = _load_routing(s.routing_path)
     click.echo(f"TONGDAI_HOME={s.home}")
-    db_mod.upgrade(s)
+    try:
+        db_mod.upgrade(s)
+    except Exception as e:
+        _fail(f"không nâng cấp được cơ sở dữ liệu: {e}")
     try:
         layout = start_asterisk(s, r)
-    except PbxError as e:
+        build_prompts(s, layout)
+    except (PbxError, RuntimeError) as e:
         _fail(str(e))
+    log_path = server.setup_logging(s)
     hotline = r.hotline.number
-    first = next(iter(r.branches)).targets[0]
-    click.echo(
-        f"ready: tổng đài {hotline} đang nhận cuộc gọi (SIP {s.bind}:{s.sip_port}/udp)\n"
-        f"  Gọi thử số tổng đài từ trung kế (không cần mật khẩu, từ {', '.join(s.trunk_match)}):\n"
-        f"      sipp -sn uac -s {hotline} {s.bind}:{s.sip_port} -m 1\n"
-        f"  Đăng ký một điện thoại bàn: tongdai extensions credentials {first}\n"
-        f"      (máy chủ {s.bind}:{s.sip_port}, tên đăng nhập = số máy lẻ, mật khẩu do lệnh trên in ra)\n"
-        f"  Ctrl-C để dừng."
-    )
-    stop = False
+    first = r.branches[0].targets[0]
 
-    def _stop(*_):
-        nonlocal stop
-        stop = True
+    def ready(_service) -> None:
+        click.echo(
+            f"ready: tổng đài {hotline} đang nhận cuộc gọi (SIP {s.bind}:{s.sip_port}/udp, nhật ký {log_path})\n"
+            f"  Gọi thử từ một cửa sổ khác:   .venv/bin/tongdai call --digits 4\n"
+            f"  (lệnh này giả lập điện thoại bàn của nhánh 4 nếu chưa có máy nào đăng ký)\n"
+            f"  Hoặc gọi {hotline} từ trung kế {', '.join(s.trunk_match)} (không cần mật khẩu).\n"
+            f"  Đăng ký một điện thoại bàn:   .venv/bin/tongdai extensions credentials {first}\n"
+            f"      máy chủ {s.bind}:{s.sip_port} UDP, tên đăng nhập = số máy lẻ, mật khẩu do lệnh trên in ra\n"
+            f"  Ctrl-C để dừng."
+        )
 
-    signal.signal(signal.SIGINT, _stop)
-    signal.signal(signal.SIGTERM, _stop)
+    code = 1
     try:
-        while not stop and layout.running():
-            time.sleep(0.5)
+        code = asyncio.run(server.serve(s, grace=grace, on_ready=ready))
+    except RuntimeError as e:
+        click.echo(f"lỗi: {e}", err=True)
     finally:
         layout.stop()
-        click.echo("Đã dừng Asterisk.")
+        click.echo("Đã dừng tổng đài và Asterisk.")
+    sys.exit(code)

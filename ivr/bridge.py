@@ -1,0 +1,43 @@
+"""Connect the caller with the desk phone that answered, until one of them hangs up."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from .calllog import utcnow
+from .common import CallerHangup
+
+if TYPE_CHECKING:
+    from .call import CallSession
+
+
+async def run(session: "CallSession", leg_id: str, extension: str) -> str:
+    """Bridge caller and leg; return who hung up: ``caller`` or ``agent``."""
+    bridge_id = session.new_id("br")
+    session.bridges.add(bridge_id)
+    await session.ari.request("POST", f"/bridges/{bridge_id}", params={"type": "mixing", "name": f"call-{session.id}"})
+    await session.ari.request("DELETE", f"/channels/{session.id}/ring", ok_missing=True)
+    await session.ari.request("POST", f"/bridges/{bridge_id}/addChannel", params={"channel": f"{session.id},{leg_id}"})
+    rec = session.rec
+    rec.answered_at = utcnow()
+    rec.answered_by = extension
+    rec.disposition = "answered"
+    rec.event("bridged", extension=extension, bridge=bridge_id)
+    try:
+        while True:
+            ev = await session.next_event(None)
+            t = ev.get("type")
+            if t in ("ChannelDestroyed", "StasisEnd", "ChannelHangupRequest") and (ev.get("channel") or {}).get("id") == leg_id:
+                rec.talk_ended_at = utcnow()
+                session.legs[leg_id].ended_at = rec.talk_ended_at
+                session.live_legs.discard(leg_id)
+                rec.hangup_by = "agent"
+                rec.event("hangup", by="agent", extension=extension)
+                await session.hangup_channel(leg_id)
+                return "agent"
+            session.unexpected(ev)
+    except CallerHangup:
+        rec.talk_ended_at = utcnow()
+        session.legs[leg_id].ended_at = rec.talk_ended_at
+        rec.hangup_by = "caller"
+        return "caller"

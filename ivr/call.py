@@ -1,0 +1,258 @@
+"""One hotline call: explicit states, its own event queue, and a guaranteed clean end.
+
+The flow reads top to bottom in :meth:`CallSession.flow`: answer → (closed?) → greeting → menu →
+route → bridge → survey → end. Each step lives in a module named after it (``prompt``,
+``menu``, ``route``, ``bridge``). Every state change is logged on one line with the call id,
+e.g. ``call=1700.12 menu -> dtmf 4 -> dialing``; a transition not in :data:`TRANSITIONS` raises.
+
+Whatever goes wrong, the caller never hears dead air: an unhandled error sends the call to the
+fallback (the apology prompt, then a clean hangup), and :meth:`cleanup` always hangs up every
+leg and destroys every bridge the call created.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import enum
+import logging
+import re
+from typing import TYPE_CHECKING, Any
+
+from . import bridge, menu, prompt, route
+from .ari import AriError
+from .calllog import CallRecord, LegRecord, utcnow
+from .common import CallerHangup, IllegalEvent, IllegalTransition
+
+if TYPE_CHECKING:
+    from .controller import Controller
+    from .routing import Branch, Routing
+
+log = logging.getLogger("tongdai.call")
+
+
+class State(str, enum.Enum):
+    ANSWERING = "answering"
+    CLOSED = "closed"
+    GREETING = "greeting"
+    MENU = "menu"
+    DIALING = "dialing"
+    BRIDGED = "bridged"
+    SURVEY = "survey"
+    FALLBACK = "fallback"
+    ENDED = "ended"
+
+
+S = State
+TRANSITIONS: dict[State, set[State]] = {
+    S.ANSWERING: {S.GREETING, S.CLOSED, S.FALLBACK, S.ENDED},
+    S.CLOSED: {S.FALLBACK, S.ENDED},
+    S.GREETING: {S.MENU, S.FALLBACK, S.ENDED},
+    S.MENU: {S.DIALING, S.FALLBACK, S.ENDED},
+    S.DIALING: {S.BRIDGED, S.DIALING, S.FALLBACK, S.ENDED},
+    S.BRIDGED: {S.SURVEY, S.FALLBACK, S.ENDED},
+    S.SURVEY: {S.FALLBACK, S.ENDED},
+    S.FALLBACK: {S.ENDED},
+    S.ENDED: set(),
+}
+
+# Events a state may see without caring: progress notifications and echoes of our own requests.
+IGNORED = frozenset({
+    "ChannelVarset", "ChannelStateChange", "ChannelDialplan", "ChannelCallerId", "ChannelConnectedLine",
+    "PlaybackStarted", "PlaybackContinuing", "ChannelHold", "ChannelUnhold", "ChannelTalkingStarted",
+    "ChannelTalkingFinished", "ChannelToneDetected", "BridgeCreated", "BridgeDestroyed", "BridgeMerged",
+    "ChannelEnteredBridge", "ChannelLeftBridge", "BridgeVideoSourceChanged", "BridgeAttendedTransfer",
+    "BridgeBlindTransfer", "RecordingStarted", "ChannelUserevent", "Dial",
+})
+
+class CallSession:
+    """Drives one caller channel from StasisStart to hangup, one event at a time."""
+
+    def __init__(self, ctl: "Controller", channel: dict):
+        self.ctl = ctl
+        self.ari = ctl.ari
+        self.id: str = channel["id"]
+        self.routing: "Routing" = ctl.routing  # a snapshot: a reload affects new calls only
+        self.queue: asyncio.Queue[dict] = asyncio.Queue()
+        self.state = State.ANSWERING
+        self.caller_gone = False
+        self.legs: dict[str, LegRecord] = {}
+        self.live_legs: set[str] = set()
+        self.bridges: set[str] = set()
+        self.playback_id: str | None = None
+        self._seq = 0
+        caller = channel.get("caller", {}) or {}
+        number = _clean_number(caller.get("number", ""))
+        self.rec = CallRecord(id=self.id, caller=number or "anonymous", hotline=self.routing.hotline.number, started_at=utcnow())
+        self.rec.event("arrived", caller=self.rec.caller, name=_clean_text(caller.get("name", "")))
+
+    # ---------------------------------------------------------------- plumbing
+
+    def new_id(self, kind: str) -> str:
+        """A client-chosen resource id (channel, bridge, playback), unique per call."""
+        self._seq += 1
+        return f"{self.id}-{kind}{self._seq}"
+
+    def transition(self, new: State, why: str) -> None:
+        if new not in TRANSITIONS[self.state]:
+            raise IllegalTransition(f"call={self.id} {self.state.value} -> {why} -> {new.value} is not allowed")
+        log.info("call=%s %s -> %s -> %s", self.id, self.state.value, why, new.value)
+        self.rec.event("state", frm=self.state.value, to=new.value, why=why)
+        self.state = new
+
+    async def next_event(self, timeout: float | None) -> dict | None:
+        """The next event for this call, or None on timeout. Raises CallerHangup when the caller goes."""
+        try:
+            ev = await asyncio.wait_for(self.queue.get(), timeout) if timeout is not None else await self.queue.get()
+        except asyncio.TimeoutError:
+            return None
+        t = ev.get("type")
+        ch = (ev.get("channel") or {}).get("id")
+        if ch == self.id and t in ("StasisEnd", "ChannelDestroyed", "ChannelHangupRequest"):
+            self.caller_gone = True
+            self.rec.event("hangup", by="caller", state=self.state.value)
+            raise CallerHangup()
+        return ev
+
+    def unexpected(self, ev: dict) -> None:
+        """An event the current step does not handle: ignore the harmless, fail loudly on the rest."""
+        t = ev.get("type", "?")
+        ch = (ev.get("channel") or ev.get("peer") or {}).get("id")
+        if t in IGNORED:
+            return
+        if t == "PlaybackFinished" and (ev.get("playback") or {}).get("id") != self.playback_id:
+            return  # a playback we already stopped
+        if t in ("ChannelDestroyed", "StasisEnd", "ChannelHangupRequest", "StasisStart") and ch in self.legs and ch not in self.live_legs:
+            return  # a desk-phone leg that is already finished
+        if t == "ChannelDtmfReceived":
+            log.info("call=%s digit %r ignored in %s", self.id, ev.get("digit"), self.state.value)
+            return
+        msg = f"call={self.id} illegal event {t} (channel {ch}) in state {self.state.value}"
+        if self.ctl.strict:
+            raise IllegalEvent(msg)
+        log.warning(msg)
+
+    async def hangup_channel(self, channel_id: str, reason: str = "normal") -> None:
+        try:
+            await self.ari.request("DELETE", f"/channels/{channel_id}", params={"reason": reason}, ok_missing=True)
+        except AriError as e:
+            log.warning("call=%s hangup of %s failed: %s", self.id, channel_id, e)
+
+    # ---------------------------------------------------------------- the flow
+
+    async def run(self) -> None:
+        self.ctl.calllog.opened(self.rec)
+        try:
+            await self.flow()
+        except CallerHangup:
+            if self.rec.disposition == "in_progress":
+                self.rec.disposition = "abandoned"
+            self.rec.hangup_by = self.rec.hangup_by or "caller"
+        except asyncio.CancelledError:
+            self.rec.disposition = "interrupted" if self.rec.disposition == "in_progress" else self.rec.disposition
+            raise
+        except Exception as e:
+            log.exception("call=%s unhandled error in %s: %s", self.id, self.state.value, e)
+            self.rec.event("error", state=self.state.value, error=f"{e.__class__.__name__}: {e}")
+            await self.fallback()
+        finally:
+            self.rec.ended_in = self.rec.ended_in or self.state.value
+            await self.cleanup()
+            if self.state is not State.ENDED:
+                self.transition(State.ENDED, "cleanup")
+            self.rec.ended_at = utcnow()
+            self.ctl.calllog.closed(self.rec)
+            self.ctl.finished(self)
+
+    async def flow(self) -> None:
+        r = self.routing
+        await self.ari.request("POST", f"/channels/{self.id}/answer")
+        is_open = self.ctl.is_open()
+        if not is_open.open:
+            self.rec.event("closed", reason=is_open.reason)
+            self.transition(State.CLOSED, is_open.reason)
+            self.rec.disposition = "closed"
+            await prompt.play(self, ["closed", "goodbye"])
+            return await self.end("system")
+        self.transition(State.GREETING, "answered")
+        first = await prompt.play(self, ["greeting"], max_digits=1)
+        if first.status == "hangup":
+            raise CallerHangup()
+        self.transition(State.MENU, f"dtmf {first.digits}" if first.digits else "greeting played")
+        action = await menu.run(self, first.digits or None)
+        branch: "Branch | None" = None
+        while True:
+            if action.startswith("branch:"):
+                branch = r.branch(action.split(":", 1)[1])
+                assert branch is not None
+                self.rec.branch_digit, self.rec.branch_name = branch.digit, branch.name
+                agency = r.agencies[branch.agency]
+                self.rec.agency_code, self.rec.agency_name = agency.code, agency.name
+                why = f"dtmf {branch.digit}" if self.state is State.MENU else f"no answer -> branch {branch.digit}"
+                self.transition(State.DIALING, why)
+                await prompt.play(self, [f"branch_{branch.digit}", "connecting"], max_digits=0)
+                outcome = await route.dial(self, branch)
+                if outcome.answered:
+                    self.transition(State.BRIDGED, f"answered by {outcome.extension}")
+                    who = await bridge.run(self, outcome.leg_id, outcome.extension)
+                    if who == "agent":
+                        self.transition(State.SURVEY, "agent hung up")
+                        await prompt.play(self, ["thanks"])
+                    return await self.end("caller" if who == "caller" else "system")
+                self.rec.disposition = outcome.disposition
+                self.rec.event("no_answer", branch=branch.digit, results=outcome.results)
+                action = branch.no_answer
+                if action.startswith("branch:"):
+                    continue
+                await prompt.play(self, ["all_busy", "goodbye"])
+                return await self.end("system")
+            # fallback of the menu: complaint (recording comes with the complaints feature) or hangup
+            self.rec.disposition = "invalid_input"
+            self.transition(State.FALLBACK, f"menu fallback {action}")
+            await prompt.play(self, ["goodbye"])
+            return await self.end("system")
+
+    async def end(self, by: str) -> None:
+        if not self.caller_gone:
+            self.rec.hangup_by = self.rec.hangup_by or by
+            self.rec.event("hangup", by=by, state=self.state.value)
+            self.rec.ended_in = self.state.value
+            await self.hangup_channel(self.id)
+            self.caller_gone = True
+        self.transition(State.ENDED, f"hangup by {by}")
+
+    async def fallback(self) -> None:
+        """Apology prompt, then hang up. Never raises."""
+        self.rec.disposition = "failed"
+        try:
+            if self.state not in (State.FALLBACK, State.ENDED):
+                self.state = State.FALLBACK  # forced: any state may fail
+                log.info("call=%s -> error -> fallback", self.id)
+            if not self.caller_gone:
+                await asyncio.wait_for(prompt.play(self, ["sorry"]), 20)
+        except Exception as e:  # the apology itself failed: just hang up
+            log.warning("call=%s apology failed: %s", self.id, e)
+        self.rec.hangup_by = self.rec.hangup_by or "system"
+
+    async def cleanup(self) -> None:
+        """Hang up every leg, destroy every bridge, hang up the caller. Never raises."""
+        for leg in list(self.live_legs):
+            await self.hangup_channel(leg)
+            self.live_legs.discard(leg)
+        for b in list(self.bridges):
+            try:
+                await self.ari.request("DELETE", f"/bridges/{b}", ok_missing=True)
+            except AriError as e:
+                log.warning("call=%s bridge %s not destroyed: %s", self.id, b, e)
+            self.bridges.discard(b)
+        if not self.caller_gone:
+            await self.hangup_channel(self.id)
+            self.caller_gone = True
+
+
+def _clean_number(raw: Any) -> str:
+    """Caller numbers come from the outside world: keep digits, + * #, at most 32 characters."""
+    return "".join(c for c in str(raw) if c.isdigit() or c in "+*#")[:32]
+
+
+def _clean_text(raw: Any) -> str:
+    return "".join(c for c in str(raw) if c.isprintable())[:80]

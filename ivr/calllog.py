@@ -1,0 +1,165 @@
+"""The call log: what each call did, written off the call's path.
+
+A call session fills a :class:`CallRecord` in memory and hands it to :class:`CallLog` twice:
+when the call arrives (an ``in_progress`` row) and when it ends (the final row, its timeline and
+its desk-phone legs). A single writer task drains a queue, so a slow database never delays audio.
+A write that fails is retried with backoff; records stay queued meanwhile (nothing is dropped).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+import logging
+from dataclasses import dataclass, field
+from typing import Any
+
+from sqlalchemy import delete, select
+from sqlalchemy.ext.asyncio import AsyncEngine, async_sessionmaker
+
+from models import Call, CallEvent, CallLeg
+
+log = logging.getLogger("tongdai.calllog")
+
+
+def utcnow() -> dt.datetime:
+    return dt.datetime.now(dt.timezone.utc)
+
+
+@dataclass
+class LegRecord:
+    channel_id: str
+    extension: str
+    started_at: dt.datetime
+    answered_at: dt.datetime | None = None
+    ended_at: dt.datetime | None = None
+    result: str | None = None
+
+
+@dataclass
+class CallRecord:
+    """Everything the log keeps about one call; names are copied as they are now."""
+
+    id: str
+    caller: str
+    hotline: str
+    started_at: dt.datetime
+    answered_at: dt.datetime | None = None
+    ended_at: dt.datetime | None = None
+    branch_digit: str | None = None
+    branch_name: str | None = None
+    agency_code: str | None = None
+    agency_name: str | None = None
+    answered_by: str | None = None
+    talk_ended_at: dt.datetime | None = None  # when the bridge ended (the survey may follow)
+    disposition: str = "in_progress"
+    ended_in: str | None = None
+    hangup_by: str | None = None
+    events: list[tuple[dt.datetime, str, dict]] = field(default_factory=list)
+    legs: list[LegRecord] = field(default_factory=list)
+
+    def event(self, kind: str, **detail: Any) -> None:
+        self.events.append((utcnow(), kind, detail))
+
+    @property
+    def wait_s(self) -> float | None:
+        """Seconds from arrival until a desk phone answered (or the call ended unanswered)."""
+        end = self.answered_at or self.ended_at
+        return round((end - self.started_at).total_seconds(), 3) if end else None
+
+    @property
+    def talk_s(self) -> float | None:
+        end = self.talk_ended_at or self.ended_at
+        if self.answered_at and end:
+            return round((end - self.answered_at).total_seconds(), 3)
+        return None
+
+    def row(self) -> dict:
+        return {
+            "id": self.id, "caller": self.caller, "hotline": self.hotline, "started_at": self.started_at,
+            "answered_at": self.answered_at, "ended_at": self.ended_at, "branch_digit": self.branch_digit,
+            "branch_name": self.branch_name, "agency_code": self.agency_code, "agency_name": self.agency_name,
+            "answered_by": self.answered_by, "wait_s": self.wait_s if self.ended_at or self.answered_at else None,
+            "talk_s": self.talk_s, "disposition": self.disposition, "ended_in": self.ended_in,
+            "hangup_by": self.hangup_by,
+        }
+
+
+class CallLog:
+    """Queue + single writer task. ``start()`` it, ``await close()`` to flush on shutdown."""
+
+    def __init__(self, engine: AsyncEngine):
+        self.engine = engine
+        self._sessions = async_sessionmaker(engine, expire_on_commit=False)
+        self._queue: asyncio.Queue[tuple[str, dict]] = asyncio.Queue()
+        self._task: asyncio.Task | None = None
+        self.failures = 0
+
+    def start(self) -> None:
+        self._task = asyncio.create_task(self._writer(), name="calllog-writer")
+
+    def opened(self, rec: CallRecord) -> None:
+        self._queue.put_nowait(("open", rec.row()))
+
+    def closed(self, rec: CallRecord) -> None:
+        payload = rec.row()
+        payload["events"] = [{"seq": i, "at": at, "kind": k, "detail": d} for i, (at, k, d) in enumerate(rec.events)]
+        payload["legs"] = [vars(l).copy() for l in rec.legs]
+        self._queue.put_nowait(("close", payload))
+
+    async def flush(self) -> None:
+        await self._queue.join()
+
+    async def close(self, timeout: float = 10) -> None:
+        try:
+            await asyncio.wait_for(self._queue.join(), timeout)
+        except asyncio.TimeoutError:
+            log.error("calllog: %d records not written at shutdown", self._queue.qsize())
+        if self._task:
+            self._task.cancel()
+            await asyncio.gather(self._task, return_exceptions=True)
+
+    async def _writer(self) -> None:
+        backoff = 0.2
+        while True:
+            op, payload = await self._queue.get()
+            while True:
+                try:
+                    await self._write(op, payload)
+                    backoff = 0.2
+                    break
+                except asyncio.CancelledError:
+                    raise
+                except Exception as e:  # database down, locked, read-only: keep the record, retry
+                    self.failures += 1
+                    log.error("calllog: write failed for call=%s (%s); retrying in %.1fs", payload["id"], e.__class__.__name__, backoff)
+                    await asyncio.sleep(backoff)
+                    backoff = min(backoff * 2, 10)
+            self._queue.task_done()
+
+    async def _write(self, op: str, payload: dict) -> None:
+        row = {k: v for k, v in payload.items() if k not in ("events", "legs")}
+        async with self._sessions.begin() as s:
+            existing = await s.get(Call, row["id"])
+            if existing is None:
+                s.add(Call(**row))
+            else:
+                for k, v in row.items():
+                    setattr(existing, k, v)
+            if op == "close":
+                # Idempotent: a retried close replaces what a failed attempt may have left.
+                await s.execute(delete(CallEvent).where(CallEvent.call_id == row["id"]))
+                await s.execute(delete(CallLeg).where(CallLeg.call_id == row["id"]))
+                await s.flush()
+                s.add_all(CallEvent(call_id=row["id"], **e) for e in payload["events"])
+                s.add_all(CallLeg(call_id=row["id"], **l) for l in payload["legs"])
+
+
+async def load_call(engine: AsyncEngine, call_id: str) -> tuple[Call | None, list[CallEvent], list[CallLeg]]:
+    """A call with its timeline and legs (for tests and `tongdai call`)."""
+    sm = async_sessionmaker(engine, expire_on_commit=False)
+    async with sm() as s:
+        call = await s.get(Call, call_id)
+        events = (await s.execute(select(CallEvent).where(CallEvent.call_id == call_id).order_by(CallEvent.seq))).scalars().all()
+        legs = (await s.execute(select(CallLeg).where(CallLeg.call_id == call_id).order_by(CallLeg.id))).scalars().all()
+    return call, list(events), list(legs)

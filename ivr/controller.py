@@ -1,0 +1,137 @@
+"""The controller: ARI events in, one call session per caller channel.
+
+This adapter only turns events into calls on sessions; it keeps no business rules. Each
+session has its own queue and coroutine, so one call's failure never touches another.
+Channels, bridges and playbacks are owned by the session that created them; an event is
+routed by the channel (or dialled peer) it concerns.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+import logging
+from pathlib import Path
+
+from . import calendar as cal
+from . import routing as rt
+from .ari import Ari, AriError
+from .call import CallSession
+from .calllog import CallLog
+from .route import RouteState
+from .settings import Settings
+
+log = logging.getLogger("tongdai.controller")
+
+
+class Controller:
+    def __init__(self, settings: Settings, routing: rt.Routing, ari: Ari, calllog: CallLog, *, strict: bool = False):
+        self.settings = settings
+        self.routing = routing
+        self.ari = ari
+        self.calllog = calllog
+        self.strict = strict
+        self.route_state = RouteState()
+        self.sessions: dict[str, CallSession] = {}
+        self.owners: dict[str, CallSession] = {}
+        self.tasks: set[asyncio.Task] = set()
+        self.accepting = True
+        self.idle = asyncio.Event()
+        self.idle.set()
+
+    # ------------------------------------------------------------------ routing of events
+
+    def own(self, channel_id: str, session: CallSession) -> None:
+        self.owners[channel_id] = session
+
+    def on_event(self, ev: dict) -> None:
+        t = ev.get("type")
+        ch = ev.get("channel") or {}
+        cid = ch.get("id")
+        if log.isEnabledFor(logging.DEBUG):
+            log.debug("event %s channel=%s peer=%s dialstatus=%s cause=%s", t, cid,
+                      (ev.get("peer") or {}).get("id"), ev.get("dialstatus"), ev.get("cause"))
+        if t == "StasisStart" and cid not in self.owners:
+            args = ev.get("args") or []
+            if args and args[0] == "leg":
+                # A desk-phone leg whose call is already over: nobody wants it.
+                log.info("orphan leg %s hung up", cid)
+                asyncio.create_task(self._hangup_quietly(cid))
+                return
+            self._new_call(ch)
+            return
+        owner = self.owners.get(cid) if cid else None
+        if owner is None and t == "Dial":
+            owner = self.owners.get((ev.get("peer") or {}).get("id"))
+        if owner is None and t and t.startswith("Playback"):
+            target = (ev.get("playback") or {}).get("target_uri", "")
+            owner = self.owners.get(target.partition(":")[2])
+        if owner is None:
+            log.debug("event %s for unknown channel %s dropped", t, cid)
+            return
+        owner.queue.put_nowait(ev)
+
+    def _new_call(self, channel: dict) -> None:
+        cid = channel.get("id")
+        if not cid:
+            log.warning("StasisStart without a channel id dropped")
+            return
+        if not self.accepting:
+            # Shutting down: let the dialplan's fallback context apologise.
+            asyncio.create_task(self._to_fallback(cid))
+            return
+        session = CallSession(self, channel)
+        self.sessions[cid] = session
+        self.own(cid, session)
+        self.idle.clear()
+        task = asyncio.create_task(session.run(), name=f"call-{cid}")
+        self.tasks.add(task)
+        task.add_done_callback(self.tasks.discard)
+        log.info("call=%s arrived from %s", cid, session.rec.caller)
+
+    def finished(self, session: CallSession) -> None:
+        self.sessions.pop(session.id, None)
+        for k in [k for k, v in self.owners.items() if v is session]:
+            del self.owners[k]
+        if not self.sessions:
+            self.idle.set()
+
+    async def _hangup_quietly(self, cid: str) -> None:
+        try:
+            await self.ari.request("DELETE", f"/channels/{cid}", ok_missing=True)
+        except AriError as e:
+            log.warning("hangup of %s failed: %s", cid, e)
+
+    async def _to_fallback(self, cid: str) -> None:
+        try:
+            await self.ari.request("POST", f"/channels/{cid}/continue",
+                                   params={"context": "hotline-fallback", "extension": "s", "priority": 1})
+        except AriError as e:
+            log.warning("call=%s could not be sent to the fallback: %s", cid, e)
+
+    # ------------------------------------------------------------------ state
+
+    def is_open(self) -> cal.OpenState:
+        return cal.state(self.routing, self.settings.hours_override_path)
+
+    def reload(self, path: Path) -> bool:
+        """Swap in a new routing atomically; keep the old one if the file is invalid."""
+        try:
+            new = rt.load(path)
+        except rt.RoutingError as e:
+            log.error("routing reload rejected, keeping the running config: %s", "; ".join(str(p) for p in e.errors[:5]))
+            return False
+        self.routing = new
+        log.info("routing reloaded: %d branches, %d extensions", len(new.branches), len(new.extensions))
+        return True
+
+    async def drain(self, grace: float) -> None:
+        """Stop taking calls; wait up to ``grace`` seconds for calls in progress to finish."""
+        self.accepting = False
+        try:
+            await asyncio.wait_for(self.idle.wait(), grace)
+        except asyncio.TimeoutError:
+            log.warning("%d calls still up after %.0fs grace; ending them", len(self.tasks), grace)
+            for t in list(self.tasks):
+                t.cancel()
+            await asyncio.gather(*self.tasks, return_exceptions=True)

@@ -1,0 +1,97 @@
+"""Play prompts to the caller and collect digits, with barge-in.
+
+A digit pressed while a prompt plays stops it and counts. The outcome is typed:
+``PromptResult(status, digits)`` with status ``digits``, ``timeout``, ``done`` (nothing to
+collect) or ``hangup``. Whether the collected digits are complete is decided by a pluggable
+matcher (default: ``max_digits`` reached or ``#`` pressed).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Callable
+
+from .common import VALID_DTMF, CallerHangup
+
+if TYPE_CHECKING:
+    from .call import CallSession
+
+log = logging.getLogger("tongdai.prompt")
+
+
+@dataclass(frozen=True)
+class PromptResult:
+    status: str  # "digits", "timeout", "done", "hangup"
+    digits: str = ""
+
+
+Matcher = Callable[[str], bool]
+
+
+def length_matcher(max_digits: int, terminator: str = "#") -> Matcher:
+    return lambda d: len(d) >= max_digits or d.endswith(terminator)
+
+
+async def play(session: "CallSession", sounds: list[str], *, max_digits: int = 0, first_timeout: float = 0,
+               inter_timeout: float = 3, matcher: Matcher | None = None, interrupt: bool = True) -> PromptResult:
+    """Play ``sounds`` (names under ``tongdai/``) and, if ``max_digits``, collect up to that many digits.
+
+    ``first_timeout`` is how long to wait for the first digit once the prompts have finished.
+    """
+    matcher = matcher or length_matcher(max_digits)
+    digits = ""
+    try:
+        if sounds:
+            pb = session.new_id("pb")
+            session.playback_id = pb  # chosen by us and recorded before the playback starts
+            media = ",".join(f"sound:tongdai/{s}" for s in sounds)
+            session.rec.event("playback", sounds=sounds)
+            await session.ari.request("POST", f"/channels/{session.id}/play/{pb}",
+                                      params={"media": media, "lang": session.routing.hotline.language})
+            while True:
+                ev = await session.next_event(None)
+                t = ev.get("type")
+                if t == "PlaybackFinished" and ev["playback"]["id"] == pb:
+                    break
+                if t == "ChannelDtmfReceived" and ev["channel"]["id"] == session.id and max_digits:
+                    d = str(ev.get("digit", ""))
+                    if not VALID_DTMF.match(d):
+                        log.info("call=%s malformed digit %r ignored", session.id, d)
+                        continue
+                    digits += d
+                    session.rec.event("dtmf", digit=d, during="prompt")
+                    if interrupt:
+                        session.playback_id = None
+                        await session.ari.request("DELETE", f"/playbacks/{pb}", ok_missing=True)
+                        break
+                    continue
+                session.unexpected(ev)
+            session.playback_id = None
+        if not max_digits:
+            return PromptResult("done")
+        loop = asyncio.get_running_loop()
+        while not matcher(digits):
+            timeout = inter_timeout if digits else first_timeout
+            deadline = loop.time() + timeout
+            got = False
+            while (remaining := deadline - loop.time()) > 0:
+                ev = await session.next_event(remaining)
+                if ev is None:
+                    break
+                if ev.get("type") == "ChannelDtmfReceived" and ev["channel"]["id"] == session.id:
+                    d = str(ev.get("digit", ""))
+                    if not VALID_DTMF.match(d):
+                        log.info("call=%s malformed digit %r ignored", session.id, d)
+                        continue
+                    digits += d
+                    session.rec.event("dtmf", digit=d, during="wait")
+                    got = True
+                    break
+                session.unexpected(ev)
+            if not got:
+                break
+        return PromptResult("digits", digits.rstrip("#")) if digits else PromptResult("timeout")
+    except CallerHangup:
+        return PromptResult("hangup", digits)

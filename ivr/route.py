@@ -1,0 +1,216 @@
+"""Route a call to a branch's desk phones with the branch's ring strategy.
+
+- ``ringall``: every phone at once; the first to answer wins and the others get CANCEL.
+- ``hunt``: one after another in the configured order.
+- ``roundrobin``: one after another, starting one further on at each call.
+- ``leastrecent``: one after another, the phone that answered least recently first.
+
+Sequential strategies give each phone the branch's ring timeout; a 486 Busy moves on at once.
+Each leg is created with a client-chosen id and registered with the call before it is dialled,
+so no event of it can be missed. The caller hears ringback meanwhile.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
+
+from .ari import AriError
+from .calllog import LegRecord, utcnow
+
+if TYPE_CHECKING:
+    from .call import CallSession
+    from .routing import Branch
+
+DIAL_RESULTS = {
+    "ANSWER": "answered", "BUSY": "busy", "NOANSWER": "no_answer", "CANCEL": "cancelled",
+    "CHANUNAVAIL": "unreachable", "CONGESTION": "failed",
+}
+
+
+def cause_result(cause) -> str:
+    """A leg's Q.850 hangup cause -> what the desk phone did."""
+    if cause in (17, 21):  # user busy; call rejected (486 / 603)
+        return "busy"
+    if cause in (16, 18, 19):  # normal clearing before answer; no user responding; no answer
+        return "no_answer"
+    if cause in (1, 3, 20, 27, 38):  # unallocated; no route; subscriber absent; out of order
+        return "unreachable"
+    return "failed"
+
+
+@dataclass
+class RouteState:
+    """Shared by all calls: round-robin positions and when each phone last answered."""
+
+    rr: dict[str, int] = field(default_factory=dict)
+    last_answered: dict[str, float] = field(default_factory=dict)
+
+    def order(self, branch: "Branch") -> list[list[str]]:
+        targets = list(branch.targets)
+        if branch.strategy == "ringall":
+            return [targets]
+        if branch.strategy == "roundrobin":
+            start = self.rr.get(branch.digit, 0) % len(targets)
+            self.rr[branch.digit] = start + 1
+            targets = targets[start:] + targets[:start]
+        elif branch.strategy == "leastrecent":
+            targets.sort(key=lambda t: self.last_answered.get(t, 0.0))  # stable: config order on ties
+        return [[t] for t in targets]
+
+    def answered(self, extension: str) -> None:
+        self.last_answered[extension] = time.time()
+
+
+@dataclass
+class DialOutcome:
+    answered: bool
+    leg_id: str | None = None
+    extension: str | None = None
+    results: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def disposition(self) -> str:
+        vals = set(self.results.values())
+        return "busy" if vals and vals <= {"busy"} else "no_answer"
+
+
+async def dial(session: "CallSession", branch: "Branch") -> DialOutcome:
+    """Ring the branch's phones until one answers; the caller hears ringback meanwhile."""
+    outcome = DialOutcome(False)
+    groups = session.ctl.route_state.order(branch)
+    session.rec.event("route", branch=branch.digit, strategy=branch.strategy, order=[e for g in groups for e in g])
+    await session.ari.request("POST", f"/channels/{session.id}/ring")
+    try:
+        for group in groups:
+            won = await _ring(session, group, branch.ring_timeout, outcome)
+            if won:
+                return outcome
+        return outcome
+    finally:
+        if not session.caller_gone:
+            await session.ari.request("DELETE", f"/channels/{session.id}/ring", ok_missing=True)
+
+
+async def _ring(session: "CallSession", extensions: list[str], ring_timeout: int, outcome: DialOutcome) -> bool:
+    pending: dict[str, str] = {}  # leg channel id -> extension
+    created: dict[str, str] = {}
+    for ext in extensions:
+        if not await _reachable(session, ext):
+            # Nobody registered: do not ring into nothing (and do not make Asterisk log an error).
+            outcome.results[ext] = "unreachable"
+            session.rec.legs.append(LegRecord(channel_id=session.new_id("skip"), extension=ext, started_at=utcnow(),
+                                              ended_at=utcnow(), result="unreachable"))
+            session.rec.event("dial_result", extension=ext, result="unreachable")
+            continue
+        leg_id = session.new_id("leg")
+        leg = LegRecord(channel_id=leg_id, extension=ext, started_at=utcnow())
+        session.legs[leg_id] = leg
+        session.rec.legs.append(leg)
+        session.live_legs.add(leg_id)
+        session.ctl.own(leg_id, session)  # before the channel exists: no event can be missed
+        try:
+            await session.ari.request("POST", "/channels/create", params={
+                "endpoint": f"PJSIP/{ext}", "app": session.ctl.settings.ari_app,
+                "appArgs": f"leg,{session.id}", "channelId": leg_id, "originator": session.id,
+            })
+        except AriError as e:
+            _finish(session, leg_id, "unreachable", outcome)
+            session.rec.event("dial_result", extension=ext, result="unreachable", error=str(e))
+            session.live_legs.discard(leg_id)
+            continue
+        created[leg_id] = ext
+    # A created channel can only be dialled once it is in our app: wait for its StasisStart.
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + 5
+    waiting = set(created)
+    while waiting and (remaining := deadline - loop.time()) > 0:
+        ev = await session.next_event(remaining)
+        if ev is None:
+            break
+        cid = (ev.get("channel") or {}).get("id")
+        if ev.get("type") == "StasisStart" and cid in waiting:
+            waiting.discard(cid)
+        elif ev.get("type") == "ChannelDestroyed" and cid in created:
+            waiting.discard(cid)
+            _finish(session, cid, "failed", outcome)
+            session.live_legs.discard(cid)
+            created.pop(cid)
+        else:
+            session.unexpected(ev)
+    for leg_id, ext in created.items():
+        try:
+            if leg_id in waiting:
+                raise AriError(0, "POST", f"/channels/{leg_id}/dial", "the leg never entered the app")
+            await session.ari.request("POST", f"/channels/{leg_id}/dial", params={"caller": session.id, "timeout": ring_timeout})
+        except AriError as e:
+            _finish(session, leg_id, "failed", outcome)
+            session.rec.event("dial_result", extension=ext, result="failed", error=str(e))
+            session.live_legs.discard(leg_id)
+            await session.hangup_channel(leg_id)
+            continue
+        session.rec.event("dial", extension=ext, leg=leg_id)
+        pending[leg_id] = ext
+    deadline = loop.time() + ring_timeout + 5  # Asterisk's own dial timeout fires first
+    try:
+        while pending:
+            ev = await session.next_event(max(0.0, deadline - loop.time()))
+            if ev is None:
+                break
+            t = ev.get("type")
+            if t == "Dial" and (ev.get("peer") or {}).get("id") in pending:
+                leg_id = ev["peer"]["id"]
+                status = ev.get("dialstatus", "")
+                if status in ("", "RINGING", "PROGRESS", "PROCEEDING"):
+                    continue
+                result = DIAL_RESULTS.get(status, "failed")
+                _finish(session, leg_id, result, outcome)
+                ext = pending.pop(leg_id)
+                session.rec.event("dial_result", extension=ext, result=result)
+                if result == "answered":
+                    outcome.answered, outcome.leg_id, outcome.extension = True, leg_id, ext
+                    session.legs[leg_id].answered_at = utcnow()
+                    session.ctl.route_state.answered(ext)
+                    return True
+                await session.hangup_channel(leg_id)
+                session.live_legs.discard(leg_id)
+            elif t == "ChannelDestroyed" and (ev.get("channel") or {}).get("id") in pending:
+                # A refused or timed-out dial ends with the channel destroyed and no final Dial
+                # event (seen with Asterisk 22): the hangup cause says what happened.
+                leg_id = ev["channel"]["id"]
+                ext = pending.pop(leg_id)
+                result = cause_result(ev.get("cause"))
+                _finish(session, leg_id, result, outcome)
+                session.live_legs.discard(leg_id)
+                session.rec.event("dial_result", extension=ext, result=result, cause=ev.get("cause_txt") or ev.get("cause"))
+            elif t in ("StasisStart", "StasisEnd", "ChannelHangupRequest") and (ev.get("channel") or {}).get("id") in session.legs:
+                continue  # a leg entering or leaving our app; its ChannelDestroyed follows
+            else:
+                session.unexpected(ev)
+        return False
+    finally:
+        # Whoever is still ringing gets CANCEL.
+        for leg_id, ext in pending.items():
+            _finish(session, leg_id, "cancelled" if outcome.answered else "no_answer", outcome)
+            await session.hangup_channel(leg_id)
+            session.live_legs.discard(leg_id)
+
+
+async def _reachable(session: "CallSession", ext: str) -> bool:
+    """Whether the desk phone has a registered contact (ARI endpoint state)."""
+    try:
+        ep = await session.ari.request("GET", f"/endpoints/PJSIP/{ext}")
+    except AriError:
+        return True  # unknown: let the dial attempt decide
+    return (ep or {}).get("state") != "offline"
+
+
+def _finish(session: "CallSession", leg_id: str, result: str, outcome: DialOutcome) -> None:
+    leg = session.legs[leg_id]
+    if leg.result is None:
+        leg.result = result
+        if result != "answered":
+            leg.ended_at = utcnow()
+        outcome.results[leg.extension] = result

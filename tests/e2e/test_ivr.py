@@ -1,0 +1,327 @@
+"""Issue: the hotline answers. Real Asterisk, the real controller (in strict mode: an illegal
+event fails the call loudly), SIPp callers with RFC 2833 DTMF and SIPp desk phones."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import datetime as dt
+import logging
+import random
+import subprocess
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+import aiohttp
+import pytest
+
+from ivr import calendar as cal
+from ivr import db, prompts, sipp
+from ivr import routing as rt
+from ivr.calllog import load_call
+from ivr.server import Service
+from ivr.settings import REPO_ROOT
+
+from .conftest import basic_auth, sample_channelstats
+
+pytestmark = pytest.mark.e2e
+HERE = Path(__file__).parent
+TEST_PROMPTS = HERE / "prompts-test.yaml"
+
+
+def routing_text_for_tests() -> str:
+    text = (REPO_ROOT / "routing.yaml").read_text(encoding="utf-8")
+    text = text.replace("first_digit_timeout: 5", "first_digit_timeout: 2", 1)
+    text = text.replace("max_tries: 3", "max_tries: 2", 1)
+    text = text.replace("ring_timeout: 20", "ring_timeout: 6")
+    return text
+
+
+class Records(logging.Handler):
+    def __init__(self):
+        super().__init__(logging.INFO)
+        self.records: list[logging.LogRecord] = []
+
+    def emit(self, record):
+        self.records.append(record)
+
+    def lines(self) -> list[str]:
+        return [f"{r.levelname} {r.name} {r.getMessage()}" for r in self.records]
+
+
+@dataclass
+class Ivr:
+    pbx: object
+    service: Service
+    routing: rt.Routing
+    log: Records
+    durations: dict[str, float]
+
+    @property
+    def settings(self):
+        return self.pbx.settings
+
+
+@pytest.fixture(scope="module")
+async def ivr(pbx):
+    s = pbx.settings
+    sounds = pbx.layout.host(pbx.layout.ast("data/sounds/vi"))
+    await asyncio.to_thread(prompts.build, sounds, texts_path=TEST_PROMPTS)
+    pbx.layout.chown()
+    durations = {p.stem: p.stat().st_size / 8000.0 for p in (sounds / "tongdai").glob("*.alaw")}
+    await asyncio.to_thread(db.upgrade, s)
+    cal.write_override(s.hours_override_path, "open", None, dt.datetime.now(dt.timezone.utc))
+    routing = rt.loads(routing_text_for_tests())
+    records = Records()
+    logger = logging.getLogger("tongdai")
+    logger.setLevel(logging.DEBUG if os.environ.get("TONGDAI_TEST_DEBUG") else logging.INFO)
+    logger.addHandler(records)
+    service = Service(s, strict=True, routing=routing)
+    await service.start()
+    yield Ivr(pbx, service, routing, records, durations)
+    await service.stop(5)
+    logger.removeHandler(records)
+
+
+@pytest.fixture(autouse=True)
+async def no_leftovers(request):
+    """After each test: no channel or bridge left in Asterisk, no illegal event, no crash."""
+    if "ivr" not in request.fixturenames:
+        yield
+        return
+    ivr = request.getfixturevalue("ivr")
+    start = len(ivr.log.records)
+    yield
+    s = ivr.settings
+    auth = basic_auth(ivr.pbx.secrets.ari_user, ivr.pbx.secrets.ari_password)
+    async with aiohttp.ClientSession(headers=auth) as http:
+        for _ in range(50):
+            async with http.get(f"http://127.0.0.1:{s.ari_port}/ari/channels") as r:
+                channels = await r.json()
+            async with http.get(f"http://127.0.0.1:{s.ari_port}/ari/bridges") as r:
+                bridges = await r.json()
+            if not channels and not bridges:
+                break
+            await asyncio.sleep(0.2)
+    assert channels == [] and bridges == [], f"leftovers: {channels} {bridges}"
+    await ivr.service.calllog.flush()
+    bad = [ln for ln in ivr.log.lines()[start:] if "illegal event" in ln or "unhandled error" in ln or ln.startswith("ERROR")]
+    assert bad == []
+
+
+def new_caller() -> str:
+    return "09" + "".join(random.choice("0123456789") for _ in range(8))
+
+
+@contextlib.asynccontextmanager
+async def phones(ivr: Ivr, modes: dict[str, str], **kw):
+    async with contextlib.AsyncExitStack() as stack:
+        out = {}
+        for ext, mode in modes.items():
+            opts = dict(kw)
+            if isinstance(mode, tuple):
+                mode, extra = mode
+                opts.update(extra)
+            out[ext] = await stack.enter_async_context(sipp.DeskPhone(
+                **ivr.pbx.peer(), user=ext, password=ivr.pbx.secrets.sip_password(ext), mode=mode, **opts))
+        yield out
+
+
+async def place(ivr: Ivr, digits: str | None, *, hold_ms: int = 4000, wait_for_bye_ms: int | None = None,
+                digits_at_ms: int = 500, dtmf_gap_ms: int | None = None, timeout: float = 60):
+    caller = new_caller()
+    kw = {}
+    if dtmf_gap_ms is not None:
+        kw["dtmf_gap_ms"] = dtmf_gap_ms
+    result = await sipp.call(**ivr.pbx.peer(), to=ivr.routing.hotline.number, from_user=caller, digits=digits,
+                             digits_at_ms=digits_at_ms, hold_ms=hold_ms, wait_for_bye_ms=wait_for_bye_ms,
+                             timeout=timeout, **kw)
+    row = await wait_row(ivr, caller)
+    return result, row
+
+
+async def wait_row(ivr: Ivr, caller: str):
+    from sqlalchemy import select
+
+    from models import Call
+
+    for _ in range(100):
+        await ivr.service.calllog.flush()
+        async with ivr.service.engine.connect() as conn:
+            cid = (await conn.execute(select(Call.id).where(Call.caller == caller))).scalar_one_or_none()
+        if cid:
+            call, events, legs = await load_call(ivr.service.engine, cid)
+            if call.disposition != "in_progress":
+                return call, events, legs
+        await asyncio.sleep(0.1)
+    raise AssertionError(f"no finished call row for {caller}")
+
+
+def kinds(events) -> list[str]:
+    return [e.kind for e in events]
+
+
+# ------------------------------------------------------------------------------------ tests
+
+
+async def test_each_branch_reaches_its_desk_phone(ivr):
+    """Digits 1-8, all at once: each reaches a phone of its branch and is logged right."""
+    first = {b.digit: b.targets[0] for b in ivr.routing.branches}
+    async with phones(ivr, {ext: ("answer", {"hangup_after_ms": 2500}) for ext in first.values()}) as ph:
+        results = await asyncio.gather(*(
+            place(ivr, d, hold_ms=30000, wait_for_bye_ms=30000) for d in first))
+        stats = {ext: p.stats() for ext, p in ph.items()}
+    for digit, (res, (call, events, legs)) in zip(first, results):
+        b = ivr.routing.branch(digit)
+        assert res.answered, res
+        assert call.disposition == "answered", (digit, [(e.kind, e.detail) for e in events if e.kind.startswith("dial")], [(l.extension, l.result) for l in legs])
+        assert call.branch_digit == digit and call.branch_name == b.name
+        assert call.agency_code == b.agency and call.agency_name == ivr.routing.agencies[b.agency].name
+        assert call.answered_by == first[digit]
+        assert call.talk_s and call.talk_s > 1.5
+        assert call.hangup_by == "agent"
+        assert any(l.extension == first[digit] and l.result == "answered" for l in legs)
+        assert "bridged" in kinds(events) and "menu_choice" in kinds(events)
+    # two phones share SNV's branch agency but not extensions: every phone got exactly its call
+    for ext, st in stats.items():
+        assert st.answered == 1, (ext, st)
+
+
+async def test_audio_flows_both_ways_when_bridged(ivr):
+    async with phones(ivr, {"2401": ("answer", {"hangup_after_ms": 5000})}):
+        call = asyncio.create_task(place(ivr, "4", hold_ms=30000, wait_for_bye_ms=30000))
+        stats = await sample_channelstats(ivr.pbx, {"trunk", "2401"}, 8.0)
+        res, (row, events, legs) = await call
+    assert row.disposition == "answered" and row.answered_by == "2401"
+    assert {"trunk", "2401"} <= stats.keys(), stats
+    for name in ("trunk", "2401"):
+        rx, tx = stats[name]
+        assert rx >= 25 and tx >= 25, (name, stats)
+
+
+async def test_wrong_digit_then_right_digit_is_routed(ivr):
+    async with phones(ivr, {"2301": ("answer", {"hangup_after_ms": 1000})}):
+        res, (call, events, legs) = await place(ivr, "03", hold_ms=30000, wait_for_bye_ms=30000, dtmf_gap_ms=1500)
+    assert call.disposition == "answered" and call.branch_digit == "3", kinds(events)
+    ks = kinds(events)
+    assert ks.index("menu_invalid") < ks.index("menu_choice")
+    assert [e.detail for e in events if e.kind == "menu_invalid"] == [{"digit": "0", "count": 1}]
+
+
+async def test_no_input_for_all_tries_goes_to_fallback(ivr):
+    res, (call, events, legs) = await place(ivr, None, hold_ms=40000, wait_for_bye_ms=40000)
+    assert res.hung_up_by == "callee"
+    assert call.disposition == "invalid_input"
+    assert kinds(events).count("menu_no_input") == ivr.routing.menu.max_tries
+    assert any(e.kind == "menu_fallback" and e.detail["reason"] == "no_input" for e in events)
+    assert call.branch_digit is None and legs == []
+
+
+async def test_star_repeats_the_menu(ivr):
+    async with phones(ivr, {"2801": ("answer", {"hangup_after_ms": 1000})}):
+        res, (call, events, legs) = await place(ivr, "*8", hold_ms=30000, wait_for_bye_ms=30000, dtmf_gap_ms=1500)
+    ks = kinds(events)
+    assert "menu_repeat" in ks and ks.index("menu_repeat") < ks.index("menu_choice")
+    assert call.branch_digit == "8" and call.disposition == "answered"
+    # the menu was played again after the star
+    plays = [e.detail["sounds"] for e in events if e.kind == "playback"]
+    assert sum(1 for p in plays if "menu" in p) >= 1
+
+
+async def test_caller_hangs_up_during_greeting(ivr):
+    hold = int(ivr.durations["greeting"] * 1000 / 2)
+    res, (call, events, legs) = await place(ivr, None, hold_ms=hold)
+    assert call.disposition == "abandoned" and call.ended_in == "greeting" and call.hangup_by == "caller"
+
+
+async def test_caller_hangs_up_during_menu(ivr):
+    hold = int((ivr.durations["greeting"] + ivr.durations["menu"] / 2) * 1000) + 300
+    res, (call, events, legs) = await place(ivr, None, hold_ms=hold)
+    assert call.disposition == "abandoned" and call.ended_in == "menu"
+
+
+async def test_caller_hangs_up_while_ringing(ivr):
+    d = ivr.durations
+    async with phones(ivr, {"2601": "noanswer", "2602": "noanswer"}) as ph:
+        hold = int((0.5 + d["branch_6"] + d["connecting"] + 2.0) * 1000)
+        res, (call, events, legs) = await place(ivr, "6", hold_ms=hold)
+        await asyncio.sleep(0.5)
+        stats = {e: p.stats() for e, p in ph.items()}
+    assert call.disposition == "abandoned" and call.ended_in == "dialing", kinds(events)
+    assert {l.extension for l in legs} == {"2601", "2602"}
+    assert all(st.cancelled == 1 for st in stats.values()), stats
+
+
+async def test_ringall_first_answer_wins_others_cancelled(ivr):
+    modes = {
+        "2401": ("answer", {"answer_delay_ms": 300, "hangup_after_ms": 1000}),
+        "2402": ("answer", {"answer_delay_ms": 4000}),
+        "2403": ("answer", {"answer_delay_ms": 4000}),
+    }
+    async with phones(ivr, modes) as ph:
+        res, (call, events, legs) = await place(ivr, "4", hold_ms=30000, wait_for_bye_ms=30000)
+        await asyncio.sleep(0.5)
+        stats = {e: p.stats() for e, p in ph.items()}
+    assert call.answered_by == "2401" and call.disposition == "answered"
+    assert stats["2401"].answered == 1
+    assert stats["2402"].answered == 0 and stats["2402"].cancelled == 1
+    assert stats["2403"].answered == 0 and stats["2403"].cancelled == 1
+    assert sorted((l.extension, l.result) for l in legs) == [("2401", "answered"), ("2402", "cancelled"), ("2403", "cancelled")]
+
+
+async def test_hunt_moves_on_at_once_after_busy(ivr):
+    async with phones(ivr, {"2201": "busy", "2202": ("answer", {"hangup_after_ms": 1000})}) as ph:
+        res, (call, events, legs) = await place(ivr, "2", hold_ms=30000, wait_for_bye_ms=30000)
+        stats = {e: p.stats() for e, p in ph.items()}
+    assert call.answered_by == "2202" and call.disposition == "answered"
+    assert stats["2201"].busy == 1 and stats["2202"].answered == 1
+    assert [(l.extension, l.result) for l in legs] == [("2201", "busy"), ("2202", "answered")]
+    busy_leg = legs[0]
+    assert (busy_leg.ended_at - busy_leg.started_at).total_seconds() < 2  # not the 6 s ring timeout
+
+
+async def test_nobody_answers_gives_no_answer_after_ring_timeout(ivr):
+    async with phones(ivr, {"2601": "noanswer", "2602": "noanswer"}) as ph:
+        res, (call, events, legs) = await place(ivr, "6", hold_ms=40000, wait_for_bye_ms=40000)
+        stats = {e: p.stats() for e, p in ph.items()}
+    assert call.disposition == "no_answer" and call.answered_by is None
+    assert res.hung_up_by == "callee"
+    assert {(l.extension, l.result) for l in legs} == {("2601", "no_answer"), ("2602", "no_answer")}
+    ring = max((l.ended_at - l.started_at).total_seconds() for l in legs)
+    assert 5.5 <= ring <= 9, ring
+    assert all(st.invites_received == 1 and st.answered == 0 for st in stats.values())
+
+
+async def test_unregistered_phones_fail_fast(ivr):
+    # Nobody registered for branch 7: both legs fail at once, not after the ring timeout.
+    res, (call, events, legs) = await place(ivr, "7", hold_ms=30000, wait_for_bye_ms=30000)
+    assert call.disposition == "no_answer"
+    assert {l.result for l in legs} == {"unreachable"}
+    assert all((l.ended_at - l.started_at).total_seconds() < 2 for l in legs)
+
+
+async def test_twenty_simultaneous_callers(ivr):
+    first = {b.digit: b.targets[0] for b in ivr.routing.branches}
+    digits = [str(1 + i % 8) for i in range(20)]
+    async with phones(ivr, {ext: ("answer", {"hangup_after_ms": 2000}) for ext in first.values()}) as ph:
+        results = await asyncio.gather(*(place(ivr, d, hold_ms=40000, wait_for_bye_ms=40000, timeout=80) for d in digits))
+        stats = {ext: p.stats() for ext, p in ph.items()}
+    for d, (res, (call, events, legs)) in zip(digits, results):
+        assert call.disposition == "answered", (d, kinds(events))
+        assert call.branch_digit == d and call.answered_by == first[d]
+    assert sum(st.answered for st in stats.values()) == 20
+
+
+async def test_tongdai_call_command(ivr):
+    """The operator's check after `make run`: a real call, a simulated desk phone, a verdict."""
+    s = ivr.settings
+    env = {**s.env, "TONGDAI_ROUTING": str(REPO_ROOT / "routing.yaml")}
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "ivr", "call", "--digits", "4", "--talk", "2",
+        env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    out, _ = await asyncio.wait_for(proc.communicate(), 90)
+    text = out.decode()
+    assert proc.returncode == 0, text
+    assert "Nhánh 4" in text and "answered" in text and "2401" in text
