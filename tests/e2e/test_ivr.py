@@ -325,3 +325,52 @@ async def test_tongdai_call_command(ivr):
     text = out.decode()
     assert proc.returncode == 0, text
     assert "Nhánh 4" in text and "answered" in text and "2401" in text
+
+
+async def test_unhandled_error_gets_apology_and_clean_hangup(ivr, monkeypatch):
+    from ivr import route
+
+    async def broken_dial(session, branch):
+        raise RuntimeError("simulated bug in routing")
+
+    monkeypatch.setattr(route, "dial", broken_dial)
+    res, (call, events, legs) = await place(ivr, "1", hold_ms=30000, wait_for_bye_ms=30000)
+    monkeypatch.undo()
+    assert res.hung_up_by == "callee"  # never dead air: the system hung up after apologising
+    assert call.disposition == "failed"
+    assert any(e.kind == "error" and "simulated bug" in e.detail["error"] for e in events)
+    assert any(e.kind == "playback" and e.detail["sounds"] == ["sorry"] for e in events)
+    # the error was logged (once) and nothing else went wrong
+    errs = [ln for ln in ivr.log.lines() if ln.startswith("ERROR") and "simulated bug" in ln]
+    assert len(errs) == 1
+    ivr.log.records = [r for r in ivr.log.records if "simulated bug" not in r.getMessage()]
+
+
+async def test_garbage_and_odd_caller_numbers_do_not_break_calls(ivr):
+    """Digits that are no branch, a caller id with letters: handled, logged, no crash."""
+    async with phones(ivr, {"2101": ("answer", {"hangup_after_ms": 800})}):
+        caller = "+84 (90) abc"
+        sip_user = "tester"  # SIPp's -s; the caller number Asterisk sees is this user part
+        res = await sipp.call(**ivr.pbx.peer(), to=ivr.routing.hotline.number, from_user=sip_user,
+                              digits="#1", digits_at_ms=500, dtmf_gap_ms=1500, hold_ms=30000, wait_for_bye_ms=30000)
+    assert res.answered
+    call, events, legs = await wait_row_any(ivr, lambda c: c.caller == "anonymous")
+    assert call.disposition == "answered" and call.branch_digit == "1"
+    assert any(e.kind == "menu_invalid" and e.detail["digit"] == "#" for e in events)
+
+
+async def wait_row_any(ivr, pred):
+    from sqlalchemy import select
+
+    from models import Call
+
+    for _ in range(100):
+        await ivr.service.calllog.flush()
+        async with ivr.service.engine.connect() as conn:
+            ids = (await conn.execute(select(Call.id).order_by(Call.started_at.desc()).limit(5))).scalars().all()
+        for cid in ids:
+            call, events, legs = await load_call(ivr.service.engine, cid)
+            if pred(call) and call.disposition != "in_progress":
+                return call, events, legs
+        await asyncio.sleep(0.1)
+    raise AssertionError("no matching call")

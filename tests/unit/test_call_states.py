@@ -1,0 +1,65 @@
+"""The call's state table: legal paths pass, anything else fails loudly."""
+
+from __future__ import annotations
+
+import pytest
+
+from ivr.call import TRANSITIONS, State, _clean_number
+from ivr.common import IllegalTransition
+
+
+class FakeCtl:
+    strict = True
+
+    def __init__(self, routing):
+        self.routing = routing
+        self.ari = None
+
+
+def session():
+    from ivr import routing as rt
+    from ivr.call import CallSession
+    from ivr.settings import REPO_ROOT
+
+    ctl = FakeCtl(rt.load(REPO_ROOT / "routing.yaml"))
+    return CallSession(ctl, {"id": "c1", "caller": {"number": "0909 123;drop table", "name": "x\x00y"}})
+
+
+def test_happy_path_is_legal_and_logged():
+    s = session()
+    for new in (State.GREETING, State.MENU, State.DIALING, State.BRIDGED, State.SURVEY, State.ENDED):
+        s.transition(new, "test")
+    assert [e[2]["to"] for e in s.rec.events if e[1] == "state"] == ["greeting", "menu", "dialing", "bridged", "survey", "ended"]
+
+
+@pytest.mark.parametrize("frm,to", [(State.ANSWERING, State.BRIDGED), (State.MENU, State.SURVEY), (State.ENDED, State.MENU),
+                                    (State.GREETING, State.DIALING)])
+def test_illegal_transitions_raise(frm, to):
+    s = session()
+    s.state = frm
+    with pytest.raises(IllegalTransition):
+        s.transition(to, "test")
+
+
+def test_every_state_can_end():
+    for st, allowed in TRANSITIONS.items():
+        assert st is State.ENDED or State.ENDED in allowed
+
+
+def test_unexpected_event_is_loud_in_strict_mode():
+    from ivr.common import IllegalEvent
+
+    s = session()
+    s.state = State.MENU
+    s.unexpected({"type": "ChannelVarset"})  # harmless: ignored
+    s.unexpected({"type": "ChannelDtmfReceived", "digit": "5"})  # stray digit: ignored, logged
+    with pytest.raises(IllegalEvent):
+        s.unexpected({"type": "RecordingFinished", "recording": {"name": "x"}})
+    s.ctl.strict = False
+    s.unexpected({"type": "RecordingFinished", "recording": {"name": "x"}})  # logged only
+
+
+def test_caller_numbers_are_sanitised():
+    assert session().rec.caller == "0909123"
+    assert _clean_number("+84<script>") == "+84"
+    assert _clean_number("9" * 100) == "9" * 32
