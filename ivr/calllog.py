@@ -53,6 +53,8 @@ class CallRecord:
     answered_by: str | None = None
     talk_ended_at: dt.datetime | None = None  # when the bridge ended (the survey may follow)
     disposition: str = "in_progress"
+    survey_score: int | None = None
+    case_code: str | None = None
     ended_in: str | None = None
     hangup_by: str | None = None
     events: list[tuple[dt.datetime, str, dict]] = field(default_factory=list)
@@ -81,7 +83,7 @@ class CallRecord:
             "branch_name": self.branch_name, "agency_code": self.agency_code, "agency_name": self.agency_name,
             "answered_by": self.answered_by, "wait_s": self.wait_s if self.ended_at or self.answered_at else None,
             "talk_s": self.talk_s, "disposition": self.disposition, "ended_in": self.ended_in,
-            "hangup_by": self.hangup_by,
+            "hangup_by": self.hangup_by, "survey_score": self.survey_score, "case_code": self.case_code,
         }
 
 

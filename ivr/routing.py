@@ -84,6 +84,24 @@ class Menu:
     fallback: str  # "complaint", "hangup" or "branch:N"
 
 
+CATEGORIES = ("procedure", "regulation", "misconduct", "question", "other")
+DEFAULT_DEADLINES = {"procedure": 10, "regulation": 15, "misconduct": 5, "question": 5, "other": 10}
+
+
+@dataclass(frozen=True)
+class Complaints:
+    misconduct_digit: str | None  # menu digit straight to a misconduct report (None: off)
+    max_seconds: int  # longest voice complaint
+    silence_seconds: int  # this much silence ends the recording
+    deadlines: dict[str, int]  # working days to answer, per category
+
+
+@dataclass(frozen=True)
+class Survey:
+    enabled: bool
+    timeout: float  # seconds to wait for the score
+
+
 @dataclass(frozen=True)
 class Agency:
     code: str
@@ -122,6 +140,8 @@ class Routing:
     branches: tuple[Branch, ...]
     agencies: dict[str, Agency]
     extensions: dict[str, Extension]  # every dialable extension: stations and focal points
+    complaints: Complaints = Complaints("9", 180, 6, dict(DEFAULT_DEADLINES))
+    survey: Survey = Survey(True, 5.0)
     source: str = ""
 
     def branch(self, digit: str) -> Branch | None:
@@ -153,6 +173,8 @@ class Routing:
                 "working_days": [d.isoformat() for d in self.hours.working_days],
             },
             "menu": asdict(self.menu),
+            "complaints": asdict(self.complaints),
+            "survey": asdict(self.survey),
             "branches": [
                 {**asdict(b), "targets": list(b.targets), "agency_name": self.agencies[b.agency].name}
                 for b in self.branches
@@ -400,6 +422,52 @@ def _menu(c: _Checker, node: Node | None, digits: set[str]) -> Menu | None:
     return Menu(float(t1), float(t2), int(tries), fb)  # type: ignore[arg-type]
 
 
+def _complaints(c: _Checker, node: Node | None, digit_paths: dict[str, str]) -> Complaints | None:
+    if node is None:
+        return Complaints("9" if "9" not in digit_paths else None, 180, 6, dict(DEFAULT_DEADLINES))
+    m = c.mapping(node, "complaints", {"misconduct_digit", "max_seconds", "silence_seconds", "deadlines"})
+    ok = True
+    digit: str | None = "9"
+    if "misconduct_digit" in m:
+        digit = c.text(m["misconduct_digit"][1], "complaints.misconduct_digit", nonempty=False)
+        if digit is not None and digit.lower() == "none":
+            digit = None
+        elif digit is not None and not re.fullmatch(r"[0-9]", digit):
+            c.err(m["misconduct_digit"][1], "complaints.misconduct_digit", f"'{digit}' is not a single digit 0–9")
+            ok = False
+        elif digit is not None and digit in digit_paths:
+            c.err(m["misconduct_digit"][1], "complaints.misconduct_digit", f"digit {digit} is already a branch ({digit_paths[digit]})")
+            ok = False
+    max_s = c.number(m["max_seconds"][1], "complaints.max_seconds", 10, 900) if "max_seconds" in m else 180
+    sil = c.number(m["silence_seconds"][1], "complaints.silence_seconds", 1, 60) if "silence_seconds" in m else 6
+    deadlines = dict(DEFAULT_DEADLINES)
+    if "deadlines" in m:
+        dm = c.mapping(m["deadlines"][1], "complaints.deadlines", set(CATEGORIES))
+        for cat, (_, vnode) in dm.items():
+            n = c.number(vnode, f"complaints.deadlines.{cat}", 1, 365)
+            if n is None:
+                ok = False
+            else:
+                deadlines[cat] = int(n)
+    if not ok or max_s is None or sil is None:
+        return None
+    return Complaints(digit, int(max_s), int(sil), deadlines)
+
+
+def _survey(c: _Checker, node: Node | None) -> Survey | None:
+    if node is None:
+        return Survey(True, 5.0)
+    m = c.mapping(node, "survey", {"enabled", "timeout"})
+    enabled = True
+    if "enabled" in m:
+        v = c.choice(m["enabled"][1], "survey.enabled", ("true", "false", "yes", "no"))
+        if v is None:
+            return None
+        enabled = v in ("true", "yes")
+    t = c.number(m["timeout"][1], "survey.timeout", 1, 30, integer=False) if "timeout" in m else 5.0
+    return Survey(enabled, float(t)) if t is not None else None
+
+
 def load(path: str | Path) -> Routing:
     """Load and validate a routing file; raise :class:`RoutingError` listing every problem."""
     path = Path(path)
@@ -426,7 +494,7 @@ def loads(text: str, name: str = "routing.yaml") -> Routing:
     top = c.mapping(
         root,
         "",
-        {"version", "hotline", "hours", "menu", "branches", "agencies", "extensions"},
+        {"version", "hotline", "hours", "menu", "branches", "agencies", "extensions", "complaints", "survey"},
         {"version", "hotline", "branches", "agencies"},
     )
     if "version" in top:
@@ -568,8 +636,10 @@ def loads(text: str, name: str = "routing.yaml") -> Routing:
         if digit and name and agency and ok_targets and targets and strategy and ring and no_answer:
             branches.append(Branch(digit, name, agency, tuple(targets), strategy, int(ring), no_answer))
     menu = _menu(c, top["menu"][1] if "menu" in top else None, digits)
+    complaints = _complaints(c, top["complaints"][1] if "complaints" in top else None, digit_paths)
+    survey = _survey(c, top["survey"][1] if "survey" in top else None)
 
-    if c.problems or hotline is None or hours is None or menu is None:
+    if c.problems or hotline is None or hours is None or menu is None or complaints is None or survey is None:
         if not c.problems:  # pragma: no cover - every None above reports a problem
             c.err(None, "", "invalid configuration")
         raise RoutingError(sorted(c.problems, key=lambda p: p.line))
@@ -580,6 +650,8 @@ def loads(text: str, name: str = "routing.yaml") -> Routing:
         branches=tuple(sorted(branches, key=lambda b: b.digit)),
         agencies=agencies,
         extensions=dict(sorted(extensions.items())),
+        complaints=complaints,
+        survey=survey,
         source=name,
     )
 
@@ -599,6 +671,10 @@ def summary(r: Routing) -> str:
         + (f"; nghỉ lễ theo lịch {r.hours.public_holidays}" if r.hours.public_holidays else "")
         + f"; {len(r.hours.closed_days)} ngày nghỉ thêm, {len(r.hours.working_days)} ngày làm bù",
         f"Menu: chờ phím {r.menu.first_digit_timeout:g} giây, tối đa {r.menu.max_tries} lần, sau đó: {r.menu.fallback}",
+        f"Phản ánh: ghi âm tối đa {r.complaints.max_seconds} giây"
+        + (f", phím {r.complaints.misconduct_digit} báo hành vi sách nhiễu" if r.complaints.misconduct_digit else "")
+        + "; hạn trả lời (ngày làm việc): " + ", ".join(f"{k} {v}" for k, v in r.complaints.deadlines.items())
+        + (f"; khảo sát sau cuộc gọi: có" if r.survey.enabled else "; khảo sát sau cuộc gọi: không"),
         "Các nhánh:",
     ]
     for b in r.branches:

@@ -34,6 +34,7 @@ class Call(Base):
         CheckConstraint(
             "disposition IN (" + ", ".join(f"'{d}'" for d in DISPOSITIONS) + ")", name="disposition"
         ),
+        CheckConstraint("survey_score IS NULL OR survey_score BETWEEN 1 AND 5", name="survey_score"),
     )
 
     id: Mapped[str] = mapped_column(String(64), primary_key=True)  # the caller channel's id
@@ -52,6 +53,8 @@ class Call(Base):
     disposition: Mapped[str] = mapped_column(String(16), default="in_progress", index=True)
     ended_in: Mapped[str | None] = mapped_column(String(32))  # the state the call ended in
     hangup_by: Mapped[str | None] = mapped_column(String(16))  # caller, agent, system
+    survey_score: Mapped[int | None] = mapped_column(Integer)  # 1..5 after the staff hung up; None: no answer
+    case_code: Mapped[str | None] = mapped_column(String(16), index=True)  # a complaint recorded in this call
 
     events: Mapped[list["CallEvent"]] = relationship(back_populates="call", lazy="raise", order_by="CallEvent.seq")
     legs: Mapped[list["CallLeg"]] = relationship(back_populates="call", lazy="raise", order_by="CallLeg.id")

@@ -1,0 +1,229 @@
+"""Complaint cases: creation with a short code, the lifecycle, deadlines in working days.
+
+Lifecycle: ``received → classified → assigned → in_progress → answered → closed``, and
+``reopened`` from answered or closed. A case may be closed early for a reason that makes sense
+before an answer (transferred, duplicate, invalid, no further action); ``resolved`` needs an
+answer first. Every change is a CaseEvent (who, when, from, to, note). Refusals raise
+:class:`CaseError` with a message for staff, in Vietnamese.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import secrets as _random
+from dataclasses import dataclass
+
+from sqlalchemy import select
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
+from sqlalchemy.orm import selectinload
+
+from models.cases import CATEGORIES, CHANNELS, CLOSE_REASONS, Case, CaseAssignment, CaseEvent
+
+from . import calendar as cal
+from .routing import Routing
+
+CODE_DIGITS = 6
+OPEN_STATUSES = ("received", "classified", "assigned", "in_progress", "reopened")
+STATUS_VI = {
+    "received": "mới tiếp nhận", "classified": "đã phân loại", "assigned": "đã giao", "in_progress": "đang xử lý",
+    "answered": "đã trả lời", "closed": "đã đóng", "reopened": "mở lại",
+}
+CATEGORY_VI = {
+    "procedure": "thủ tục hành chính", "regulation": "quy định", "misconduct": "sách nhiễu, vòi vĩnh",
+    "question": "hỏi đáp", "other": "khác",
+}
+REASON_VI = {
+    "resolved": "đã giải quyết", "transferred": "đã chuyển cơ quan khác", "duplicate": "trùng lặp",
+    "invalid": "không hợp lệ", "no_further_action": "không cần xử lý thêm",
+}
+# action -> (statuses it may start from, status it leads to)
+ACTIONS: dict[str, tuple[tuple[str, ...], str]] = {
+    "classify": (("received", "classified", "reopened"), "classified"),
+    "assign": (("classified", "assigned", "reopened"), "assigned"),
+    "start": (("assigned",), "in_progress"),
+    "answer": (("in_progress",), "answered"),
+    "close": (("received", "classified", "assigned", "in_progress", "answered", "reopened"), "closed"),
+    "reopen": (("answered", "closed"), "reopened"),
+}
+
+
+class CaseError(Exception):
+    """A request staff made that makes no sense; the message says why (Vietnamese)."""
+
+
+def utcnow() -> dt.datetime:
+    return dt.datetime.now(dt.timezone.utc)
+
+
+def deadline(routing: Routing, received_at: dt.datetime, category: str) -> dt.datetime:
+    days = routing.complaints.deadlines[category]
+    return cal.add_working_days(routing.hours, received_at, days, routing.hotline.timezone)
+
+
+def is_overdue(case: Case, now: dt.datetime | None = None) -> bool:
+    """Derived, never stored: past the deadline and not answered or closed."""
+    return case.status in OPEN_STATUSES and (now or utcnow()) > case.deadline_at
+
+
+@dataclass(frozen=True)
+class NewCase:
+    channel: str
+    caller: str | None
+    anonymous: bool = False
+    call_id: str | None = None
+    branch_digit: str | None = None
+    branch_name: str | None = None
+    agency_code: str | None = None
+    agency_name: str | None = None
+    category: str = "other"
+    summary: str | None = None
+    recording: str | None = None
+    recording_seconds: float | None = None
+    inspection_reason: str | None = None
+
+
+class Cases:
+    """Case operations on one database."""
+
+    def __init__(self, engine: AsyncEngine, routing: Routing):
+        self.engine = engine
+        self.routing = routing
+        self._sm = async_sessionmaker(engine, expire_on_commit=False)
+
+    async def create(self, new: NewCase, *, actor: str = "system", received_at: dt.datetime | None = None) -> Case:
+        """Store a new case with a fresh unique code (retrying on the rare collision)."""
+        if new.channel not in CHANNELS:
+            raise CaseError(f"kênh '{new.channel}' không hợp lệ")
+        if new.category not in CATEGORIES:
+            raise CaseError(f"loại '{new.category}' không hợp lệ")
+        received = received_at or utcnow()
+        for _ in range(20):
+            code = str(_random.randbelow(9 * 10 ** (CODE_DIGITS - 1)) + 10 ** (CODE_DIGITS - 1))
+            case = Case(
+                code=code, channel=new.channel, caller=new.caller, anonymous=new.anonymous, call_id=new.call_id,
+                branch_digit=new.branch_digit, branch_name=new.branch_name, agency_code=new.agency_code,
+                agency_name=new.agency_name, category=new.category, summary=new.summary,
+                recording=new.recording, recording_seconds=new.recording_seconds, received_at=received,
+                deadline_at=deadline(self.routing, received, new.category), status="received",
+                inspection=new.inspection_reason is not None, inspection_reason=new.inspection_reason,
+            )
+            try:
+                async with self._sm.begin() as s:
+                    s.add(case)
+                    await s.flush()
+                    s.add(CaseEvent(case_id=case.id, at=received, actor=actor, action="receive", to_status="received",
+                                    note=f"kênh {new.channel}" + (", ẩn danh" if new.anonymous else "")))
+                    if new.inspection_reason:
+                        s.add(CaseEvent(case_id=case.id, at=received, actor=actor, action="flag_inspection",
+                                        note=new.inspection_reason))
+                return case
+            except IntegrityError:
+                continue  # the code was taken: draw another
+        raise CaseError("không tạo được mã phản ánh mới")  # pragma: no cover
+
+    async def get(self, code: str) -> Case:
+        async with self._sm() as s:
+            case = await self._load(s, code)
+            return case
+
+    async def _load(self, s: AsyncSession, code: str) -> Case:
+        code = code.strip()
+        row = (await s.execute(
+            select(Case).where(Case.code == code)
+            .options(selectinload(Case.assignments), selectinload(Case.history))
+        )).scalar_one_or_none()
+        if row is None:
+            raise CaseError(f"không có phản ánh mã '{code}'")
+        return row
+
+    async def act(self, code: str, action: str, *, actor: str, note: str | None = None, category: str | None = None,
+                  agencies: list[str] | None = None, reason: str | None = None, text: str | None = None,
+                  now: dt.datetime | None = None) -> Case:
+        """Apply one lifecycle action; refuse it with a clear message if it makes no sense."""
+        if action not in ACTIONS:
+            raise CaseError(f"thao tác '{action}' không tồn tại")
+        now = now or utcnow()
+        sources, target = ACTIONS[action]
+        async with self._sm.begin() as s:
+            case = await self._load(s, code)
+            if case.status not in sources:
+                allowed = ", ".join(STATUS_VI[x] for x in sources)
+                raise CaseError(
+                    f"phản ánh {case.code} đang ở trạng thái '{STATUS_VI[case.status]}': không thể {_ACTION_VI[action]}"
+                    f" (chỉ được khi: {allowed})")
+            if action == "classify":
+                if category not in CATEGORIES:
+                    raise CaseError(f"loại phản ánh phải là một trong: {', '.join(CATEGORIES)}")
+                if category != case.category:
+                    note = f"{CATEGORY_VI[case.category]} → {CATEGORY_VI[category]}" + (f"; {note}" if note else "")
+                case.category = category
+                case.deadline_at = deadline(self.routing, case.received_at, category)
+            elif action == "assign":
+                if not agencies:
+                    raise CaseError("cần ít nhất một cơ quan (--agency)")
+                unknown = [a for a in agencies if a not in self.routing.agencies]
+                if unknown:
+                    raise CaseError(f"không có cơ quan mã: {', '.join(unknown)}")
+                have = {a.agency_code for a in case.assignments}
+                added = [a for a in dict.fromkeys(agencies) if a not in have]
+                if not added:
+                    raise CaseError(f"phản ánh {case.code} đã được giao cho {', '.join(sorted(have))}")
+                for a in added:
+                    s.add(CaseAssignment(case_id=case.id, agency_code=a, agency_name=self.routing.agencies[a].name, assigned_at=now))
+                note = "giao: " + ", ".join(f"{a} ({self.routing.agencies[a].name})" for a in added) + (f"; {note}" if note else "")
+            elif action == "answer":
+                if not text or not text.strip():
+                    raise CaseError("nội dung trả lời (--text) không được để trống")
+                case.answer = text.strip()
+                case.answered_at = now
+                note = case.answer
+            elif action == "close":
+                if reason not in CLOSE_REASONS:
+                    raise CaseError(f"lý do đóng phải là một trong: {', '.join(CLOSE_REASONS)}")
+                if reason == "resolved" and case.status != "answered":
+                    raise CaseError(f"phản ánh {case.code} chưa được trả lời: không thể đóng với lý do 'đã giải quyết'")
+                case.closed_reason = reason
+                note = REASON_VI[reason] + (f"; {note}" if note else "")
+            elif action == "reopen":
+                if not note:
+                    raise CaseError("cần ghi lý do mở lại (--note)")
+                case.closed_reason = None
+            s.add(CaseEvent(case_id=case.id, at=now, actor=actor, action=action, from_status=case.status,
+                            to_status=target, note=note))
+            case.status = target
+        return await self.get(code)
+
+    async def flag_inspection(self, code: str, *, actor: str, reason: str, now: dt.datetime | None = None) -> Case:
+        """Send a case to the inspection team (Tổ Kiểm tra đột xuất)."""
+        if not reason or not reason.strip():
+            raise CaseError("cần ghi lý do chuyển Tổ Kiểm tra (--reason)")
+        async with self._sm.begin() as s:
+            case = await self._load(s, code)
+            if case.inspection:
+                raise CaseError(f"phản ánh {case.code} đã được chuyển Tổ Kiểm tra đột xuất")
+            case.inspection = True
+            case.inspection_reason = reason.strip()
+            s.add(CaseEvent(case_id=case.id, at=now or utcnow(), actor=actor, action="flag_inspection", note=reason.strip()))
+        return await self.get(code)
+
+    async def list(self, *, status: str | None = None, agency: str | None = None, overdue: bool = False,
+                   inspection: bool = False, now: dt.datetime | None = None) -> list[Case]:
+        q = select(Case).options(selectinload(Case.assignments)).order_by(Case.received_at)
+        if status:
+            q = q.where(Case.status == status)
+        if inspection:
+            q = q.where(Case.inspection.is_(True))
+        async with self._sm() as s:
+            rows = list((await s.execute(q)).scalars().all())
+        if agency:
+            rows = [c for c in rows if c.agency_code == agency or any(a.agency_code == agency for a in c.assignments)]
+        if overdue:
+            rows = [c for c in rows if is_overdue(c, now)]
+        return rows
+
+
+_ACTION_VI = {
+    "classify": "phân loại", "assign": "giao xử lý", "start": "bắt đầu xử lý", "answer": "trả lời",
+    "close": "đóng", "reopen": "mở lại",
+}
