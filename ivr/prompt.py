@@ -30,17 +30,20 @@ class PromptResult:
 Matcher = Callable[[str], bool]
 
 
-def length_matcher(max_digits: int, terminator: str = "#") -> Matcher:
-    return lambda d: len(d) >= max_digits or d.endswith(terminator)
+def length_matcher(max_digits: int, terminator: str | None = "#") -> Matcher:
+    return lambda d: len(d) >= max_digits or (terminator is not None and d.endswith(terminator))
 
 
 async def play(session: "CallSession", sounds: list[str], *, max_digits: int = 0, first_timeout: float = 0,
-               inter_timeout: float = 3, matcher: Matcher | None = None, interrupt: bool = True) -> PromptResult:
+               inter_timeout: float = 3, terminator: str | None = None, matcher: Matcher | None = None,
+               interrupt: bool = True) -> PromptResult:
     """Play ``sounds`` (names under ``tongdai/``) and, if ``max_digits``, collect up to that many digits.
 
     ``first_timeout`` is how long to wait for the first digit once the prompts have finished.
+    ``terminator`` (e.g. ``#``) ends the input early and is not part of the result; without one,
+    every key is a digit (a one-key menu treats ``#`` as a choice like any other).
     """
-    matcher = matcher or length_matcher(max_digits)
+    matcher = matcher or length_matcher(max_digits, terminator)
     digits = ""
     try:
         if sounds:
@@ -92,6 +95,9 @@ async def play(session: "CallSession", sounds: list[str], *, max_digits: int = 0
                 session.unexpected(ev)
             if not got:
                 break
-        return PromptResult("digits", digits.rstrip("#")) if digits else PromptResult("timeout")
+        if terminator and digits.endswith(terminator):
+            digits = digits[: -len(terminator)]
+            return PromptResult("digits", digits)
+        return PromptResult("digits", digits) if digits else PromptResult("timeout")
     except CallerHangup:
         return PromptResult("hangup", digits)
