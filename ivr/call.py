@@ -1,8 +1,9 @@
 """One hotline call: explicit states, its own event queue, and a guaranteed clean end.
 
 The flow reads top to bottom in :meth:`CallSession.flow`: answer → (closed?) → greeting → menu →
-route → bridge → survey → end. Each step lives in a module named after it (``prompt``,
-``menu``, ``route``, ``bridge``). Every state change is logged on one line with the call id,
+route → bridge → survey → end, with the complaint path when nobody can take the call. Each
+step lives in a module named after it (``prompt``, ``menu``, ``route``, ``bridge``,
+``survey``, ``complaint``). Every state change is logged on one line with the call id,
 e.g. ``call=1700.12 menu -> dtmf 4 -> dialing``; a transition not in :data:`TRANSITIONS` raises.
 
 Whatever goes wrong, the caller never hears dead air: an unhandled error sends the call to the
@@ -15,17 +16,16 @@ from __future__ import annotations
 import asyncio
 import enum
 import logging
-import re
 from typing import TYPE_CHECKING, Any
 
-from . import bridge, menu, prompt, route
+from . import bridge, complaint, menu, prompt, route, survey
 from .ari import AriError
 from .calllog import CallRecord, LegRecord, utcnow
 from .common import CallerHangup, IllegalEvent, IllegalTransition
 
 if TYPE_CHECKING:
     from .controller import Controller
-    from .routing import Branch, Routing
+    from .routing import Routing
 
 log = logging.getLogger("tongdai.call")
 
@@ -38,6 +38,7 @@ class State(str, enum.Enum):
     DIALING = "dialing"
     BRIDGED = "bridged"
     SURVEY = "survey"
+    COMPLAINT = "complaint"
     FALLBACK = "fallback"
     ENDED = "ended"
 
@@ -45,12 +46,13 @@ class State(str, enum.Enum):
 S = State
 TRANSITIONS: dict[State, set[State]] = {
     S.ANSWERING: {S.GREETING, S.CLOSED, S.FALLBACK, S.ENDED},
-    S.CLOSED: {S.FALLBACK, S.ENDED},
+    S.CLOSED: {S.COMPLAINT, S.FALLBACK, S.ENDED},
     S.GREETING: {S.MENU, S.FALLBACK, S.ENDED},
-    S.MENU: {S.DIALING, S.FALLBACK, S.ENDED},
-    S.DIALING: {S.BRIDGED, S.DIALING, S.FALLBACK, S.ENDED},
+    S.MENU: {S.DIALING, S.COMPLAINT, S.FALLBACK, S.ENDED},
+    S.DIALING: {S.BRIDGED, S.DIALING, S.COMPLAINT, S.FALLBACK, S.ENDED},
     S.BRIDGED: {S.SURVEY, S.FALLBACK, S.ENDED},
     S.SURVEY: {S.FALLBACK, S.ENDED},
+    S.COMPLAINT: {S.FALLBACK, S.ENDED},
     S.FALLBACK: {S.ENDED},
     S.ENDED: set(),
 }
@@ -79,6 +81,7 @@ class CallSession:
         self.live_legs: set[str] = set()
         self.bridges: set[str] = set()
         self.playback_id: str | None = None
+        self.recording_name: str | None = None
         self._seq = 0
         caller = channel.get("caller", {}) or {}
         number = _clean_number(caller.get("number", ""))
@@ -121,6 +124,8 @@ class CallSession:
             return
         if t == "PlaybackFinished" and (ev.get("playback") or {}).get("id") != self.playback_id:
             return  # a playback we already stopped
+        if t in ("RecordingStarted", "RecordingFinished", "RecordingFailed") and (ev.get("recording") or {}).get("name") != self.recording_name:
+            return  # a recording that is already over
         if t in ("ChannelDestroyed", "StasisEnd", "ChannelHangupRequest", "StasisStart") and ch in self.legs and ch not in self.live_legs:
             return  # a desk-phone leg that is already finished
         if t == "ChannelDtmfReceived":
@@ -171,45 +176,65 @@ class CallSession:
             self.rec.event("closed", reason=is_open.reason)
             self.transition(State.CLOSED, is_open.reason)
             self.rec.disposition = "closed"
-            await prompt.play(self, ["closed", "goodbye"])
-            return await self.end("system")
+            await self.say(["closed"])
+            return await self.complaint("closed")
         self.transition(State.GREETING, "answered")
         first = await prompt.play(self, ["greeting"], max_digits=1)
         if first.status == "hangup":
             raise CallerHangup()
         self.transition(State.MENU, f"dtmf {first.digits}" if first.digits else "greeting played")
         action = await menu.run(self, first.digits or None)
-        branch: "Branch | None" = None
-        while True:
-            if action.startswith("branch:"):
-                branch = r.branch(action.split(":", 1)[1])
-                assert branch is not None
-                self.rec.branch_digit, self.rec.branch_name = branch.digit, branch.name
-                agency = r.agencies[branch.agency]
-                self.rec.agency_code, self.rec.agency_name = agency.code, agency.name
-                why = f"dtmf {branch.digit}" if self.state is State.MENU else f"no answer -> branch {branch.digit}"
-                self.transition(State.DIALING, why)
-                await prompt.play(self, [f"branch_{branch.digit}", "connecting"], max_digits=0)
-                outcome = await route.dial(self, branch)
-                if outcome.answered:
-                    self.transition(State.BRIDGED, f"answered by {outcome.extension}")
-                    who = await bridge.run(self, outcome.leg_id, outcome.extension)
-                    if who == "agent":
-                        self.transition(State.SURVEY, "agent hung up")
-                        await prompt.play(self, ["thanks"])
-                    return await self.end("caller" if who == "caller" else "system")
-                self.rec.disposition = outcome.disposition
-                self.rec.event("no_answer", branch=branch.digit, results=outcome.results)
-                action = branch.no_answer
-                if action.startswith("branch:"):
-                    continue
-                await prompt.play(self, ["all_busy", "goodbye"])
-                return await self.end("system")
-            # fallback of the menu: complaint (recording comes with the complaints feature) or hangup
+        if action == "misconduct":
+            self.rec.disposition = "complaint"
+            return await self.complaint(f"dtmf {r.complaints.misconduct_digit}", misconduct=True)
+        if not action.startswith("branch:"):
             self.rec.disposition = "invalid_input"
+            if action == "complaint":
+                return await self.complaint("menu fallback")
             self.transition(State.FALLBACK, f"menu fallback {action}")
-            await prompt.play(self, ["goodbye"])
+            await self.say(["goodbye"])
             return await self.end("system")
+        while True:
+            branch = r.branch(action.split(":", 1)[1])
+            assert branch is not None
+            self.rec.branch_digit, self.rec.branch_name = branch.digit, branch.name
+            agency = r.agencies[branch.agency]
+            self.rec.agency_code, self.rec.agency_name = agency.code, agency.name
+            why = f"dtmf {branch.digit}" if self.state is State.MENU else f"no answer -> branch {branch.digit}"
+            self.transition(State.DIALING, why)
+            await prompt.play(self, [f"branch_{branch.digit}", "connecting"], max_digits=0)
+            outcome = await route.dial(self, branch)
+            if outcome.answered:
+                self.transition(State.BRIDGED, f"answered by {outcome.extension}")
+                who = await bridge.run(self, outcome.leg_id, outcome.extension)
+                if who == "caller":
+                    return await self.end("caller")
+                if r.survey.enabled:
+                    self.transition(State.SURVEY, "agent hung up")
+                    await survey.run(self)
+                else:
+                    await self.say(["thanks"])
+                return await self.end("system")
+            self.rec.disposition = outcome.disposition
+            self.rec.event("no_answer", branch=branch.digit, results=outcome.results)
+            action = branch.no_answer
+            if action.startswith("branch:"):
+                continue
+            await self.say(["all_busy"])
+            if action == "complaint":
+                return await self.complaint(f"{outcome.disposition}")
+            await self.say(["goodbye"])
+            return await self.end("system")
+
+    async def say(self, sounds: list[str]) -> None:
+        """Play prompts that take no input; raise CallerHangup if the caller goes meanwhile."""
+        if (await prompt.play(self, sounds)).status == "hangup":
+            raise CallerHangup()
+
+    async def complaint(self, why: str, *, misconduct: bool = False) -> None:
+        self.transition(State.COMPLAINT, why)
+        await complaint.run(self, misconduct=misconduct)
+        await self.end("system")
 
     async def end(self, by: str) -> None:
         if not self.caller_gone:

@@ -61,6 +61,11 @@ def deadline(routing: Routing, received_at: dt.datetime, category: str) -> dt.da
     return cal.add_working_days(routing.hours, received_at, days, routing.hotline.timezone)
 
 
+def new_code() -> str:
+    """A random case code: CODE_DIGITS digits, never starting with 0 (read back digit by digit)."""
+    return str(_random.randbelow(9 * 10 ** (CODE_DIGITS - 1)) + 10 ** (CODE_DIGITS - 1))
+
+
 def is_overdue(case: Case, now: dt.datetime | None = None) -> bool:
     """Derived, never stored: past the deadline and not answered or closed."""
     return case.status in OPEN_STATUSES and (now or utcnow()) > case.deadline_at
@@ -91,17 +96,21 @@ class Cases:
         self.routing = routing
         self._sm = async_sessionmaker(engine, expire_on_commit=False)
 
-    async def create(self, new: NewCase, *, actor: str = "system", received_at: dt.datetime | None = None) -> Case:
-        """Store a new case with a fresh unique code (retrying on the rare collision)."""
+    async def create(self, new: NewCase, *, actor: str = "system", received_at: dt.datetime | None = None,
+                     code: str | None = None) -> Case:
+        """Store a new case with a fresh unique code (retrying on the rare collision).
+
+        ``code``: keep this code (a case replayed from the spool was already told to the caller).
+        """
         if new.channel not in CHANNELS:
             raise CaseError(f"kênh '{new.channel}' không hợp lệ")
         if new.category not in CATEGORIES:
             raise CaseError(f"loại '{new.category}' không hợp lệ")
         received = received_at or utcnow()
-        for _ in range(20):
-            code = str(_random.randbelow(9 * 10 ** (CODE_DIGITS - 1)) + 10 ** (CODE_DIGITS - 1))
+        fixed = code
+        for _ in range(1 if fixed else 20):
             case = Case(
-                code=code, channel=new.channel, caller=new.caller, anonymous=new.anonymous, call_id=new.call_id,
+                code=fixed or new_code(), channel=new.channel, caller=new.caller, anonymous=new.anonymous, call_id=new.call_id,
                 branch_digit=new.branch_digit, branch_name=new.branch_name, agency_code=new.agency_code,
                 agency_name=new.agency_name, category=new.category, summary=new.summary,
                 recording=new.recording, recording_seconds=new.recording_seconds, received_at=received,
@@ -119,6 +128,8 @@ class Cases:
                                         note=new.inspection_reason))
                 return case
             except IntegrityError:
+                if fixed:
+                    raise CaseError(f"mã phản ánh {fixed} đã tồn tại") from None
                 continue  # the code was taken: draw another
         raise CaseError("không tạo được mã phản ánh mới")  # pragma: no cover
 

@@ -374,7 +374,7 @@ def cases_show(code, home_affairs) -> None:
             f"  Nhánh: {case.branch_digit or '-'} {case.branch_name or ''}; cơ quan: {case.agency_name or '-'}",
             f"  Loại: {cm.CATEGORY_VI[case.category]}; nhận lúc {_fmt_time(case.received_at, tz)}; "
             f"hạn trả lời {_fmt_time(case.deadline_at, tz)}" + (" — QUÁ HẠN" if cm.is_overdue(case) else ""),
-            f"  Giao cho: " + (", ".join(f"{a.agency_name} ({a.agency_code})" for a in case.assignments) or "chưa giao"),
+            "  Giao cho: " + (", ".join(f"{a.agency_name} ({a.agency_code})" for a in case.assignments) or "chưa giao"),
         ]
         if case.recording:
             lines.append(f"  Bản ghi âm: {s.home / case.recording}" + (f" ({case.recording_seconds:.0f} giây)" if case.recording_seconds else ""))

@@ -9,7 +9,6 @@ routed by the channel (or dialled peer) it concerns.
 from __future__ import annotations
 
 import asyncio
-import datetime as dt
 import logging
 from pathlib import Path
 
@@ -18,6 +17,7 @@ from . import routing as rt
 from .ari import Ari, AriError
 from .call import CallSession
 from .calllog import CallLog
+from .pbx import Layout
 from .route import RouteState
 from .settings import Settings
 
@@ -32,6 +32,7 @@ class Controller:
         self.calllog = calllog
         self.strict = strict
         self.route_state = RouteState()
+        self.layout = Layout.for_settings(settings)
         self.sessions: dict[str, CallSession] = {}
         self.owners: dict[str, CallSession] = {}
         self.tasks: set[asyncio.Task] = set()
@@ -63,8 +64,8 @@ class Controller:
         owner = self.owners.get(cid) if cid else None
         if owner is None and t == "Dial":
             owner = self.owners.get((ev.get("peer") or {}).get("id"))
-        if owner is None and t and t.startswith("Playback"):
-            target = (ev.get("playback") or {}).get("target_uri", "")
+        if owner is None and t and (t.startswith("Playback") or t.startswith("Recording")):
+            target = (ev.get("playback") or ev.get("recording") or {}).get("target_uri", "")
             owner = self.owners.get(target.partition(":")[2])
         if owner is None:
             log.debug("event %s for unknown channel %s dropped", t, cid)

@@ -20,7 +20,8 @@ MAX_REPEATS = 10
 
 
 async def run(session: "CallSession", first_digit: str | None = None) -> str:
-    """Return the action: ``branch:<digit>``, or the menu's fallback (``complaint``, ``hangup``, ``branch:N``)."""
+    """Return the action: ``branch:<digit>``, ``misconduct`` (the misconduct digit), or the menu's
+    fallback (``complaint``, ``hangup``, ``branch:N``)."""
     m = session.routing.menu
     no_input = invalid = repeats = 0
     digit = first_digit
@@ -39,6 +40,9 @@ async def run(session: "CallSession", first_digit: str | None = None) -> str:
                 session.rec.event("menu_fallback", reason="no_input", action=m.fallback)
                 return m.fallback
             lead = ["no_input"]
+        elif digit == session.routing.complaints.misconduct_digit:
+            session.rec.event("menu_choice", digit=digit, misconduct=True)
+            return "misconduct"
         elif digit == "*" and repeats < MAX_REPEATS:
             repeats += 1
             session.rec.event("menu_repeat", count=repeats)

@@ -22,7 +22,7 @@ from pathlib import Path
 
 from .settings import Settings
 
-INSTANCE_DIRS = ("etc", "run", "log", "lib", "lib/keys", "spool", "data", "data/sounds", "data/moh")
+INSTANCE_DIRS = ("etc", "run", "log", "lib", "lib/keys", "spool", "spool/recording", "data", "data/sounds", "data/moh")
 
 
 class PbxError(Exception):

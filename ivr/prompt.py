@@ -37,7 +37,7 @@ def length_matcher(max_digits: int, terminator: str | None = "#") -> Matcher:
 async def play(session: "CallSession", sounds: list[str], *, max_digits: int = 0, first_timeout: float = 0,
                inter_timeout: float = 3, terminator: str | None = None, matcher: Matcher | None = None,
                interrupt: bool = True) -> PromptResult:
-    """Play ``sounds`` (names under ``tongdai/``) and, if ``max_digits``, collect up to that many digits.
+    """Play ``sounds`` (prompt names under ``tongdai/``, or media URIs such as ``digits:482913``) and, if ``max_digits``, collect up to that many digits.
 
     ``first_timeout`` is how long to wait for the first digit once the prompts have finished.
     ``terminator`` (e.g. ``#``) ends the input early and is not part of the result; without one,
@@ -49,7 +49,8 @@ async def play(session: "CallSession", sounds: list[str], *, max_digits: int = 0
         if sounds:
             pb = session.new_id("pb")
             session.playback_id = pb  # chosen by us and recorded before the playback starts
-            media = ",".join(f"sound:tongdai/{s}" for s in sounds)
+            # A bare name is one of our prompts; "digits:123" and other ARI media URIs pass through.
+            media = ",".join(s if ":" in s else f"sound:tongdai/{s}" for s in sounds)
             session.rec.event("playback", sounds=sounds)
             await session.ari.request("POST", f"/channels/{session.id}/play/{pb}",
                                       params={"media": media, "lang": session.routing.hotline.language})

@@ -78,6 +78,15 @@ def _convert(src: Path, dest_base: Path, *, trim: bool) -> None:
         _run(["sox", str(norm), "-r", "8000", "-c", "1", "-b", "16", "-e", "signed-integer", f"{dest_base}.wav"])
 
 
+def _beep(dest: Path) -> None:
+    if all(Path(f"{dest}.{x}").exists() for x in FORMATS):
+        return
+    with tempfile.TemporaryDirectory() as tmp:
+        tone = Path(tmp) / "beep.wav"
+        _run(["sox", "-n", "-r", "16000", "-c", "1", "-b", "16", str(tone), "synth", "0.25", "sine", "1000"])
+        _convert(tone, dest, trim=False)
+
+
 def build(sounds_dir: Path, *, texts_path: Path = TEXTS, recordings: Path = RECORDINGS, force: bool = False) -> BuildReport:
     """Build every prompt into ``sounds_dir`` (the ``sounds/vi`` directory Asterisk reads).
 
@@ -89,6 +98,7 @@ def build(sounds_dir: Path, *, texts_path: Path = TEXTS, recordings: Path = RECO
             raise RuntimeError(f"{tool} is not installed (apt-get install espeak-ng sox)")
     wanted = {f"tongdai/{k}": v for k, v in texts(texts_path).items()}
     wanted.update({f"digits/{k}": v for k, v in DIGITS.items()})
+    _beep(sounds_dir / "beep")  # the tone before a recording (Asterisk plays "beep")
     manifest_path = sounds_dir / ".tongdai-manifest.json"
     try:
         manifest = json.loads(manifest_path.read_text())

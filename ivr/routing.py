@@ -13,9 +13,9 @@ from __future__ import annotations
 
 import datetime as dt
 import re
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import yaml
 from yaml.nodes import MappingNode, Node, ScalarNode, SequenceNode
@@ -674,7 +674,7 @@ def summary(r: Routing) -> str:
         f"Phản ánh: ghi âm tối đa {r.complaints.max_seconds} giây"
         + (f", phím {r.complaints.misconduct_digit} báo hành vi sách nhiễu" if r.complaints.misconduct_digit else "")
         + "; hạn trả lời (ngày làm việc): " + ", ".join(f"{k} {v}" for k, v in r.complaints.deadlines.items())
-        + (f"; khảo sát sau cuộc gọi: có" if r.survey.enabled else "; khảo sát sau cuộc gọi: không"),
+        + ("; khảo sát sau cuộc gọi: có" if r.survey.enabled else "; khảo sát sau cuộc gọi: không"),
         "Các nhánh:",
     ]
     for b in r.branches:

@@ -67,8 +67,8 @@ def _udp_frame(payload: bytes, sport: int, dport: int, ip_id: int) -> bytes:
 
 
 def write_dtmf_pcap(digits: str, path, *, start_ms: int = 500, tone_ms: int = 160,
-                    gap_ms: int = 240, payload_type: int = 101,
-                    with_audio: bool = True, ssrc: int = 0x74640001) -> Path:
+                    gap_ms: int | list[int] = 240, payload_type: int = 101,
+                    with_audio: bool = True, speech: bool = False, ssrc: int = 0x74640001) -> Path:
     """Write a pcap that plays ``digits`` as RFC 4733 telephone-events.
 
     One RTP stream (one SSRC) with 20 ms packetisation: every digit is a
@@ -81,19 +81,27 @@ def write_dtmf_pcap(digits: str, path, *, start_ms: int = 500, tone_ms: int = 16
 
     With ``with_audio`` (default) PCMA silence (payload 8) fills the time
     before, between and after the digits, as a real phone would send; it
-    stops while an event is on, as RFC 4733 suggests.
+    stops while an event is on, as RFC 4733 suggests. With ``speech`` the
+    filler is the speech of SIPp's ``g711a.pcap`` (looped) instead of
+    silence: a caller who talks between key presses, e.g. a complaint
+    spoken after the beep and ended with ``#``.
 
     Digits: 0-9, *, #, A-D (lower-case a-d accepted).  Times are rounded
     up to whole 20 ms packets (tone at least 40 ms, gap at least 20 ms).
+    ``gap_ms`` may be a list: the pause after each digit.
     Returns the path.
     """
     digits = digits.upper()
     bad = [d for d in digits if d not in DTMF_EVENTS]
     if bad or not digits:
         raise ValueError(f"cannot play DTMF digits {digits!r}")
-    if start_ms < 0 or tone_ms <= 0 or gap_ms <= 0:
+    gaps = list(gap_ms) if isinstance(gap_ms, (list, tuple)) else [gap_ms] * len(digits)
+    if len(gaps) < len(digits):
+        gaps += [gaps[-1] if gaps else 240] * (len(digits) - len(gaps))
+    if start_ms < 0 or tone_ms <= 0 or any(g <= 0 for g in gaps):
         raise ValueError("start_ms, tone_ms and gap_ms must be positive")
-    start_ms, tone_ms, gap_ms = (-(-int(v) // 20) * 20 for v in (start_ms, tone_ms, gap_ms))
+    start_ms, tone_ms = (-(-int(v) // 20) * 20 for v in (start_ms, tone_ms))
+    gaps = [-(-int(g) // 20) * 20 for g in gaps]
     tone_ms = max(tone_ms, 40)
 
     packets: list[tuple[int, bytes]] = []  # (time in ms, RTP packet)
@@ -107,10 +115,13 @@ def write_dtmf_pcap(digits: str, path, *, start_ms: int = 500, tone_ms: int = 16
         packets.append((now_ms, header + payload))
         seq += 1
 
+    voice = _speech_frames() if speech else []
+
     def silence(start: int, end: int) -> None:
         if with_audio:
             for t in range(start, end, 20):
-                rtp(t, 8, b"\xd5" * 160, ts_ms=t)
+                frame = voice[(t // 20) % len(voice)] if voice else b"\xd5" * 160
+                rtp(t, 8, frame, ts_ms=t)
 
     now = 0
     silence(now, start_ms)
@@ -125,7 +136,7 @@ def write_dtmf_pcap(digits: str, path, *, start_ms: int = 500, tone_ms: int = 16
         for _ in range(3):
             rtp(now + tone_ms, payload_type, end, ts_ms=now)
         # Audio resumes one packet after the end of the event.
-        next_start = now + tone_ms + gap_ms
+        next_start = now + tone_ms + gaps[i]
         last = i == len(digits) - 1
         silence(now + tone_ms + 20, next_start if not last else now + tone_ms + 200)
         now = next_start
@@ -141,6 +152,24 @@ def write_dtmf_pcap(digits: str, path, *, start_ms: int = 500, tone_ms: int = 16
         out.append(frame)
     path.write_bytes(b"".join(out))
     return path
+
+
+def _speech_frames() -> list[bytes]:
+    """SIPp's g711a.pcap speech (7 s) as 20 ms PCMA payloads (the file uses 30 ms packets)."""
+    data = AUDIO_PCAP.read_bytes()
+    off, audio = 24, bytearray()
+    while off + 16 <= len(data):
+        incl = struct.unpack("<I", data[off + 8:off + 12])[0]
+        pkt = data[off + 16:off + 16 + incl]
+        off += 16 + incl
+        if len(pkt) < 14 + 20 + 8 + 12:
+            continue
+        ihl = (pkt[14] & 0x0F) * 4  # Ethernet (14) + IPv4 (IHL) + UDP (8) + RTP (12)
+        rtp = pkt[14 + ihl + 8:]
+        if (rtp[1] & 0x7F) == 8:
+            audio += rtp[12:]
+    frames = [bytes(audio[i:i + 160]) for i in range(0, len(audio) - 159, 160)]
+    return frames or [b"\xd5" * 160]
 
 
 # --------------------------------------------------------------------------
@@ -548,8 +577,8 @@ async def call(*, server_host: str, server_port: int, to: str, from_user: str,
                password: str | None = None, digits: str | None = None,
                digits_at_ms: int = 1500, hold_ms: int = 3000,
                wait_for_bye_ms: int | None = None, local_port: int, media_port: int,
-               control_port: int, timeout: float = 60, trace_dir=None,
-               dtmf_tone_ms: int | None = None, dtmf_gap_ms: int | None = None) -> CallResult:
+               control_port: int, timeout: float = 60, trace_dir=None, dtmf_speech: bool = True,
+               dtmf_tone_ms: int | None = None, dtmf_gap_ms: int | list[int] | None = None) -> CallResult:
     """Place one call with SIPp and report what happened.
 
     INVITE sip:{to}@server from ``from_user`` (PCMA + telephone-event/101),
@@ -561,7 +590,9 @@ async def call(*, server_host: str, server_port: int, to: str, from_user: str,
     BYE from the far end is accepted at any point after the answer.  With
     digits, the caller stays at least until the last digit has been sent.
     ``dtmf_tone_ms`` / ``dtmf_gap_ms`` override the tone and pause lengths
-    (defaults of :func:`write_dtmf_pcap`: 160 / 240 ms).
+    (defaults of :func:`write_dtmf_pcap`: 160 / 240 ms; the gap may be a
+    list, one pause per digit). With ``dtmf_speech`` (default) the caller
+    talks between key presses instead of sending silence.
 
     Never hangs: SIPp is stopped after ``timeout`` seconds (the result then
     has the status seen so far and an ``error``).  Trace files go to
@@ -577,19 +608,20 @@ async def call(*, server_host: str, server_port: int, to: str, from_user: str,
     if digits:
         tone_ms = dtmf_tone_ms if dtmf_tone_ms is not None else 160
         gap_ms = dtmf_gap_ms if dtmf_gap_ms is not None else 240
+        gaps = list(gap_ms) if isinstance(gap_ms, (list, tuple)) else [gap_ms] * len(digits)
         # The pcap starts with lead_ms of silence (lets Asterisk settle on the
         # new RTP stream), so start it that much early: first tone at digits_at_ms.
         lead_ms = 100
         play_at = max(1, int(digits_at_ms) - lead_ms)
         pcap = write_dtmf_pcap(digits, workdir / f"{name}.dtmf.pcap", start_ms=lead_ms,
-                               tone_ms=tone_ms, gap_ms=gap_ms)
+                               tone_ms=tone_ms, gap_ms=gap_ms, speech=dtmf_speech)
         dtmf = (f'  <recv request="BYE" timeout="{play_at}" '
                 f'ontimeout="dtmf" next="callee_bye"/>\n'
                 f'  <label id="dtmf"/>\n'
                 f'  <nop><action><exec play_pcap_audio="{pcap}"/></action></nop>\n')
         # play_pcap_audio replaces the audio stream: once the digits are out, send speech
         # again so that whoever answers hears the caller (RTP both ways).
-        dtmf_ms = lead_ms + len(digits) * (tone_ms + gap_ms) + 100
+        dtmf_ms = lead_ms + len(digits) * tone_ms + sum(gaps[:len(digits)]) + 100
         dtmf += (f'  <recv request="BYE" timeout="{dtmf_ms}" ontimeout="speech" next="callee_bye"/>\n'
                  f'  <label id="speech"/>\n'
                  f'  <nop><action><exec play_pcap_audio="{AUDIO_PCAP}"/></action></nop>\n')

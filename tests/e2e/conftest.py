@@ -7,14 +7,25 @@ Locally, a machine that cannot run Asterisk or SIPp skips these tests with the r
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+import datetime as dt
+import logging
 import os
+import random
 import re
 import shutil
 import socket
 from dataclasses import dataclass
 from pathlib import Path
 
+import aiohttp
 import pytest
+
+from ivr import calendar as cal
+from ivr import db, prompts, sipp
+from ivr.calllog import load_call
+from ivr.server import Service
 
 from dialplan import render as rd
 from ivr import routing as rt
@@ -155,3 +166,157 @@ def pbx(tmp_path_factory) -> Pbx:
         pytest.fail(f"Asterisk did not start with the rendered config: {e}", pytrace=False)
     yield Pbx(s, layout, routing, sec, Ports())
     layout.stop()
+
+
+# ----------------------------------------------------------------------------------------------
+# The controller, in process, in strict mode, with short prompts and timeouts.
+
+HERE = Path(__file__).parent
+TEST_PROMPTS = HERE / "prompts-test.yaml"
+
+
+def routing_text_for_tests() -> str:
+    text = (REPO_ROOT / "routing.yaml").read_text(encoding="utf-8")
+    text = text.replace("first_digit_timeout: 5", "first_digit_timeout: 2", 1)
+    text = text.replace("max_tries: 3", "max_tries: 2", 1)
+    text = text.replace("ring_timeout: 20", "ring_timeout: 6")
+    text = text.replace("fallback: complaint", "fallback: hangup", 1)
+    text = text.replace("no_answer: complaint", "no_answer: hangup")
+    # Branch 2 (hunt) offers the voice complaint when nobody can take the call.
+    text = text.replace("    strategy: hunt\n    ring_timeout: 6\n    no_answer: hangup", "    strategy: hunt\n    ring_timeout: 6\n    no_answer: complaint", 1)
+    text = text.replace("  max_seconds: 180", "  max_seconds: 20", 1)
+    text = text.replace("  timeout: 5\n", "  timeout: 2\n", 1)
+    return text
+
+
+class Records(logging.Handler):
+    def __init__(self):
+        super().__init__(logging.INFO)
+        self.records: list[logging.LogRecord] = []
+
+    def emit(self, record):
+        self.records.append(record)
+
+    def lines(self) -> list[str]:
+        return [f"{r.levelname} {r.name} {r.getMessage()}" for r in self.records]
+
+
+@dataclass
+class Ivr:
+    pbx: object
+    service: Service
+    routing: rt.Routing
+    log: Records
+    durations: dict[str, float]
+
+    @property
+    def settings(self):
+        return self.pbx.settings
+
+
+@pytest.fixture(scope="session")
+async def ivr(pbx):
+    s = pbx.settings
+    sounds = pbx.layout.host(pbx.layout.ast("data/sounds/vi"))
+    await asyncio.to_thread(prompts.build, sounds, texts_path=TEST_PROMPTS)
+    pbx.layout.chown()
+    durations = {p.stem: p.stat().st_size / 8000.0 for p in (sounds / "tongdai").glob("*.alaw")}
+    durations.update({f"digits/{p.stem}": p.stat().st_size / 8000.0 for p in (sounds / "digits").glob("*.alaw")})
+    await asyncio.to_thread(db.upgrade, s)
+    cal.write_override(s.hours_override_path, "open", None, dt.datetime.now(dt.timezone.utc))
+    routing = rt.loads(routing_text_for_tests())
+    records = Records()
+    logger = logging.getLogger("tongdai")
+    logger.setLevel(logging.DEBUG if os.environ.get("TONGDAI_TEST_DEBUG") else logging.INFO)
+    logger.addHandler(records)
+    service = Service(s, strict=True, routing=routing)
+    await service.start()
+    yield Ivr(pbx, service, routing, records, durations)
+    await service.stop(5)
+    logger.removeHandler(records)
+
+
+@pytest.fixture(autouse=True)
+async def no_leftovers(request):
+    """After each test: no channel or bridge left in Asterisk, no illegal event, no crash."""
+    if "ivr" not in request.fixturenames:
+        yield
+        return
+    ivr = request.getfixturevalue("ivr")
+    start = len(ivr.log.records)
+    yield
+    s = ivr.settings
+    auth = basic_auth(ivr.pbx.secrets.ari_user, ivr.pbx.secrets.ari_password)
+    async with aiohttp.ClientSession(headers=auth) as http:
+        for _ in range(50):
+            async with http.get(f"http://127.0.0.1:{s.ari_port}/ari/channels") as r:
+                channels = await r.json()
+            async with http.get(f"http://127.0.0.1:{s.ari_port}/ari/bridges") as r:
+                bridges = await r.json()
+            if not channels and not bridges:
+                break
+            await asyncio.sleep(0.2)
+    assert channels == [] and bridges == [], f"leftovers: {channels} {bridges}"
+    await ivr.service.calllog.flush()
+    bad = [ln for ln in ivr.log.lines()[start:] if "illegal event" in ln or "unhandled error" in ln or ln.startswith("ERROR")]
+    assert bad == []
+
+
+def new_caller() -> str:
+    return "09" + "".join(random.choice("0123456789") for _ in range(8))
+
+
+@contextlib.asynccontextmanager
+async def phones(ivr: Ivr, modes: dict[str, str], **kw):
+    async with contextlib.AsyncExitStack() as stack:
+        out = {}
+        for ext, mode in modes.items():
+            opts = dict(kw)
+            if isinstance(mode, tuple):
+                mode, extra = mode
+                opts.update(extra)
+            out[ext] = await stack.enter_async_context(sipp.DeskPhone(
+                **ivr.pbx.peer(), user=ext, password=ivr.pbx.secrets.sip_password(ext), mode=mode, **opts))
+        yield out
+
+
+async def place(ivr: Ivr, digits: str | None, *, hold_ms: int = 4000, wait_for_bye_ms: int | None = None,
+                digits_at_ms: int = 500, dtmf_gap_ms: int | None = None, timeout: float = 60):
+    caller = new_caller()
+    kw = {}
+    if dtmf_gap_ms is not None:
+        kw["dtmf_gap_ms"] = dtmf_gap_ms
+    result = await sipp.call(**ivr.pbx.peer(), to=ivr.routing.hotline.number, from_user=caller, digits=digits,
+                             digits_at_ms=digits_at_ms, hold_ms=hold_ms, wait_for_bye_ms=wait_for_bye_ms,
+                             timeout=timeout, **kw)
+    row = await wait_row(ivr, caller)
+    return result, row
+
+
+async def wait_row(ivr: Ivr, caller: str):
+    from sqlalchemy import select
+
+    from models import Call
+
+    for _ in range(100):
+        await ivr.service.calllog.flush()
+        async with ivr.service.engine.connect() as conn:
+            cid = (await conn.execute(select(Call.id).where(Call.caller == caller))).scalar_one_or_none()
+        if cid:
+            call, events, legs = await load_call(ivr.service.engine, cid)
+            if call.disposition != "in_progress":
+                return call, events, legs
+        await asyncio.sleep(0.1)
+    raise AssertionError(f"no finished call row for {caller}")
+
+
+def kinds(events) -> list[str]:
+    return [e.kind for e in events]
+
+
+
+
+def pytest_collection_modifyitems(session, config, items):
+    """The foundation tests talk to ARI as the Stasis app themselves and need the controller not
+    to be connected yet; the controller fixture is session-wide, so they run first."""
+    items.sort(key=lambda item: 0 if "test_foundation" in item.nodeid else 1)

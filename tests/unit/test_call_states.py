@@ -54,9 +54,9 @@ def test_unexpected_event_is_loud_in_strict_mode():
     s.unexpected({"type": "ChannelVarset"})  # harmless: ignored
     s.unexpected({"type": "ChannelDtmfReceived", "digit": "5"})  # stray digit: ignored, logged
     with pytest.raises(IllegalEvent):
-        s.unexpected({"type": "RecordingFinished", "recording": {"name": "x"}})
+        s.unexpected({"type": "TextMessageReceived", "message": {"body": "x"}})
     s.ctl.strict = False
-    s.unexpected({"type": "RecordingFinished", "recording": {"name": "x"}})  # logged only
+    s.unexpected({"type": "TextMessageReceived", "message": {"body": "x"}})  # logged only
 
 
 def test_caller_numbers_are_sanitised():

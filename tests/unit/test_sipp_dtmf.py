@@ -159,3 +159,14 @@ def test_lower_case_letters_and_path_returned(tmp_path):
 def test_rejects_bad_digits(tmp_path, digits):
     with pytest.raises(ValueError):
         write_dtmf_pcap(digits, tmp_path / "d.pcap")
+
+
+
+def test_speech_filler_and_per_digit_gaps(tmp_path):
+    p = write_dtmf_pcap("12", tmp_path / "s.pcap", start_ms=100, gap_ms=[1000, 200], speech=True)
+    packets = read_pcap(p)
+    audio = [x.payload for x in packets if x.pt == 8]
+    assert audio and any(pl != b"\xd5" * 160 for pl in audio)  # real speech, not silence
+    groups = event_groups(packets)
+    assert len(groups) == 2
+    assert (groups[1][0].ts - groups[0][0].ts) == (160 + 1000) * 8  # the first pause is 1 s
