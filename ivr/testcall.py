@@ -91,6 +91,11 @@ async def run(s: Settings, r: Routing, *, digits: str, hotline: str, caller: str
         lines.append(f"  Nhánh {call.branch_digit}: {call.branch_name} — {call.agency_name}")
     lines.append(f"  Người nghe: {call.answered_by or '-'}; kết quả: {call.disposition}; "
                  f"chờ {call.wait_s or 0:.1f} giây, đàm thoại {call.talk_s or 0:.1f} giây")
+    if call.disposition == "closed":
+        lines.append("  Tổng đài đang ngoài giờ làm việc (hoặc bị đóng). Để thử ngoài giờ: "
+                     "`tongdai hours open --until HH:MM`, thử xong: `tongdai hours auto`.")
+    if call.case_code:
+        lines.append(f"  Đã ghi nhận phản ánh mã {call.case_code} (xem: `tongdai cases show {call.case_code}`).")
     return lines, call.disposition == "answered"
 
 
