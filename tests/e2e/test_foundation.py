@@ -100,5 +100,15 @@ async def test_hotline_without_controller_falls_back(pbx):
     assert result.hung_up_by == "callee" or not result.answered, result
 
 
+async def test_station_dials_the_hotline_internally(pbx):
+    # A desk phone (digest auth) dialling 1022 enters the hotline; with no controller yet,
+    # the fallback context answers and hangs up.
+    ext = "4101"
+    result = await sipp.call(**pbx.peer(), to=pbx.routing.hotline.number, from_user=ext,
+                             password=pbx.secrets.sip_password(ext), hold_ms=15000, wait_for_bye_ms=10000, timeout=30)
+    assert result.answered and result.hung_up_by == "callee", result
+    assert "Hotline fallback for 4101" in pbx.layout.log_file.read_text()
+
+
 def test_no_error_lines_after_all_calls(pbx):
     assert pbx.error_lines() == []

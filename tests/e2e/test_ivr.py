@@ -13,7 +13,7 @@ from ivr import sipp
 from ivr.calllog import load_call
 from ivr.settings import REPO_ROOT
 
-from .conftest import kinds, phones, place, sample_channelstats
+from .conftest import kinds, max_channelstats, phones, place, sample_channelstats
 
 pytestmark = pytest.mark.e2e
 
@@ -25,8 +25,10 @@ async def test_each_branch_reaches_its_desk_phone(ivr):
     """Digits 1-8, all at once: each reaches a phone of its branch and is logged right."""
     first = {b.digit: b.targets[0] for b in ivr.routing.branches}
     async with phones(ivr, {ext: ("answer", {"hangup_after_ms": 2500}) for ext in first.values()}) as ph:
-        results = await asyncio.gather(*(
-            place(ivr, d, hold_ms=30000, wait_for_bye_ms=30000) for d in first))
+        calls = asyncio.ensure_future(asyncio.gather(*(
+            place(ivr, d, hold_ms=30000, wait_for_bye_ms=30000) for d in first)))
+        rtp = await max_channelstats(ivr.pbx, 40, until=calls)
+        results = await calls
         stats = {ext: p.stats() for ext, p in ph.items()}
     for digit, (res, (call, events, legs)) in zip(first, results):
         b = ivr.routing.branch(digit)
@@ -42,6 +44,10 @@ async def test_each_branch_reaches_its_desk_phone(ivr):
     # two phones share SNV's branch agency but not extensions: every phone got exactly its call
     for ext, st in stats.items():
         assert st.answered == 1, (ext, st)
+    # RTP both ways on every desk phone's leg: it sent (RX) and heard the caller (TX)
+    for ext in first.values():
+        rx, tx = rtp.get(ext, (0, 0))
+        assert rx >= 25 and tx >= 25, (ext, rtp)
 
 
 async def test_audio_flows_both_ways_when_bridged(ivr):
@@ -228,3 +234,8 @@ async def wait_row_any(ivr, pred):
                 return call, events, legs
         await asyncio.sleep(0.1)
     raise AssertionError("no matching call")
+
+
+def test_asterisk_logged_no_error_in_the_whole_run(ivr):
+    """Runs last (see conftest): nothing any test did made Asterisk log an ERROR."""
+    assert ivr.pbx.error_lines() == []
