@@ -34,6 +34,16 @@ def length_matcher(max_digits: int, terminator: str | None = "#") -> Matcher:
     return lambda d: len(d) >= max_digits or (terminator is not None and d.endswith(terminator))
 
 
+def _digit(session: "CallSession", ev: dict, during: str) -> str | None:
+    """The digit of a DTMF event, logged on the call's timeline; None (and a log line) if malformed."""
+    d = str(ev.get("digit", ""))
+    if not VALID_DTMF.match(d):
+        log.info("call=%s malformed digit %r ignored", session.id, d)
+        return None
+    session.rec.event("dtmf", digit=d, during=during)
+    return d
+
+
 async def play(session: "CallSession", sounds: list[str], *, max_digits: int = 0, first_timeout: float = 0,
                inter_timeout: float = 3, terminator: str | None = None, matcher: Matcher | None = None,
                interrupt: bool = True) -> PromptResult:
@@ -60,12 +70,10 @@ async def play(session: "CallSession", sounds: list[str], *, max_digits: int = 0
                 if t == "PlaybackFinished" and ev["playback"]["id"] == pb:
                     break
                 if t == "ChannelDtmfReceived" and ev["channel"]["id"] == session.id and max_digits:
-                    d = str(ev.get("digit", ""))
-                    if not VALID_DTMF.match(d):
-                        log.info("call=%s malformed digit %r ignored", session.id, d)
+                    d = _digit(session, ev, "prompt")
+                    if d is None:
                         continue
                     digits += d
-                    session.rec.event("dtmf", digit=d, during="prompt")
                     if interrupt:
                         session.playback_id = None
                         await session.ari.request("DELETE", f"/playbacks/{pb}", ok_missing=True)
@@ -85,12 +93,10 @@ async def play(session: "CallSession", sounds: list[str], *, max_digits: int = 0
                 if ev is None:
                     break
                 if ev.get("type") == "ChannelDtmfReceived" and ev["channel"]["id"] == session.id:
-                    d = str(ev.get("digit", ""))
-                    if not VALID_DTMF.match(d):
-                        log.info("call=%s malformed digit %r ignored", session.id, d)
+                    d = _digit(session, ev, "wait")
+                    if d is None:
                         continue
                     digits += d
-                    session.rec.event("dtmf", digit=d, during="wait")
                     got = True
                     break
                 session.unexpected(ev)
