@@ -17,6 +17,7 @@ import base64
 import json
 import logging
 import random
+import time
 from typing import Any, Awaitable, Callable
 
 import aiohttp
@@ -41,6 +42,7 @@ class Ari:
         self._headers = {"Authorization": f"Basic {token}"}
         self._http: aiohttp.ClientSession | None = None
         self.connected = asyncio.Event()
+        self.lost_at: float | None = None  # time.time() when the websocket was last lost
         self._stopping = False
 
     async def __aenter__(self) -> "Ari":
@@ -111,6 +113,8 @@ class Ari:
                 raise
             except (aiohttp.ClientError, OSError, asyncio.TimeoutError) as e:
                 log.warning("ari websocket unavailable: %s", e.__class__.__name__)
+            if self.connected.is_set():
+                self.lost_at = time.time()
             self.connected.clear()
             if self._stopping:
                 break

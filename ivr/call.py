@@ -14,6 +14,7 @@ leg and destroys every bridge the call created.
 from __future__ import annotations
 
 import asyncio
+import datetime as dt
 import enum
 import logging
 from typing import TYPE_CHECKING, Any
@@ -82,6 +83,8 @@ class CallSession:
         self.bridges: set[str] = set()
         self.playback_id: str | None = None
         self.recording_name: str | None = None
+        self.task: asyncio.Task | None = None
+        self.vanished = False  # set by Controller.reconcile: the channel died while we were away
         self._seq = 0
         caller = channel.get("caller", {}) or {}
         number = _clean_number(caller.get("number", ""))
@@ -153,18 +156,23 @@ class CallSession:
                 self.rec.disposition = "abandoned"
             self.rec.hangup_by = self.rec.hangup_by or "caller"
         except asyncio.CancelledError:
-            self.rec.disposition = "interrupted" if self.rec.disposition == "in_progress" else self.rec.disposition
+            # The channel vanished while we were away from Asterisk (Controller.reconcile), or
+            # the controller is shutting down past its grace period (then we still hang up).
+            self.interrupt("channel gone while disconnected" if self.vanished else "shutdown", gone=self.vanished)
             raise
+        except AriError as e:
+            if e.status == 0:  # Asterisk went away mid-request: nothing left to talk to
+                self.interrupt(str(e), gone=True)
+            else:
+                await self._unhandled(e)
         except Exception as e:
-            log.exception("call=%s unhandled error in %s: %s", self.id, self.state.value, e)
-            self.rec.event("error", state=self.state.value, error=f"{e.__class__.__name__}: {e}")
-            await self.fallback()
+            await self._unhandled(e)
         finally:
             self.rec.ended_in = self.rec.ended_in or self.state.value
             await self.cleanup()
             if self.state is not State.ENDED:
                 self.transition(State.ENDED, "cleanup")
-            self.rec.ended_at = utcnow()
+            self.rec.ended_at = self.rec.ended_at or utcnow()
             self.ctl.calllog.closed(self.rec)
             self.ctl.finished(self)
 
@@ -235,6 +243,25 @@ class CallSession:
         self.transition(State.COMPLAINT, why)
         await complaint.run(self, misconduct=misconduct)
         await self.end("system")
+
+    async def _unhandled(self, e: Exception) -> None:
+        log.exception("call=%s unhandled error in %s: %s", self.id, self.state.value, e)
+        self.rec.event("error", state=self.state.value, error=f"{e.__class__.__name__}: {e}")
+        await self.fallback()
+
+    def interrupt(self, why: str, *, gone: bool) -> None:
+        """The call was cut short. ``gone``: its channels died with Asterisk, so there is
+        nothing to hang up and the end time is when we lost Asterisk."""
+        self.rec.disposition = "interrupted"
+        self.rec.ended_in = self.rec.ended_in or self.state.value
+        self.rec.event("interrupted", state=self.state.value, why=why)
+        if gone:
+            lost = self.ari.lost_at
+            self.rec.ended_at = dt.datetime.fromtimestamp(lost, dt.timezone.utc) if lost else utcnow()
+            self.caller_gone = True
+            self.live_legs.clear()
+            self.bridges.clear()
+        log.warning("call=%s interrupted in %s (%s)", self.id, self.state.value, why)
 
     async def end(self, by: str) -> None:
         if not self.caller_gone:

@@ -86,6 +86,7 @@ class Controller:
         self.own(cid, session)
         self.idle.clear()
         task = asyncio.create_task(session.run(), name=f"call-{cid}")
+        session.task = task
         self.tasks.add(task)
         task.add_done_callback(self.tasks.discard)
         log.info("call=%s arrived from %s", cid, session.rec.caller)
@@ -109,6 +110,24 @@ class Controller:
                                    params={"context": "hotline-fallback", "extension": "s", "priority": 1})
         except AriError as e:
             log.warning("call=%s could not be sent to the fallback: %s", cid, e)
+
+    async def reconcile(self) -> None:
+        """After a (re)connection: calls whose channel died while we were away are finalised.
+
+        Asterisk drops events for an app whose websocket is down, so ask what still lives.
+        """
+        if not self.sessions:
+            return
+        try:
+            live = {c["id"] for c in await self.ari.request("GET", "/channels")}
+        except AriError as e:
+            log.warning("reconcile: cannot list channels: %s", e)
+            return
+        for session in list(self.sessions.values()):
+            if session.id not in live and session.task is not None:
+                log.warning("call=%s channel gone while disconnected; finalising as interrupted", session.id)
+                session.vanished = True
+                session.task.cancel()
 
     # ------------------------------------------------------------------ state
 

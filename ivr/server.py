@@ -62,7 +62,7 @@ class Service:
         self._ari = Ari(s.bind, s.ari_port, sec.ari_user, sec.ari_password, s.ari_app)
         await self._ari.__aenter__()
         self.controller = Controller(s, routing, self._ari, self.calllog, strict=self.strict)
-        self._runner = asyncio.create_task(self._ari.run(self.controller.on_event), name="ari-events")
+        self._runner = asyncio.create_task(self._ari.run(self.controller.on_event, self.controller.reconcile), name="ari-events")
         try:
             await asyncio.wait_for(self._ari.connected.wait(), timeout)
         except asyncio.TimeoutError:

@@ -1,0 +1,51 @@
+"""Faults: Asterisk killed mid-call and started again; the controller reconnects by itself."""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+import os
+import signal
+
+import pytest
+
+from ivr.call import State
+
+from .conftest import kinds, phones, place
+
+pytestmark = pytest.mark.e2e
+
+
+async def wait_for(pred, timeout: float, what: str):
+    loop = asyncio.get_running_loop()
+    end = loop.time() + timeout
+    while loop.time() < end:
+        if pred():
+            return
+        await asyncio.sleep(0.05)
+    raise AssertionError(f"timed out waiting for {what}")
+
+
+async def test_asterisk_killed_during_a_bridged_call(ivr):
+    ari = ivr.service._ari
+    ctl = ivr.service.controller
+    async with phones(ivr, {"2401": "answer"}):
+        call = asyncio.create_task(place(ivr, "4", hold_ms=12000, timeout=40))
+        await wait_for(lambda: any(s.state is State.BRIDGED for s in ctl.sessions.values()), 20, "a bridged call")
+        pid = ivr.pbx.layout.pid()
+        killed_at = dt.datetime.now(dt.timezone.utc)
+        os.kill(pid, signal.SIGKILL)
+        await wait_for(lambda: not ari.connected.is_set(), 10, "the websocket to drop")
+        await asyncio.to_thread(ivr.pbx.layout.stop)  # reap; the PID file is cleared
+        await asyncio.to_thread(ivr.pbx.layout.start)
+        await wait_for(ari.connected.is_set, 20, "the controller to reconnect by itself")
+        res, (row, events, legs) = await call
+    assert row.disposition == "interrupted", kinds(events)
+    assert row.ended_in == "bridged" and row.answered_by == "2401"
+    assert abs((row.ended_at - killed_at).total_seconds()) < 3
+    assert "interrupted" in kinds(events)
+    assert ctl.sessions == {}
+    # the next call is routed normally
+    async with phones(ivr, {"2401": ("answer", {"hangup_after_ms": 1000})}):
+        res, (row, events, legs) = await place(ivr, "4", hold_ms=30000, wait_for_bye_ms=30000)
+    assert row.disposition == "answered" and row.answered_by == "2401"
