@@ -3,7 +3,8 @@
 A call session fills a :class:`CallRecord` in memory and hands it to :class:`CallLog` twice:
 when the call arrives (an ``in_progress`` row) and when it ends (the final row, its timeline and
 its desk-phone legs). A single writer task drains a queue, so a slow database never delays audio.
-A write that fails is retried with backoff; records stay queued meanwhile (nothing is dropped).
+A write that fails goes to the durable spool (:mod:`ivr.spool`) and is written back, once, when
+the database returns; writes are idempotent upserts keyed by the call id.
 """
 
 from __future__ import annotations
@@ -12,12 +13,15 @@ import asyncio
 import datetime as dt
 import logging
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from sqlalchemy import delete, select
 from sqlalchemy.ext.asyncio import AsyncEngine, async_sessionmaker
 
 from models import Call, CallEvent, CallLeg
+
+from .spool import Spool
 
 log = logging.getLogger("tongdai.calllog")
 
@@ -88,17 +92,29 @@ class CallRecord:
 
 
 class CallLog:
-    """Queue + single writer task. ``start()`` it, ``await close()`` to flush on shutdown."""
+    """Queue + single writer task. ``start()`` it, ``await close()`` to flush on shutdown.
 
-    def __init__(self, engine: AsyncEngine):
+    With a spool (``spool_path``), a record the database refuses (down, locked, read-only) goes
+    to the durable spool at once, and so does every later record while older ones wait there,
+    keeping the order; a replayer writes them back when the database returns. Without one,
+    the writer retries in memory.
+    """
+
+    def __init__(self, engine: AsyncEngine, spool_path: Path | None = None, *, write_timeout: float = 5,
+                 replay_every: float = 2.0):
         self.engine = engine
         self._sessions = async_sessionmaker(engine, expire_on_commit=False)
         self._queue: asyncio.Queue[tuple[str, dict]] = asyncio.Queue()
-        self._task: asyncio.Task | None = None
+        self._tasks: list[asyncio.Task] = []
+        self.spool = Spool(spool_path) if spool_path else None
+        self.write_timeout = write_timeout
+        self.replay_every = replay_every
         self.failures = 0
 
     def start(self) -> None:
-        self._task = asyncio.create_task(self._writer(), name="calllog-writer")
+        self._tasks.append(asyncio.create_task(self._writer(), name="calllog-writer"))
+        if self.spool:
+            self._tasks.append(asyncio.create_task(self._replayer(), name="calllog-replayer"))
 
     def opened(self, rec: CallRecord) -> None:
         self._queue.put_nowait(("open", rec.row()))
@@ -110,34 +126,69 @@ class CallLog:
         self._queue.put_nowait(("close", payload))
 
     async def flush(self) -> None:
+        """Wait until every queued record is in the database or in the spool."""
         await self._queue.join()
+
+    async def replay(self) -> int:
+        """Write spooled records back now (the replayer does this on its own, periodically)."""
+        if not self.spool:
+            return 0
+        return await self.spool.drain(lambda r: self._write_with_timeout(r["op"], r["payload"]))
 
     async def close(self, timeout: float = 10) -> None:
         try:
             await asyncio.wait_for(self._queue.join(), timeout)
         except asyncio.TimeoutError:
             log.error("calllog: %d records not written at shutdown", self._queue.qsize())
-        if self._task:
-            self._task.cancel()
-            await asyncio.gather(self._task, return_exceptions=True)
+        if self.spool and self.spool.pending():
+            try:
+                await asyncio.wait_for(self.replay(), timeout)
+            except asyncio.TimeoutError:
+                pass
+            if self.spool.pending():
+                log.warning("calllog: %d records stay in the spool for the next start", self.spool.pending())
+        for t in self._tasks:
+            t.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+
+    async def _write_with_timeout(self, op: str, payload: dict) -> None:
+        await asyncio.wait_for(self._write(op, payload), self.write_timeout)
 
     async def _writer(self) -> None:
         backoff = 0.2
         while True:
             op, payload = await self._queue.get()
-            while True:
+            try:
+                while True:
+                    if self.spool and self.spool.pending():
+                        self.spool.append({"op": op, "payload": payload})  # older records wait there
+                        break
+                    try:
+                        await self._write_with_timeout(op, payload)
+                        backoff = 0.2
+                        break
+                    except asyncio.CancelledError:
+                        raise
+                    except Exception as e:  # database down, locked, read-only
+                        self.failures += 1
+                        if self.spool:
+                            self.spool.append({"op": op, "payload": payload})
+                            log.error("calllog: write failed for call=%s (%s); spooled", payload["id"], e.__class__.__name__)
+                            break
+                        log.error("calllog: write failed for call=%s (%s); retrying in %.1fs", payload["id"], e.__class__.__name__, backoff)
+                        await asyncio.sleep(backoff)
+                        backoff = min(backoff * 2, 10)
+            finally:
+                self._queue.task_done()
+
+    async def _replayer(self) -> None:
+        while True:
+            await asyncio.sleep(self.replay_every)
+            if self.spool.pending():
                 try:
-                    await self._write(op, payload)
-                    backoff = 0.2
-                    break
-                except asyncio.CancelledError:
-                    raise
-                except Exception as e:  # database down, locked, read-only: keep the record, retry
-                    self.failures += 1
-                    log.error("calllog: write failed for call=%s (%s); retrying in %.1fs", payload["id"], e.__class__.__name__, backoff)
-                    await asyncio.sleep(backoff)
-                    backoff = min(backoff * 2, 10)
-            self._queue.task_done()
+                    await self.replay()
+                except Exception as e:  # never let the replayer die
+                    log.error("calllog: replay failed: %s", e)
 
     async def _write(self, op: str, payload: dict) -> None:
         row = {k: v for k, v in payload.items() if k not in ("events", "legs")}
@@ -145,6 +196,8 @@ class CallLog:
             existing = await s.get(Call, row["id"])
             if existing is None:
                 s.add(Call(**row))
+            elif op == "open" and existing.disposition != "in_progress":
+                return  # never turn a finished call back into one in progress
             else:
                 for k, v in row.items():
                     setattr(existing, k, v)

@@ -57,7 +57,7 @@ class Service:
         routing = self._routing or rt.load(s.routing_path)
         sec = secrets_mod.load(s.secrets_path, list(routing.extensions))
         self.engine = db.engine(s)
-        self.calllog = CallLog(self.engine)
+        self.calllog = CallLog(self.engine, s.home / "spool" / "calllog.jsonl")
         self.calllog.start()
         self._ari = Ari(s.bind, s.ari_port, sec.ari_user, sec.ari_password, s.ari_app)
         await self._ari.__aenter__()
