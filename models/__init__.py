@@ -47,3 +47,4 @@ class Base(DeclarativeBase):
 
 from .calls import Call, CallEvent, CallLeg  # noqa: E402,F401
 from .cases import Case, CaseAssignment, CaseEvent  # noqa: E402,F401
+from .presence import RegistrationEvent  # noqa: E402,F401
