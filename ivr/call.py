@@ -85,6 +85,7 @@ class CallSession:
         self.recording_name: str | None = None
         self.task: asyncio.Task | None = None
         self.vanished = False  # set by Controller.reconcile: the channel died while we were away
+        self.throttled = False  # set by the controller: this number calls too often
         self._seq = 0
         caller = channel.get("caller", {}) or {}
         number = _clean_number(caller.get("number", ""))
@@ -179,6 +180,13 @@ class CallSession:
     async def flow(self) -> None:
         r = self.routing
         await self.ari.request("POST", f"/channels/{self.id}/answer")
+        if self.throttled:
+            # Too many calls from this number in the last minute: keep the branches free.
+            self.rec.event("rate_limited", limit=r.limits.caller_calls_per_minute)
+            self.transition(State.FALLBACK, "rate limited")
+            self.rec.disposition = "rejected"
+            await self.say(["try_later"])
+            return await self.end("system")
         is_open = self.ctl.is_open()
         if not is_open.open:
             self.rec.event("closed", reason=is_open.reason)
@@ -210,7 +218,10 @@ class CallSession:
             self.rec.agency_code, self.rec.agency_name = agency.code, agency.name
             why = f"dtmf {branch.digit}" if self.state is State.MENU else f"no answer -> branch {branch.digit}"
             self.transition(State.DIALING, why)
-            await prompt.play(self, [f"branch_{branch.digit}", "connecting"], max_digits=0)
+            if await route.any_reachable(self, branch):
+                await prompt.play(self, [f"branch_{branch.digit}", "connecting"], max_digits=0)
+            # else: no desk phone of the branch is registered; straight to the no-answer path
+            # (dial() records each phone as unreachable without ringing anything).
             outcome = await route.dial(self, branch)
             if outcome.answered:
                 self.transition(State.BRIDGED, f"answered by {outcome.extension}")

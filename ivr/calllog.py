@@ -19,7 +19,7 @@ from typing import Any
 from sqlalchemy import delete, select
 from sqlalchemy.ext.asyncio import AsyncEngine, async_sessionmaker
 
-from models import Call, CallEvent, CallLeg
+from models import Call, CallEvent, CallLeg, RegistrationEvent
 
 from .spool import Spool
 
@@ -125,6 +125,13 @@ class CallLog:
         payload["legs"] = [vars(l).copy() for l in rec.legs]
         self._queue.put_nowait(("close", payload))
 
+    def presence(self, extension: str, agency_code: str | None, status: str, at: dt.datetime,
+                 address: str | None = None) -> None:
+        """A desk phone's registration changed (see :mod:`ivr.presence`)."""
+        self._queue.put_nowait(("presence", {"id": f"presence:{extension}", "extension": extension,
+                                             "agency_code": agency_code, "status": status, "at": at,
+                                             "address": address}))
+
     async def flush(self) -> None:
         """Wait until every queued record is in the database or in the spool."""
         await self._queue.join()
@@ -191,6 +198,8 @@ class CallLog:
                     log.error("calllog: replay failed: %s", e)
 
     async def _write(self, op: str, payload: dict) -> None:
+        if op == "presence":
+            return await self._write_presence(payload)
         row = {k: v for k, v in payload.items() if k not in ("events", "legs")}
         async with self._sessions.begin() as s:
             existing = await s.get(Call, row["id"])
@@ -208,6 +217,34 @@ class CallLog:
                 await s.flush()
                 s.add_all(CallEvent(call_id=row["id"], **e) for e in payload["events"])
                 s.add_all(CallLeg(call_id=row["id"], **l) for l in payload["legs"])
+
+
+    async def _write_presence(self, payload: dict) -> None:
+        row = {k: v for k, v in payload.items() if k != "id"}
+        async with self._sessions.begin() as s:
+            # Idempotent on (extension, at, status): a replayed record is written once.
+            dup = await s.execute(select(RegistrationEvent.id).where(
+                RegistrationEvent.extension == row["extension"], RegistrationEvent.at == row["at"],
+                RegistrationEvent.status == row["status"]))
+            if dup.first() is None:
+                s.add(RegistrationEvent(**row))
+
+
+async def last_presence(engine: AsyncEngine) -> dict[str, tuple[str, dt.datetime, bool]]:
+    """Every extension's latest registration status in the history, its time, and whether the
+    phone was ever registered."""
+    from sqlalchemy import func
+
+    sm = async_sessionmaker(engine, expire_on_commit=False)
+    async with sm() as s:
+        latest = (select(RegistrationEvent.extension, func.max(RegistrationEvent.id).label("id"))
+                  .group_by(RegistrationEvent.extension).subquery())
+        rows = await s.execute(select(RegistrationEvent.extension, RegistrationEvent.status, RegistrationEvent.at)
+                               .join(latest, RegistrationEvent.id == latest.c.id))
+        rows = rows.all()
+        ever_up = set((await s.execute(select(RegistrationEvent.extension).where(
+            RegistrationEvent.status.in_(("registered", "reachable"))).distinct())).scalars())
+        return {ext: (status, at, ext in ever_up) for ext, status, at in rows}
 
 
 async def load_call(engine: AsyncEngine, call_id: str) -> tuple[Call | None, list[CallEvent], list[CallLeg]]:

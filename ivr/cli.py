@@ -555,6 +555,75 @@ def call_cmd(digits: str, hotline: str | None, caller_number: str, talk: float, 
     sys.exit(0 if ok else 1)
 
 
+# ------------------------------------------------------------------------------ status, apply
+
+
+@main.command()
+@click.option("--json", "as_json", is_flag=True, help="In dạng JSON (cho script).")
+def status(as_json: bool) -> None:
+    """Tình trạng: Asterisk, ARI/AMI, cuộc gọi đang diễn ra, máy bàn đã đăng ký theo cơ quan."""
+    import asyncio
+
+    from . import status as status_mod
+
+    s = _settings()
+    r = _load_routing(s.routing_path)
+    st = asyncio.run(status_mod.gather(s, r))
+    if as_json:
+        click.echo(json.dumps(st, ensure_ascii=False, indent=1))
+    else:
+        click.echo(status_mod.render(st, r, r.hotline.timezone))
+    sys.exit(0 if st.get("asterisk", {}).get("version") else 3)
+
+
+@main.command("apply")
+@click.option("--yes", "-y", is_flag=True, help="Không hỏi lại trước khi ghi.")
+@click.option("--dry-run", is_flag=True, help="Chỉ kiểm tra và in khác biệt, không ghi gì.")
+def apply_cmd(yes: bool, dry_run: bool) -> None:
+    """Áp dụng routing.yaml: kiểm tra → sinh cấu hình → so sánh → ghi → nạp lại Asterisk và bộ điều khiển."""
+    import asyncio
+
+    from . import apply as ap
+
+    s = _settings()
+    r = _load_routing(s.routing_path)  # an invalid file stops here: nothing written, nothing reloaded
+    p = ap.plan(s, r)
+    if not p.changed:
+        click.echo("Cấu hình Asterisk không thay đổi.")
+    else:
+        click.echo(p.diff)
+        click.echo(f"Tệp thay đổi: {', '.join(p.changed)}")
+    if dry_run:
+        return
+    if p.changed and not yes:
+        if not sys.stdin.isatty():
+            _fail("cần --yes khi không chạy trên terminal", 2)
+        click.confirm("Ghi và nạp lại?", abort=True)
+    if p.changed:
+        ap.write(s, p)
+        click.echo(f"Đã ghi {len(p.changed)} tệp vào {Layout.for_settings(s).etc}.")
+        if p.restart_needed:
+            click.echo(f"Cần khởi động lại Asterisk để áp dụng: {', '.join(p.restart_needed)}")
+        try:
+            for line in asyncio.run(ap.reload_asterisk(s, r, p.reloads)):
+                click.echo(f"  Asterisk {line}")
+        except ConnectionError as e:
+            click.echo(f"Asterisk không chạy hoặc AMI không kết nối được ({e}); cấu hình sẽ dùng khi khởi động.")
+        except RuntimeError as e:
+            _fail(str(e))
+    try:
+        res = asyncio.run(ap.reload_controller(s, s.routing_path))
+    except ConnectionError:
+        click.echo("Bộ điều khiển không chạy; routing mới sẽ dùng khi khởi động.")
+        return
+    if not res.get("ok"):
+        for e in res.get("errors", []):
+            click.echo(e, err=True)
+        _fail("bộ điều khiển từ chối routing mới; vẫn dùng routing cũ")
+    click.echo(f"Bộ điều khiển đã nạp routing mới ({res['branches']} nhánh, {res['extensions']} máy lẻ); "
+               "cuộc gọi đang diễn ra vẫn theo routing cũ.")
+
+
 # --------------------------------------------------------------------------------------- run
 
 

@@ -9,7 +9,9 @@ routed by the channel (or dialled peer) it concerns.
 from __future__ import annotations
 
 import asyncio
+import collections
 import logging
+import time
 from pathlib import Path
 
 from . import calendar as cal
@@ -22,6 +24,29 @@ from .route import RouteState
 from .settings import Settings
 
 log = logging.getLogger("tongdai.controller")
+
+
+class RateLimit:
+    """Counts each caller's calls over a sliding window."""
+
+    def __init__(self, window: float):
+        self.window = window
+        self._hits: dict[str, collections.deque[float]] = {}
+
+    def hit(self, key: str, limit: int, now: float | None = None) -> bool:
+        """Count one call; True when it is over ``limit`` (0: no limit). Anonymous callers are
+        not limited: they would all share one key."""
+        if limit <= 0 or not key or key == "anonymous":
+            return False
+        now = time.monotonic() if now is None else now
+        q = self._hits.setdefault(key, collections.deque())
+        while q and q[0] <= now - self.window:
+            q.popleft()
+        q.append(now)
+        if len(self._hits) > 10000:  # forget idle callers
+            for k in [k for k, v in self._hits.items() if not v or v[-1] <= now - self.window]:
+                del self._hits[k]
+        return len(q) > limit
 
 
 class Controller:
@@ -37,6 +62,8 @@ class Controller:
         self.owners: dict[str, CallSession] = {}
         self.tasks: set[asyncio.Task] = set()
         self.accepting = True
+        self.presence = None  # ivr.presence.Presence, when AMI is configured
+        self.calls_per_minute = RateLimit(60.0)
         self.idle = asyncio.Event()
         self.idle.set()
 
@@ -82,6 +109,7 @@ class Controller:
             asyncio.create_task(self._to_fallback(cid))
             return
         session = CallSession(self, channel)
+        session.throttled = self.calls_per_minute.hit(session.rec.caller, self.routing.limits.caller_calls_per_minute)
         self.sessions[cid] = session
         self.own(cid, session)
         self.idle.clear()
@@ -141,9 +169,14 @@ class Controller:
         except rt.RoutingError as e:
             log.error("routing reload rejected, keeping the running config: %s", "; ".join(str(p) for p in e.errors[:5]))
             return False
-        self.routing = new
-        log.info("routing reloaded: %d branches, %d extensions", len(new.branches), len(new.extensions))
+        self.swap_routing(new)
         return True
+
+    def swap_routing(self, new: rt.Routing) -> None:
+        """New calls use ``new``; calls in progress keep the routing they started with."""
+        self.routing = new
+        log.info("routing reloaded: %d branches, %d extensions; %d calls in progress keep the old one",
+                 len(new.branches), len(new.extensions), len(self.sessions))
 
     async def drain(self, grace: float) -> None:
         """Stop taking calls; wait up to ``grace`` seconds for calls in progress to finish."""

@@ -198,8 +198,21 @@ async def _ring(session: "CallSession", extensions: list[str], ring_timeout: int
             session.live_legs.discard(leg_id)
 
 
+async def any_reachable(session: "CallSession", branch: "Branch") -> bool:
+    """Whether at least one of the branch's desk phones can take a call now."""
+    for ext in branch.targets:
+        if await _reachable(session, ext):
+            return True
+    return False
+
+
 async def _reachable(session: "CallSession", ext: str) -> bool:
-    """Whether the desk phone has a registered contact (ARI endpoint state)."""
+    """Whether the desk phone has a registered contact: AMI presence, or ARI when AMI is down."""
+    presence = session.ctl.presence
+    if presence is not None:
+        known = presence.reachable(ext)
+        if known is not None:
+            return known
     try:
         ep = await session.ari.request("GET", f"/endpoints/PJSIP/{ext}")
     except AriError:

@@ -120,6 +120,14 @@ class Extension:
 
 
 @dataclass(frozen=True)
+class Limits:
+    """Protection of the branches: a caller calling more than ``caller_calls_per_minute`` times
+    in a minute hears "please try later" (0: no limit)."""
+
+    caller_calls_per_minute: int = 5
+
+
+@dataclass(frozen=True)
 class Branch:
     digit: str
     name: str
@@ -142,6 +150,7 @@ class Routing:
     extensions: dict[str, Extension]  # every dialable extension: stations and focal points
     complaints: Complaints = Complaints("9", 180, 6, dict(DEFAULT_DEADLINES))
     survey: Survey = Survey(True, 5.0)
+    limits: Limits = Limits()
     source: str = ""
 
     def branch(self, digit: str) -> Branch | None:
@@ -175,6 +184,7 @@ class Routing:
             "menu": asdict(self.menu),
             "complaints": asdict(self.complaints),
             "survey": asdict(self.survey),
+            "limits": asdict(self.limits),
             "branches": [
                 {**asdict(b), "targets": list(b.targets), "agency_name": self.agencies[b.agency].name}
                 for b in self.branches
@@ -454,6 +464,16 @@ def _complaints(c: _Checker, node: Node | None, digit_paths: dict[str, str]) -> 
     return Complaints(digit, int(max_s), int(sil), deadlines)
 
 
+def _limits(c: _Checker, node: Node | None) -> Limits | None:
+    if node is None:
+        return Limits()
+    m = c.mapping(node, "limits", {"caller_calls_per_minute"})
+    if "caller_calls_per_minute" not in m:
+        return Limits()
+    n = c.number(m["caller_calls_per_minute"][1], "limits.caller_calls_per_minute", 0, 1000)
+    return Limits(int(n)) if n is not None else None
+
+
 def _survey(c: _Checker, node: Node | None) -> Survey | None:
     if node is None:
         return Survey(True, 5.0)
@@ -494,7 +514,7 @@ def loads(text: str, name: str = "routing.yaml") -> Routing:
     top = c.mapping(
         root,
         "",
-        {"version", "hotline", "hours", "menu", "branches", "agencies", "extensions", "complaints", "survey"},
+        {"version", "hotline", "hours", "menu", "branches", "agencies", "extensions", "complaints", "survey", "limits"},
         {"version", "hotline", "branches", "agencies"},
     )
     if "version" in top:
@@ -638,8 +658,10 @@ def loads(text: str, name: str = "routing.yaml") -> Routing:
     menu = _menu(c, top["menu"][1] if "menu" in top else None, digits)
     complaints = _complaints(c, top["complaints"][1] if "complaints" in top else None, digit_paths)
     survey = _survey(c, top["survey"][1] if "survey" in top else None)
+    limits = _limits(c, top["limits"][1] if "limits" in top else None)
 
-    if c.problems or hotline is None or hours is None or menu is None or complaints is None or survey is None:
+    if (c.problems or hotline is None or hours is None or menu is None or complaints is None or survey is None
+            or limits is None):
         if not c.problems:  # pragma: no cover - every None above reports a problem
             c.err(None, "", "invalid configuration")
         raise RoutingError(sorted(c.problems, key=lambda p: p.line))
@@ -652,6 +674,7 @@ def loads(text: str, name: str = "routing.yaml") -> Routing:
         extensions=dict(sorted(extensions.items())),
         complaints=complaints,
         survey=survey,
+        limits=limits,
         source=name,
     )
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import signal
 import sys
 from pathlib import Path
@@ -17,8 +18,10 @@ from . import db
 from . import routing as rt
 from . import secrets as secrets_mod
 from .ari import Ari
-from .calllog import CallLog
+from .calllog import CallLog, last_presence, utcnow
+from .control import ControlServer, duration
 from .controller import Controller
+from .presence import Presence
 from .settings import Settings
 
 log = logging.getLogger("tongdai.server")
@@ -50,6 +53,9 @@ class Service:
         self._ari: Ari | None = None
         self._runner: asyncio.Task | None = None
         self.calllog: CallLog | None = None
+        self.presence: Presence | None = None
+        self.control: ControlServer | None = None
+        self.started_at = None
         self.engine = None
 
     async def start(self, timeout: float = 15) -> None:
@@ -68,11 +74,53 @@ class Service:
         except asyncio.TimeoutError:
             await self.stop(0)
             raise RuntimeError(f"ARI at {s.bind}:{s.ari_port} did not accept the websocket within {timeout:g}s") from None
+        await self._start_presence(sec)
+        self.control = ControlServer(self)
+        await self.control.start()
+        self.started_at = utcnow()
         log.info("controller ready: app=%s hotline=%s", s.ari_app, routing.hotline.number)
+
+    async def _start_presence(self, sec) -> None:
+        s = self.settings
+        try:
+            known = await asyncio.wait_for(last_presence(self.engine), 5)
+        except Exception as e:  # database down: history restarts from what AMI says now
+            log.warning("presence: no registration history (%s)", e.__class__.__name__)
+            known = {}
+        ctl = self.controller
+        self.presence = Presence(s.bind, s.ami_port, sec.ami_user, sec.ami_password, lambda: ctl.routing, self.calllog)
+        ctl.presence = self.presence
+        await self.presence.start(known)
+        if not await self.presence.wait_ready(5):
+            log.warning("AMI at %s:%d not ready; routing asks ARI for endpoint state meanwhile", s.bind, s.ami_port)
+
+    def status(self) -> dict:
+        """What `tongdai status` shows (JSON-able)."""
+        ctl, ari, pres = self.controller, self._ari, self.presence
+        calls = []
+        for sess in list(ctl.sessions.values()) if ctl else []:
+            r = sess.rec
+            calls.append({"id": sess.id, "caller": r.caller, "branch": r.branch_digit, "branch_name": r.branch_name,
+                          "state": sess.state.value, "started_at": r.started_at.isoformat(),
+                          "duration_s": duration(r.started_at), "answered_by": r.answered_by})
+        return {
+            "controller": {"pid": os.getpid(), "started_at": self.started_at.isoformat() if self.started_at else None,
+                           "accepting": bool(ctl and ctl.accepting), "hotline": ctl.routing.hotline.number if ctl else None},
+            "ari": {"connected": bool(ari and ari.connected.is_set())},
+            "ami": {"connected": bool(pres and pres.connected)},
+            "asterisk": {"version": pres.asterisk_version if pres else None},
+            "calls": calls,
+            "phones": pres.status() if pres else {},
+            "spool": {"calllog": self.calllog.spool.pending() if self.calllog and self.calllog.spool else 0},
+        }
 
     async def stop(self, grace: float = 30) -> None:
         if self.controller:
             await self.controller.drain(grace)
+        if self.control:
+            await self.control.stop()
+        if self.presence:
+            self.presence.close()
         if self._runner:
             self._runner.cancel()
             await asyncio.gather(self._runner, return_exceptions=True)

@@ -247,8 +247,9 @@ async def ivr(pbx):
     logger.addHandler(records)
     service = Service(s, strict=True, routing=routing)
     await service.start()
-    yield Ivr(pbx, service, routing, records, durations)
-    await service.stop(5)
+    ivr = Ivr(pbx, service, routing, records, durations)
+    yield ivr
+    await ivr.service.stop(5)  # a test may have replaced the service (SIGTERM test)
     logger.removeHandler(records)
 
 
@@ -297,8 +298,9 @@ async def phones(ivr: Ivr, modes: dict[str, str], **kw):
 
 
 async def place(ivr: Ivr, digits: str | None, *, hold_ms: int = 4000, wait_for_bye_ms: int | None = None,
-                digits_at_ms: int = 500, dtmf_gap_ms: int | None = None, timeout: float = 60):
-    caller = new_caller()
+                digits_at_ms: int = 500, dtmf_gap_ms: int | None = None, timeout: float = 60,
+                caller: str | None = None):
+    caller = caller or new_caller()
     kw = {}
     if dtmf_gap_ms is not None:
         kw["dtmf_gap_ms"] = dtmf_gap_ms
@@ -317,7 +319,9 @@ async def wait_row(ivr: Ivr, caller: str):
     for _ in range(100):
         await ivr.service.calllog.flush()
         async with ivr.service.engine.connect() as conn:
-            cid = (await conn.execute(select(Call.id).where(Call.caller == caller))).scalar_one_or_none()
+            # The caller's latest call (a test may call several times from one number).
+            cid = (await conn.execute(select(Call.id).where(Call.caller == caller)
+                                      .order_by(Call.started_at.desc()).limit(1))).scalar_one_or_none()
         if cid:
             call, events, legs = await load_call(ivr.service.engine, cid)
             if call.disposition != "in_progress":

@@ -1,0 +1,101 @@
+"""The controller's control socket: `tongdai status` and `tongdai apply` talk to it.
+
+A Unix socket at ``$TONGDAI_HOME/run/control.sock`` (mode 0600: only the operator's account),
+serving JSON over HTTP:
+
+- ``GET /status``: ARI/AMI connection, Asterisk version, active calls, desk-phone presence;
+- ``POST /reload`` (optional JSON ``{"path": "routing.yaml"}``): load routing.yaml again; an
+  invalid file is refused with its errors and the running routing stays.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import logging
+import os
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import aiohttp
+from aiohttp import web
+
+from . import routing as rt
+from .calllog import utcnow
+
+if TYPE_CHECKING:
+    from .server import Service
+
+log = logging.getLogger("tongdai.control")
+
+
+def socket_path(home: Path) -> Path:
+    return home / "run" / "control.sock"
+
+
+class ControlServer:
+    def __init__(self, service: "Service"):
+        self.service = service
+        self.path = socket_path(service.settings.home)
+        self._runner: web.AppRunner | None = None
+
+    async def start(self) -> None:
+        app = web.Application()
+        app.router.add_get("/status", self._status)
+        app.router.add_post("/reload", self._reload)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        if self.path.exists():
+            self.path.unlink()  # left by a process that died; a live one would own the pidfile
+        self._runner = web.AppRunner(app, access_log=None)
+        await self._runner.setup()
+        old = os.umask(0o177)
+        try:
+            await web.UnixSite(self._runner, str(self.path)).start()
+        finally:
+            os.umask(old)
+
+    async def stop(self) -> None:
+        if self._runner:
+            await self._runner.cleanup()
+        self.path.unlink(missing_ok=True)
+
+    async def _status(self, request: web.Request) -> web.Response:
+        return web.json_response(self.service.status())
+
+    async def _reload(self, request: web.Request) -> web.Response:
+        path = self.service.settings.routing_path
+        if request.can_read_body:
+            try:
+                body = await request.json()
+            except (json.JSONDecodeError, UnicodeDecodeError):
+                return web.json_response({"ok": False, "errors": ["body is not JSON"]}, status=400)
+            if isinstance(body, dict) and body.get("path"):
+                path = Path(str(body["path"]))
+        ctl = self.service.controller
+        try:
+            new = rt.load(path)
+        except rt.RoutingError as e:
+            log.error("reload of %s refused: %d errors; the running routing stays", path, len(e.errors))
+            return web.json_response({"ok": False, "errors": [str(p) for p in e.errors]}, status=422)
+        except OSError as e:
+            return web.json_response({"ok": False, "errors": [f"{path}: {e.strerror}"]}, status=422)
+        ctl.swap_routing(new)
+        return web.json_response({"ok": True, "branches": len(new.branches), "extensions": len(new.extensions)})
+
+
+async def request(home: Path, method: str, path: str, body: dict | None = None, timeout: float = 5) -> dict:
+    """Call the running controller; raises ``ConnectionError`` when none is running."""
+    sock = socket_path(home)
+    if not sock.exists():
+        raise ConnectionError("the controller is not running (no control socket)")
+    try:
+        async with aiohttp.ClientSession(connector=aiohttp.UnixConnector(path=str(sock)),
+                                         timeout=aiohttp.ClientTimeout(total=timeout)) as http:
+            async with http.request(method, f"http://tongdai{path}", json=body) as r:
+                return await r.json()
+    except (aiohttp.ClientConnectionError, FileNotFoundError, ConnectionRefusedError) as e:
+        raise ConnectionError(f"the controller is not running ({e.__class__.__name__})") from None
+
+
+def duration(since: dt.datetime) -> float:
+    return round((utcnow() - since).total_seconds(), 1)

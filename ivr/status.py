@@ -1,0 +1,108 @@
+"""`tongdai status`: is the hotline up, who is calling, which desk phones can be reached.
+
+Asks the running controller over its control socket; when no controller runs, asks Asterisk
+directly over AMI and the database for when each phone was last seen.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+from zoneinfo import ZoneInfo
+
+from . import control
+from . import routing as rt
+from . import secrets as secrets_mod
+from .settings import Settings
+
+STATE_VI = {
+    "answering": "đang trả lời", "greeting": "lời chào", "menu": "đang chọn", "dialing": "đang đổ chuông",
+    "bridged": "đang đàm thoại", "complaint": "ghi âm phản ánh", "survey": "khảo sát", "ended": "kết thúc",
+}
+
+
+async def gather(settings: Settings, routing: rt.Routing) -> dict:
+    """The status as a JSON-able dict (the same shape whether or not the controller runs)."""
+    try:
+        st = await control.request(settings.home, "GET", "/status")
+        st["source"] = "controller"
+        return st
+    except ConnectionError as e:
+        why = str(e)
+    st = {"source": "ami", "controller": {"running": False, "why": why}, "ari": {"connected": False},
+          "ami": {"connected": False}, "asterisk": {"version": None}, "calls": [], "phones": {}}
+    from .presence import Presence
+
+    sec = secrets_mod.load(settings.secrets_path, list(routing.extensions))
+    history: dict = {}
+    try:
+        from . import db
+        from .calllog import last_presence
+
+        engine = db.engine(settings)
+        try:
+            history = await asyncio.wait_for(last_presence(engine), 5)
+        finally:
+            await engine.dispose()
+    except Exception:
+        history = {}
+    pres = Presence(settings.bind, settings.ami_port, sec.ami_user, sec.ami_password, lambda: routing, None)
+    try:
+        await pres.start(history)
+        if await pres.wait_ready(3):
+            st["ami"]["connected"] = True
+            st["asterisk"]["version"] = pres.asterisk_version
+            st["phones"] = pres.status()
+        else:
+            st["phones"] = {ext: {"status": s, "since": at.isoformat(), "device_state": None, "address": None,
+                                  "last_seen": at.isoformat() if up and s != "registered" else None}
+                            for ext, (s, at, up) in history.items()}
+    finally:
+        pres.close()
+    return st
+
+
+def render(st: dict, routing: rt.Routing, tz: str) -> str:
+    """The status for a person, in Vietnamese."""
+    zone = ZoneInfo(tz)
+
+    def local(iso: str | None) -> str:
+        if not iso:
+            return "—"
+        return dt.datetime.fromisoformat(iso).astimezone(zone).strftime("%d/%m %H:%M")
+
+    out = []
+    ctl = st.get("controller", {})
+    if st.get("source") == "controller":
+        out.append(f"Bộ điều khiển: đang chạy (PID {ctl.get('pid')}, từ {local(ctl.get('started_at'))})"
+                   + ("" if ctl.get("accepting") else ", đang dừng — không nhận cuộc gọi mới"))
+    else:
+        out.append("Bộ điều khiển: KHÔNG chạy")
+    ver = st.get("asterisk", {}).get("version")
+    out.append(f"Asterisk: {'đang chạy, phiên bản ' + ver if ver else 'KHÔNG liên lạc được'}")
+    out.append(f"ARI: {'đã kết nối' if st['ari']['connected'] else 'chưa kết nối'} · "
+               f"AMI: {'đã kết nối' if st['ami']['connected'] else 'chưa kết nối'}")
+    calls = st.get("calls", [])
+    out.append(f"Cuộc gọi đang diễn ra: {len(calls)}")
+    for c in calls:
+        branch = f"nhánh {c['branch']}" if c.get("branch") else "chưa chọn nhánh"
+        out.append(f"  {c['caller']:<14} {branch:<16} {STATE_VI.get(c['state'], c['state']):<16} {c['duration_s']:.0f} giây")
+    phones = st.get("phones", {})
+    up = sum(1 for p in phones.values() if p.get("status") == "registered")
+    out.append(f"Máy bàn đã đăng ký: {up}/{len(routing.extensions)}")
+    by_agency: dict[str, list[str]] = {}
+    for ext in routing.extensions.values():
+        by_agency.setdefault(ext.agency, []).append(ext.number)
+    for code, exts in by_agency.items():
+        agency = routing.agencies.get(code)
+        parts = []
+        for n in sorted(exts):
+            p = phones.get(n) or {}
+            if p.get("status") == "registered":
+                parts.append(f"{n} ✓ (từ {local(p.get('since'))})")
+            elif p.get("last_seen"):
+                parts.append(f"{n} ✗ (lần cuối {local(p.get('last_seen'))})")
+            else:
+                parts.append(f"{n} ✗ (chưa đăng ký lần nào)")
+        out.append(f"  {agency.name if agency else code}: " + ", ".join(parts))
+    return "\n".join(out)
