@@ -125,6 +125,10 @@ class Limits:
     in a minute hears "please try later" (0: no limit)."""
 
     caller_calls_per_minute: int = 5
+    # An address failing SIP authentication this many times within the window is blocked.
+    registration_failures: int = 5
+    registration_window: int = 60
+    block_seconds: int = 600
 
 
 @dataclass(frozen=True)
@@ -467,11 +471,17 @@ def _complaints(c: _Checker, node: Node | None, digit_paths: dict[str, str]) -> 
 def _limits(c: _Checker, node: Node | None) -> Limits | None:
     if node is None:
         return Limits()
-    m = c.mapping(node, "limits", {"caller_calls_per_minute"})
-    if "caller_calls_per_minute" not in m:
-        return Limits()
-    n = c.number(m["caller_calls_per_minute"][1], "limits.caller_calls_per_minute", 0, 1000)
-    return Limits(int(n)) if n is not None else None
+    keys = {"caller_calls_per_minute": (0, 1000), "registration_failures": (0, 1000),
+            "registration_window": (1, 86400), "block_seconds": (1, 86400 * 7)}
+    m = c.mapping(node, "limits", set(keys))
+    values = {}
+    for key, (lo, hi) in keys.items():
+        if key in m:
+            n = c.number(m[key][1], f"limits.{key}", lo, hi)
+            if n is None:
+                return None
+            values[key] = int(n)
+    return Limits(**values)
 
 
 def _survey(c: _Checker, node: Node | None) -> Survey | None:

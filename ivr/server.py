@@ -21,6 +21,8 @@ from .ari import Ari
 from .calllog import CallLog, last_presence, utcnow
 from .control import ControlServer, duration
 from .controller import Controller
+from .guard import Guard
+from .pbx import Layout
 from .presence import Presence
 from .settings import Settings
 
@@ -55,6 +57,7 @@ class Service:
         self.calllog: CallLog | None = None
         self.presence: Presence | None = None
         self.control: ControlServer | None = None
+        self.guard: Guard | None = None
         self.started_at = None
         self.engine = None
 
@@ -91,8 +94,12 @@ class Service:
         self.presence = Presence(s.bind, s.ami_port, sec.ami_user, sec.ami_password, lambda: ctl.routing, self.calllog)
         ctl.presence = self.presence
         await self.presence.start(known)
+        never = tuple(a.split("/")[0] for a in s.trunk_match)
+        self.guard = Guard(self.presence, lambda: ctl.routing, Layout.for_settings(s).etc, never_block=never)
         if not await self.presence.wait_ready(5):
             log.warning("AMI at %s:%d not ready; routing asks ARI for endpoint state meanwhile", s.bind, s.ami_port)
+        else:
+            await self.guard.start()
 
     def status(self) -> dict:
         """What `tongdai status` shows (JSON-able)."""
@@ -119,6 +126,8 @@ class Service:
             await self.controller.drain(grace)
         if self.control:
             await self.control.stop()
+        if self.guard:
+            self.guard.close()
         if self.presence:
             self.presence.close()
         if self._runner:

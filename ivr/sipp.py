@@ -279,7 +279,8 @@ def _workdir(trace_dir, prefix: str) -> Path:
 
 
 def _sipp_args(*, scenario: Path, server_host: str, server_port: int, local_port: int,
-               media_port: int, control_port: int, workdir: Path, name: str) -> list[str]:
+               media_port: int, control_port: int, workdir: Path, name: str,
+               local_ip: str = LOCAL_IP) -> list[str]:
     """Options shared by every SIPp run: ports, no stdin, trace files.
 
     SIPp binds local_port (SIP), media_port and media_port + 2 (RTP, video
@@ -291,7 +292,7 @@ def _sipp_args(*, scenario: Path, server_host: str, server_port: int, local_port
                          f"{media_port + 2}, control {control_port})")
     return [
         f"{server_host}:{server_port}", "-sf", str(scenario),
-        "-i", LOCAL_IP, "-mi", LOCAL_IP,
+        "-i", local_ip, "-mi", local_ip,
         "-p", str(local_port), "-mp", str(media_port), "-cp", str(control_port),
         "-nostdin",
         "-trace_msg", "-message_file", str(workdir / f"{name}.messages.log"),
@@ -368,7 +369,7 @@ def _last_final_status(messages: list[SipMessage], method: str) -> int | None:
 async def register(*, server_host: str, server_port: int, user: str, password: str,
                    local_port: int, expires: int = 300, timeout: float = 10,
                    media_port: int | None = None, control_port: int | None = None,
-                   trace_dir=None) -> int:
+                   trace_dir=None, local_ip: str = LOCAL_IP) -> int:
     """REGISTER ``user`` once with digest auth and return the final status.
 
     200 on success; Asterisk answers a wrong password with another 401.
@@ -384,7 +385,7 @@ async def register(*, server_host: str, server_port: int, user: str, password: s
                       local_port=local_port,
                       media_port=media_port or local_port + 1,
                       control_port=control_port or local_port + 2,
-                      workdir=workdir, name=name)
+                      workdir=workdir, name=name, local_ip=local_ip)
     args += ["-s", user, "-au", user, "-ap", password, "-m", "1"]
     proc = await _start(args, workdir, name)
     await _finish(proc, timeout)

@@ -342,6 +342,7 @@ def pytest_collection_modifyitems(session, config, items):
     def order(item) -> int:
         if "test_foundation" in item.nodeid:
             return 0
-        return 2 if item.name == "test_asterisk_logged_no_error_in_the_whole_run" else 1
+        last = ("test_asterisk_logged_no_error_in_the_whole_run", "test_no_secret_in_any_log_line")
+        return 2 if item.name in last else 1
 
     items.sort(key=order)

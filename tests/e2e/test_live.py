@@ -225,3 +225,52 @@ async def test_sigterm_lets_the_call_finish_and_exits_zero(ivr, tmp_path):
     assert call.disposition == "answered" and call.answered_by == "2601" and call.talk_s > 5
     assert call.ended_at is not None and call.hangup_by == "agent"
     assert kinds(events)[-1] in ("state", "hangup")
+
+
+async def test_repeated_failed_registrations_block_the_address_for_a_while(ivr):
+    import dataclasses
+
+    from ivr import sipp
+
+    ctl = ivr.service.controller
+    lim = ctl.routing.limits
+    ctl.swap_routing(dataclasses.replace(ctl.routing, limits=dataclasses.replace(lim, block_seconds=4)))
+    password = ivr.pbx.secrets.sip_password("2801")
+
+    async def register(ip: str, pw: str, expires: int = 60) -> int:
+        sip, _, _ = ivr.pbx.ports.block()
+        return await sipp.register(**ivr.pbx.sip(), user="2801", password=pw, local_port=sip,
+                                   local_ip=ip, expires=expires)
+    try:
+        for _ in range(lim.registration_failures):
+            assert await register("127.0.0.2", "wrong-password") == 401
+        await wait_for(lambda: "127.0.0.2" in ivr.service.guard.blocked, 5, "the address to be blocked")
+        await asyncio.sleep(0.5)  # res_pjsip reload
+        # Blocked: even the right password from that address is refused…
+        assert await register("127.0.0.2", password) in (0, 403)
+        # …while other addresses are not affected.
+        assert await register("127.0.0.1", password) == 200
+        assert await register("127.0.0.1", password, expires=0) == 200
+        await wait_for(lambda: "127.0.0.2" not in ivr.service.guard.blocked, 10, "the block to end")
+        await asyncio.sleep(0.5)
+        assert await register("127.0.0.2", password) == 200
+        assert await register("127.0.0.2", password, expires=0) == 200
+    finally:
+        ctl.swap_routing(ivr.routing)
+
+
+def test_no_secret_in_any_log_line(ivr):
+    """Runs last: the controller's log records and every log file of the run hold no password."""
+    sec = ivr.pbx.secrets
+    secrets = {sec.ari_password, sec.ami_password} | {sec.sip_password(e) for e in ivr.routing.extensions}
+    assert all(len(s) >= 12 for s in secrets)
+    sources = {"controller records": "\n".join(ivr.log.lines())}
+    home = ivr.settings.home
+    files = [p for p in (home / "log").rglob("*") if p.is_file()]
+    files += [p for p in ivr.pbx.layout.log_file.parent.rglob("*") if p.is_file()]
+    files += [p for p in home.glob("*.log") if p.is_file()]
+    assert ivr.pbx.layout.log_file in files and len(files) >= 2
+    for p in files:
+        sources[str(p)] = p.read_text(encoding="utf-8", errors="replace")
+    leaks = [(name, s[:3] + "…") for name, text in sources.items() for s in secrets if s in text]
+    assert leaks == []

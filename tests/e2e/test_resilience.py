@@ -45,7 +45,12 @@ async def test_asterisk_killed_during_a_bridged_call(ivr):
     assert abs((row.ended_at - killed_at).total_seconds()) < 3
     assert "interrupted" in kinds(events)
     assert ctl.sessions == {}
+    # AMI reconnects by itself too, and presence is read again from scratch
+    presence = ivr.service.presence
+    await wait_for(lambda: presence.connected, 20, "AMI to reconnect")
+    assert presence.reachable("2401") is False  # the phone's registration died with Asterisk
     # the next call is routed normally
     async with phones(ivr, {"2401": ("answer", {"hangup_after_ms": 1000})}):
+        await wait_for(lambda: presence.reachable("2401"), 5, "2401 registered again")
         res, (row, events, legs) = await place(ivr, "4", hold_ms=30000, wait_for_bye_ms=30000)
     assert row.disposition == "answered" and row.answered_by == "2401"
