@@ -193,6 +193,14 @@ async def test_sigterm_lets_the_call_finish_and_exits_zero(ivr, tmp_path):
     reader = asyncio.create_task(pump())
     try:
         await wait_for(lambda: any("controller ready" in ln for ln in lines), 20, "the controller to start")
+        # SIGHUP with a broken routing.yaml: refused, the running routing stays.
+        good = routing_file.read_text(encoding="utf-8")
+        write_routing(routing_file, good.replace('targets: ["2601", "2602"]', 'targets: ["2601", "9999"]', 1))
+        proc.send_signal(signal.SIGHUP)
+        await wait_for(lambda: any("routing reload rejected" in ln and "9999" in ln for ln in lines), 5, "the refusal")
+        write_routing(routing_file, good)
+        proc.send_signal(signal.SIGHUP)
+        await wait_for(lambda: any("routing reloaded" in ln for ln in lines), 5, "the reload")
         from ivr import sipp
         caller = new_caller()
         async with phones(ivr, {"2601": ("answer", {"hangup_after_ms": 6000})}):
@@ -211,7 +219,8 @@ async def test_sigterm_lets_the_call_finish_and_exits_zero(ivr, tmp_path):
         assert code == 0, "\n".join(lines[-30:])
         assert res.answered and res.hung_up_by == "callee"
         assert any("controller stopped" in ln for ln in lines)
-        assert not any(" ERROR " in ln for ln in lines), [ln for ln in lines if " ERROR " in ln]
+        errors = [ln for ln in lines if " ERROR " in ln]
+        assert len(errors) == 1 and "routing reload rejected" in errors[0], errors
     finally:
         if proc.returncode is None:
             proc.kill()
