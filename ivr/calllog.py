@@ -14,7 +14,7 @@ import datetime as dt
 import logging
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Awaitable, Callable
 
 from sqlalchemy import delete, select
 from sqlalchemy.ext.asyncio import AsyncEngine, async_sessionmaker
@@ -110,6 +110,7 @@ class CallLog:
         self.write_timeout = write_timeout
         self.replay_every = replay_every
         self.failures = 0
+        self._followers: list[Callable[[], Awaitable[int]]] = []
 
     def start(self) -> None:
         self._tasks.append(asyncio.create_task(self._writer(), name="calllog-writer"))
@@ -136,6 +137,17 @@ class CallLog:
         """Wait until every queued record is in the database or in the spool."""
         await self._queue.join()
 
+    def also_replay(self, replay: Callable[[], Awaitable[int]]) -> None:
+        """Another spool to write back whenever this one is empty (e.g. complaint cases, which
+        point at their call's row and so must come after it)."""
+        self._followers.append(replay)
+
+    async def replay_followers(self) -> int:
+        n = 0
+        for replay in self._followers:
+            n += await replay()
+        return n
+
     async def replay(self) -> int:
         """Write spooled records back now (the replayer does this on its own, periodically)."""
         if not self.spool:
@@ -154,6 +166,11 @@ class CallLog:
                 pass
             if self.spool.pending():
                 log.warning("calllog: %d records stay in the spool for the next start", self.spool.pending())
+        if self.spool and not self.spool.pending() and self._followers:
+            try:
+                await asyncio.wait_for(self.replay_followers(), timeout)
+            except Exception as e:  # they stay spooled for the next start
+                log.warning("calllog: spooled cases not written at shutdown (%s)", e.__class__.__name__)
         for t in self._tasks:
             t.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
@@ -191,11 +208,13 @@ class CallLog:
     async def _replayer(self) -> None:
         while True:
             await asyncio.sleep(self.replay_every)
-            if self.spool.pending():
-                try:
+            try:
+                if self.spool.pending():
                     await self.replay()
-                except Exception as e:  # never let the replayer die
-                    log.error("calllog: replay failed: %s", e)
+                if not self.spool.pending():
+                    await self.replay_followers()
+            except Exception as e:  # never let the replayer die
+                log.error("calllog: replay failed: %s", e)
 
     async def _write(self, op: str, payload: dict) -> None:
         if op == "presence":

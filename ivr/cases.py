@@ -9,9 +9,14 @@ answer first. Every change is a CaseEvent (who, when, from, to, note). Refusals 
 
 from __future__ import annotations
 
+import asyncio
 import datetime as dt
+import json
+import logging
+import os
 import secrets as _random
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
+from pathlib import Path
 
 from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
@@ -22,6 +27,8 @@ from models.cases import CATEGORIES, CHANNELS, CLOSE_REASONS, Case, CaseAssignme
 
 from . import calendar as cal
 from .routing import Routing
+
+log = logging.getLogger("tongdai.cases")
 
 CODE_DIGITS = 6
 OPEN_STATUSES = ("received", "classified", "assigned", "in_progress", "reopened")
@@ -97,10 +104,11 @@ class Cases:
         self._sm = async_sessionmaker(engine, expire_on_commit=False)
 
     async def create(self, new: NewCase, *, actor: str = "system", received_at: dt.datetime | None = None,
-                     code: str | None = None) -> Case:
+                     code: str | None = None, note: str | None = None) -> Case:
         """Store a new case with a fresh unique code (retrying on the rare collision).
 
         ``code``: keep this code (a case replayed from the spool was already told to the caller).
+        ``note``: added to the history's first entry.
         """
         if new.channel not in CHANNELS:
             raise CaseError(f"kênh '{new.channel}' không hợp lệ")
@@ -122,12 +130,15 @@ class Cases:
                     s.add(case)
                     await s.flush()
                     s.add(CaseEvent(case_id=case.id, at=received, actor=actor, action="receive", to_status="received",
-                                    note=f"kênh {new.channel}" + (", ẩn danh" if new.anonymous else "")))
+                                    note=f"kênh {new.channel}" + (", ẩn danh" if new.anonymous else "")
+                                    + (f"; {note}" if note else "")))
                     if new.inspection_reason:
                         s.add(CaseEvent(case_id=case.id, at=received, actor=actor, action="flag_inspection",
                                         note=new.inspection_reason))
                 return case
-            except IntegrityError:
+            except IntegrityError as e:
+                if not _code_taken(e):
+                    raise  # e.g. the call it points at is not there (PostgreSQL enforces foreign keys)
                 if fixed:
                     raise CaseError(f"mã phản ánh {fixed} đã tồn tại") from None
                 continue  # the code was taken: draw another
@@ -232,6 +243,114 @@ class Cases:
         if overdue:
             rows = [c for c in rows if is_overdue(c, now)]
         return rows
+
+
+def _code_taken(e: IntegrityError) -> bool:
+    """The unique case code was taken (PostgreSQL names the constraint, SQLite the column)."""
+    msg = str(e.orig)
+    return "uq_cases_code" in msg or "cases.code" in msg
+
+
+# ------------------------------------------------------------------------------ the case spool
+#
+# A complaint recorded while the database is down is kept as spool/cases/<code>.json (written
+# atomically and fsync'd by :func:`spool_case`); the caller has already heard the code. The call
+# log's replayer calls :func:`replay_spooled` once its own spool is empty (a case points at its
+# call, so the call's row must be there first), and every spooled case is stored exactly once,
+# with the code the caller heard.
+
+
+def spool_dir(home: Path) -> Path:
+    return home / "spool" / "cases"
+
+
+def spool_case(home: Path, code: str, new: NewCase, received_at: dt.datetime) -> Path:
+    """Keep a case the database could not take, durably, under its code."""
+    d = spool_dir(home)
+    d.mkdir(parents=True, exist_ok=True)
+    data = {"code": code, "received_at": received_at.isoformat(), **asdict(new)}
+    tmp = d / f".{code}.json"
+    with open(tmp, "w", encoding="utf-8") as f:
+        json.dump(data, f, ensure_ascii=False)
+        f.flush()
+        os.fsync(f.fileno())
+    path = d / f"{code}.json"
+    os.replace(tmp, path)
+    _fsync_dir(d)
+    return path
+
+
+def _fsync_dir(d: Path) -> None:
+    fd = os.open(d, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+async def replay_spooled(engine: AsyncEngine, routing: Routing, home: Path, *, timeout: float = 5) -> int:
+    """Store the spooled cases, oldest first; return how many were stored.
+
+    Exactly once: a case whose code is already in the database with the same call and time was
+    stored by an earlier attempt that died before removing the file, and is not stored again. A
+    code taken meanwhile by another case (two random codes met) gets a fresh code; the history
+    keeps the one the caller heard. Stops at the first database failure (still down); a file
+    that cannot be read is set aside as ``.bad``, never deleted.
+    """
+    d = spool_dir(home)
+    if not d.is_dir():
+        return 0
+    service = Cases(engine, routing)
+    stored = 0
+    for path in sorted(d.glob("*.json"), key=lambda p: (p.stat().st_mtime, p.name)):
+        try:
+            data = json.loads(path.read_text(encoding="utf-8"))
+            code = data.pop("code")
+            received = dt.datetime.fromisoformat(data.pop("received_at"))
+            new = NewCase(**data)
+        except (ValueError, KeyError, TypeError) as e:
+            os.replace(path, path.with_suffix(".bad"))
+            log.error("case spool: %s unreadable (%s), set aside", path.name, e)
+            continue
+        try:
+            await asyncio.wait_for(_store_spooled(service, new, code, received), timeout)
+        except CaseError as e:
+            log.error("case spool: %s not stored: %s", path.name, e)
+            continue
+        except IntegrityError as e:
+            # Not a code collision (those are handled): most likely the call row is not there yet.
+            log.warning("case spool: %s waits: %s", path.name, e.orig)
+            continue
+        except Exception as e:  # database still down (or hung): try again later
+            log.warning("case spool: still cannot write (%s); %d cases wait", e.__class__.__name__,
+                        sum(1 for _ in d.glob("*.json")))
+            break
+        path.unlink()
+        _fsync_dir(d)
+        stored += 1
+    if stored:
+        log.info("case spool: %d cases written to the database", stored)
+    return stored
+
+
+async def _store_spooled(service: Cases, new: NewCase, code: str, received: dt.datetime) -> None:
+    async with service._sm() as s:
+        same = (select(Case.code).where(Case.received_at == received)
+                .where(Case.call_id == new.call_id if new.call_id else Case.code == code))
+        stored_as = (await s.execute(same)).scalars().first()
+        taken = (await s.execute(select(Case.id).where(Case.code == code))).first() is not None
+    if stored_as is not None:
+        # An earlier attempt got through (a replay that died before removing the file, or a
+        # write that timed out on our side after the server had committed it).
+        if stored_as != code:
+            log.warning("case spool: case %s was already stored as %s", code, stored_as)
+        return
+    if not taken:
+        await service.create(new, received_at=received, code=code, note="ghi lại từ hàng đợi khi CSDL gián đoạn")
+        return
+    case = await service.create(new, received_at=received,
+                                note=f"mã {code} đã đọc cho người gọi trùng với phản ánh khác; cấp mã mới")
+    log.warning("case spool: code %s was taken meanwhile; stored as %s", code, case.code)
 
 
 _ACTION_VI = {

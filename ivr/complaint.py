@@ -13,12 +13,9 @@ case is written to the spool with the same code (nothing is lost) and still read
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
-import os
 import shutil
 import wave
-from dataclasses import asdict
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -161,13 +158,5 @@ async def _open_case(session: "CallSession", path: Path, seconds: float, *, anon
 
 
 def _spool(session: "CallSession", new: "cases_mod.NewCase", code: str, error: Exception) -> None:
-    spool = session.ctl.settings.home / "spool" / "cases"
-    spool.mkdir(parents=True, exist_ok=True)
-    data = {"code": code, "received_at": session.rec.started_at.isoformat(), **asdict(new)}
-    tmp = spool / f".{code}.json"
-    with open(tmp, "w", encoding="utf-8") as f:
-        json.dump(data, f, ensure_ascii=False)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, spool / f"{code}.json")
+    cases_mod.spool_case(session.ctl.settings.home, code, new, session.rec.started_at)
     log.error("call=%s case %s spooled, database unavailable: %s", session.id, code, error.__class__.__name__)

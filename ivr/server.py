@@ -14,6 +14,7 @@ import signal
 import sys
 from pathlib import Path
 
+from . import cases as cases_mod
 from . import db
 from . import routing as rt
 from . import secrets as secrets_mod
@@ -71,6 +72,8 @@ class Service:
         self._ari = Ari(s.bind, s.ari_port, sec.ari_user, sec.ari_password, s.ari_app)
         await self._ari.__aenter__()
         self.controller = Controller(s, routing, self._ari, self.calllog, strict=self.strict)
+        # Complaints spooled while the database was down (in this run or an earlier one).
+        self.calllog.also_replay(lambda: cases_mod.replay_spooled(self.engine, self.controller.routing, s.home))
         self._runner = asyncio.create_task(self._ari.run(self.controller.on_event, self.controller.reconcile), name="ari-events")
         try:
             await asyncio.wait_for(self._ari.connected.wait(), timeout)

@@ -8,6 +8,7 @@ record replayed twice after a crash mid-drain is still stored exactly once.
 
 from __future__ import annotations
 
+import asyncio
 import datetime as dt
 import json
 import logging
@@ -33,6 +34,9 @@ def _hook(d: dict):
 class Spool:
     def __init__(self, path: Path):
         self.path = path
+        # One drain at a time: two drains (the periodic replayer and a flush at shutdown) would
+        # each trim "the first N lines" and the second would cut records appended meanwhile.
+        self._draining = asyncio.Lock()
 
     def pending(self) -> int:
         try:
@@ -61,6 +65,10 @@ class Spool:
     async def drain(self, write: Callable[[dict], Awaitable[None]]) -> int:
         """Write spooled records in order until one fails; remove the written ones. Returns how
         many were written. A line that is not valid JSON (a torn write) is set aside, not lost."""
+        async with self._draining:
+            return await self._drain(write)
+
+    async def _drain(self, write: Callable[[dict], Awaitable[None]]) -> int:
         lines = self._read()
         done = 0
         for ln in lines:

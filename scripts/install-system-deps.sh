@@ -1,13 +1,22 @@
 #!/usr/bin/env bash
 # Install the Debian packages tongdai needs, if any is missing:
 #   debootstrap (the Asterisk sandbox), sip-tester (SIPp: test calls and desk phones),
-#   espeak-ng + sox (Vietnamese voice prompts).
+#   espeak-ng + sox (Vietnamese voice prompts), postgresql (the test suite starts a private
+#   PostgreSQL server of its own: nothing is configured or started system-wide for it).
 set -euo pipefail
+have_postgres() {
+  local d
+  for d in "$(pg_config --bindir 2>/dev/null || true)" /usr/lib/postgresql/*/bin; do
+    [ -n "$d" ] && [ -x "$d/initdb" ] && [ -x "$d/pg_ctl" ] && [ -x "$d/postgres" ] && return 0
+  done
+  return 1
+}
 need=()
 command -v debootstrap >/dev/null 2>&1 || [ -x /usr/sbin/debootstrap ] || need+=(debootstrap)
 command -v sipp        >/dev/null 2>&1 || need+=(sip-tester)
 command -v espeak-ng   >/dev/null 2>&1 || need+=(espeak-ng)
 command -v sox         >/dev/null 2>&1 || need+=(sox)
+have_postgres                            || need+=(postgresql)
 [ ${#need[@]} -eq 0 ] && exit 0
 echo "Cài đặt gói hệ thống còn thiếu: ${need[*]}"
 sudo=""

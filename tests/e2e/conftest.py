@@ -247,10 +247,42 @@ async def ivr(pbx):
     logger.addHandler(records)
     service = Service(s, strict=True, routing=routing)
     await service.start()
-    ivr = Ivr(pbx, service, routing, records, durations)
-    yield ivr
-    await ivr.service.stop(5)  # a test may have replaced the service (SIGTERM test)
+    it = Ivr(pbx, service, routing, records, durations)
+    yield it
+    await it.service.stop(5)  # a test may have swapped the service (controller_on)
     logger.removeHandler(records)
+
+
+@contextlib.asynccontextmanager
+async def controller_on(ivr: Ivr, settings: Settings):
+    """Run the controller with other settings (e.g. another database) for the block.
+
+    Only one controller may hold the ARI app at a time: the session's is stopped, one on
+    ``settings`` takes its place as ``ivr.service``, and afterwards a fresh one on the session's
+    settings is started again. Both share the data directory, so the call log spool must be
+    empty when switching; a leftover is set aside so that it never lands in the wrong database.
+    """
+    spool = ivr.settings.home / "spool" / "calllog.jsonl"
+    session_service = ivr.service
+    await session_service.calllog.flush()
+    await session_service.stop(5)
+    assert session_service.calllog.spool.pending() == 0, "the session's call log spool is not empty"
+    service = Service(settings, strict=True, routing=ivr.routing)
+    await service.start()
+    ivr.service = service
+    try:
+        yield service
+    finally:
+        await service.stop(5)
+        stamp = dt.datetime.now().strftime("%H%M%S")
+        if spool.exists() and spool.read_text().strip():
+            os.replace(spool, spool.with_suffix(f".leftover-{stamp}"))
+        cases = ivr.settings.home / "spool" / "cases"
+        if any(cases.glob("*.json")):
+            os.replace(cases, cases.with_name(f"cases.leftover-{stamp}"))
+        restarted = Service(ivr.settings, strict=True, routing=ivr.routing)
+        await restarted.start()
+        ivr.service = restarted
 
 
 @pytest.fixture(autouse=True)

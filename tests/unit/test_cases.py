@@ -60,8 +60,9 @@ def test_deadline_counts_a_swapped_working_day_and_skips_a_closed_one():
 
 
 @pytest.fixture
-async def svc(settings_factory):
-    s = settings_factory()
+async def svc(db_settings):
+    """The case service on a fresh database, on every supported backend."""
+    s = db_settings
     await asyncio.to_thread(db.upgrade, s)
     engine = db.engine(s)
     yield cm.Cases(engine, rt.load(REPO_ROOT / "routing.yaml")), s
@@ -174,7 +175,7 @@ async def test_flag_inspection_once(svc):
 async def test_cli_cases_commands(svc):
     c, s = svc
     code = await new(c, anonymous=True, category="misconduct", inspection_reason="báo qua phím 9")
-    env = {"TONGDAI_HOME": str(s.home)}
+    env = {"TONGDAI_HOME": str(s.home), "TONGDAI_DATABASE_URL": s.database_url}
 
     def run(*args):
         return CliRunner().invoke(main, ["cases", *args], env=env)

@@ -1,25 +1,76 @@
-"""Migrations: `tongdai db upgrade` builds the schema, and the models match the migrations."""
+"""Migrations: `tongdai db upgrade` builds the schema, the models match the migrations, and every
+migration goes down and up again, on SQLite and on a real PostgreSQL server."""
 
 from __future__ import annotations
 
-import sqlite3
+import asyncio
 
 from alembic import command
 from click.testing import CliRunner
+from sqlalchemy import inspect
 
+from ivr import db
 from ivr.cli import main
 from ivr.db import alembic_config
 
+TABLES = {"calls", "call_events", "call_legs", "cases", "case_assignments", "case_events",
+          "registration_events", "alembic_version"}
 
-def test_upgrade_creates_schema_and_models_match(settings_factory):
-    s = settings_factory()
-    res = CliRunner().invoke(main, ["db", "upgrade"], env={"TONGDAI_HOME": str(s.home)})
+
+async def tables(s) -> set[str]:
+    engine = db.engine(s)
+    try:
+        async with engine.connect() as conn:
+            return set(await conn.run_sync(lambda c: inspect(c).get_table_names()))
+    finally:
+        await engine.dispose()
+
+
+async def check_constraints(s, table: str) -> set[str]:
+    engine = db.engine(s)
+    try:
+        async with engine.connect() as conn:
+            return {c["name"] for c in await conn.run_sync(lambda c: inspect(c).get_check_constraints(table))}
+    finally:
+        await engine.dispose()
+
+
+async def test_upgrade_creates_schema_and_models_match(db_settings):
+    s = db_settings
+    env = {"TONGDAI_HOME": str(s.home), "TONGDAI_DATABASE_URL": s.database_url}
+    res = await asyncio.to_thread(CliRunner().invoke, main, ["db", "upgrade"], env=env)
     assert res.exit_code == 0, res.output
-    tables = {r[0] for r in sqlite3.connect(s.home / "tongdai.db").execute("select name from sqlite_master where type='table'")}
-    assert {"calls", "call_events", "call_legs", "alembic_version"} <= tables
-    command.check(alembic_config(s))  # raises if the models and the migrations disagree
+    assert TABLES <= await tables(s)
+    assert {"ck_calls_disposition", "ck_calls_survey_score"} <= await check_constraints(s, "calls")
+    await asyncio.to_thread(command.check, alembic_config(s))  # raises if the models and the migrations disagree
+
+
+async def test_every_migration_goes_down_and_up_again(db_settings):
+    s = db_settings
+    cfg = alembic_config(s)
+    await asyncio.to_thread(db.upgrade, s)
+    await asyncio.to_thread(command.downgrade, cfg, "0001")
+    assert "cases" not in await tables(s) and "calls" in await tables(s)
+    assert "ck_calls_survey_score" not in await check_constraints(s, "calls")
+    await asyncio.to_thread(command.downgrade, cfg, "base")
+    assert await tables(s) <= {"alembic_version"}
+    await asyncio.to_thread(db.upgrade, s)
+    assert TABLES <= await tables(s)
+    await asyncio.to_thread(command.check, cfg)
 
 
 def test_upgrade_reports_a_broken_database_url(settings_factory):
     res = CliRunner().invoke(main, ["db", "upgrade"], env={"TONGDAI_DATABASE_URL": "sqlite+aiosqlite:////nonexistent/dir/x.db"})
     assert res.exit_code == 1 and "không nâng cấp được" in res.output
+
+
+def test_upgrade_reports_an_unreachable_postgresql(settings_factory):
+    from tests.conftest import free_port
+    import socket
+
+    port = free_port(socket.SOCK_STREAM)  # nothing listens there
+    res = CliRunner().invoke(main, ["db", "upgrade"], env={
+        "TONGDAI_HOME": str(settings_factory().home),
+        "TONGDAI_DATABASE_URL": f"postgresql+asyncpg://tongdai:secret-pw@127.0.0.1:{port}/tongdai"})
+    assert res.exit_code == 1 and "không nâng cấp được" in res.output
+    assert "secret-pw" not in res.output
