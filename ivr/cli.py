@@ -534,12 +534,16 @@ def serve(grace: float) -> None:
 @main.command("call")
 @click.option("--digits", default="4", show_default=True, help="Phím bấm sau khi nghe lời chào.")
 @click.option("--hotline", default=None, help="Số gọi (mặc định: số tổng đài).")
-@click.option("--caller", "caller_number", default="0909000111", show_default=True, help="Số người gọi.")
+@click.option("--caller", "caller_number", default=None,
+              help="Số người gọi (mặc định: một số thử 0909xxxxxx ngẫu nhiên, để giới hạn số cuộc gọi/phút không chặn).")
 @click.option("--talk", default=3.0, show_default=True, help="Giây đàm thoại trước khi người gọi gác máy.")
 @click.option("--no-desk", is_flag=True, help="Không giả lập điện thoại bàn (đã có máy thật đăng ký).")
-def call_cmd(digits: str, hotline: str | None, caller_number: str, talk: float, no_desk: bool) -> None:
+def call_cmd(digits: str, hotline: str | None, caller_number: str | None, talk: float, no_desk: bool) -> None:
     """Gọi thử một cuộc thật (SIPp) vào hệ thống đang chạy và in kết quả."""
     import asyncio
+    import random
+
+    caller_number = caller_number or "0909" + "".join(random.choice("0123456789") for _ in range(6))
 
     from . import testcall
 
