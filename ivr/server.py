@@ -51,6 +51,7 @@ class Service:
         self._runner: asyncio.Task | None = None
         self.calllog: CallLog | None = None
         self.engine = None
+        self.zalo = None  # ZaloService when TONGDAI_ZALO_APP_ID is set
 
     async def start(self, timeout: float = 15) -> None:
         s = self.settings
@@ -68,6 +69,9 @@ class Service:
         except asyncio.TimeoutError:
             await self.stop(0)
             raise RuntimeError(f"ARI at {s.bind}:{s.ari_port} did not accept the websocket within {timeout:g}s") from None
+        from .zalo.service import maybe_start
+
+        self.zalo = await maybe_start(s, self.engine, lambda: self.controller.routing)
         log.info("controller ready: app=%s hotline=%s", s.ari_app, routing.hotline.number)
 
     async def stop(self, grace: float = 30) -> None:
@@ -80,6 +84,8 @@ class Service:
             await self._ari.__aexit__(None, None, None)
         if self.calllog:
             await self.calllog.close()
+        if self.zalo:
+            await self.zalo.stop()
         if self.engine:
             await self.engine.dispose()
         log.info("controller stopped")
