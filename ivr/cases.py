@@ -209,12 +209,6 @@ class Cases:
                 case.answer = text.strip()
                 case.answered_at = now
                 note = case.answer
-                if case.channel == "zalo":
-                    # The citizen wrote on Zalo: the answer goes back there, queued in the same
-                    # transaction so an answer is never recorded without being queued.
-                    from .zalo.outbox import enqueue_answer
-
-                    await enqueue_answer(s, case, now)
             elif action == "close":
                 if reason not in CLOSE_REASONS:
                     raise CaseError(f"lý do đóng phải là một trong: {', '.join(CLOSE_REASONS)}")
@@ -229,6 +223,13 @@ class Cases:
             s.add(CaseEvent(case_id=case.id, at=now, actor=actor, action=action, from_status=case.status,
                             to_status=target, note=note))
             case.status = target
+            if action == "answer" and case.channel == "zalo":
+                # The citizen wrote on Zalo: the answer goes back there, queued in the same
+                # transaction so an answer is never recorded without being queued.
+                from .zalo.outbox import enqueue_answer
+
+                await s.flush()
+                await enqueue_answer(s, case, now)
         return await self.get(code)
 
     async def flag_inspection(self, code: str, *, actor: str, reason: str, now: dt.datetime | None = None) -> Case:

@@ -111,7 +111,7 @@ async def enqueue_answer(s: AsyncSession, case: Case, now: dt.datetime) -> int:
         return 0
     n = 0
     header = f"Trả lời phản ánh mã {case.code}:\n"
-    parts = split_text(header + (case.answer or ""))
+    parts = split_text(header + (case.answer or ""), TEXT_LIMIT - 12)  # room for " (i/n)"
     stamp = now.strftime("%Y%m%dT%H%M%S%f")
     for i, part in enumerate(parts, 1):
         label = f" ({i}/{len(parts)})" if len(parts) > 1 else ""
