@@ -71,7 +71,11 @@ class Service:
             raise RuntimeError(f"ARI at {s.bind}:{s.ari_port} did not accept the websocket within {timeout:g}s") from None
         from .zalo.service import maybe_start
 
-        self.zalo = await maybe_start(s, self.engine, lambda: self.controller.routing)
+        try:
+            self.zalo = await maybe_start(s, self.engine, lambda: self.controller.routing)
+        except OSError as e:
+            await self.stop(0)
+            raise RuntimeError(f"Zalo webhook cannot listen on {s.web_addr[0]}:{s.web_addr[1]}: {e.strerror}") from None
         log.info("controller ready: app=%s hotline=%s", s.ari_app, routing.hotline.number)
 
     async def stop(self, grace: float = 30) -> None:
