@@ -22,7 +22,7 @@ from ivr.zalo.surveys import Surveys, normalize_phone, parse_answer
 from ivr.zalo.webhook import PATH
 from models.calls import Call
 from models.cases import Case
-from models.zalo import SurveyAnswer, SurveyRecipient
+from models.zalo import SurveyAnswer, SurveyRecipient, ZaloUser
 
 from .zalo_fake import APP_ID, OA_ID, Clock, FakeZalo, env, ms, post_event, text_event
 
@@ -151,7 +151,13 @@ async def test_follower_answers_on_the_oa_and_the_report_shows_it_beside_phone_s
                   "timestamp": ms(now - dt.timedelta(seconds=1))}
         for body in (follow, info):
             assert (await post_event(url, body))[0] == 200
-        await asyncio.sleep(0.5)
+        for _ in range(200):  # until both events are processed
+            async with w.sm() as s:
+                fan = await s.get(ZaloUser, "fan-1")
+            if fan is not None and fan.following and fan.phone:
+                break
+            await asyncio.sleep(0.05)
+        assert fan.phone == "84912345678" and fan.name == "Nguyễn Văn An"
         r = await cli(w, "surveys", "send")  # no ZNS template: followers get an OA message, others are skipped
         assert r.exit_code == 0 and "1 tin OA" in r.output and "1 người không gửi được" in r.output, r.output
         rows = await recipients(w)
@@ -171,11 +177,18 @@ async def test_follower_answers_on_the_oa_and_the_report_shows_it_beside_phone_s
         assert ans.comment == "cán bộ nhiệt tình" and ans.office == "Trung tâm Hành chính công tỉnh"
         async with w.sm() as s:
             assert (await s.execute(select(func.count()).select_from(Case))).scalar_one() == 0  # not a complaint
-        await asyncio.sleep(0.3)
+        for _ in range(200):
+            if any("Cảm ơn" in m["text"] and rows[0].code in m["text"] for m in w.fake.sent):
+                break
+            await asyncio.sleep(0.05)
         assert any("Cảm ơn" in m["text"] and rows[0].code in m["text"] for m in w.fake.sent)
         # A second answer to the same survey is not stored twice.
         assert (await post_event(url, text_event("fan-1", f"KS {rows[0].code} 1 1 1 1 1", now)))[0] == 200
-        await asyncio.sleep(0.5)
+        for _ in range(200):  # until the second answer is processed (an "already answered" reply)
+            if any("đã được trả lời" in m["text"] for m in w.fake.sent):
+                break
+            await asyncio.sleep(0.05)
+        assert any("đã được trả lời" in m["text"] for m in w.fake.sent)
         async with w.sm() as s:
             assert (await s.execute(select(func.count()).select_from(SurveyAnswer))).scalar_one() == 1
     finally:

@@ -163,8 +163,7 @@ async def test_duplicate_message_id_is_processed_once(svc, fake):
     # And a redelivery after a restart (the in-memory memory is gone) is still ignored.
     svc.webhook._recent.clear()
     assert (await post_event(svc.url, body))[0] == 200
-    await asyncio.sleep(0.4)
-    assert svc.spool.pending() == 0
+    assert await wait_until(lambda: asyncio.sleep(0, svc.spool.pending() == 0 and svc.intake.processed == 1))
     assert await count(svc, ZaloEvent) == 1 and await count(svc, Case) == 1
     assert await count(svc, CaseEvent, CaseEvent.action == "zalo_message") == 0
     assert await count(svc, OutboxItem) == 1
