@@ -110,31 +110,13 @@ class Cases:
         ``code``: keep this code (a case replayed from the spool was already told to the caller).
         ``note``: added to the history's first entry.
         """
-        if new.channel not in CHANNELS:
-            raise CaseError(f"kênh '{new.channel}' không hợp lệ")
-        if new.category not in CATEGORIES:
-            raise CaseError(f"loại '{new.category}' không hợp lệ")
+        self._check(new)
         received = received_at or utcnow()
         fixed = code
         for _ in range(1 if fixed else 20):
-            case = Case(
-                code=fixed or new_code(), channel=new.channel, caller=new.caller, anonymous=new.anonymous, call_id=new.call_id,
-                branch_digit=new.branch_digit, branch_name=new.branch_name, agency_code=new.agency_code,
-                agency_name=new.agency_name, category=new.category, summary=new.summary,
-                recording=new.recording, recording_seconds=new.recording_seconds, received_at=received,
-                deadline_at=deadline(self.routing, received, new.category), status="received",
-                inspection=new.inspection_reason is not None, inspection_reason=new.inspection_reason,
-            )
             try:
                 async with self._sm.begin() as s:
-                    s.add(case)
-                    await s.flush()
-                    s.add(CaseEvent(case_id=case.id, at=received, actor=actor, action="receive", to_status="received",
-                                    note=f"kênh {new.channel}" + (", ẩn danh" if new.anonymous else "")
-                                    + (f"; {note}" if note else "")))
-                    if new.inspection_reason:
-                        s.add(CaseEvent(case_id=case.id, at=received, actor=actor, action="flag_inspection",
-                                        note=new.inspection_reason))
+                    case = await self._add(s, new, fixed or new_code(), actor, received, note)
                 return case
             except IntegrityError as e:
                 if not _code_taken(e):
@@ -142,6 +124,45 @@ class Cases:
                 if fixed:
                     raise CaseError(f"mã phản ánh {fixed} đã tồn tại") from None
                 continue  # the code was taken: draw another
+        raise CaseError("không tạo được mã phản ánh mới")  # pragma: no cover
+
+    @staticmethod
+    def _check(new: NewCase) -> None:
+        if new.channel not in CHANNELS:
+            raise CaseError(f"kênh '{new.channel}' không hợp lệ")
+        if new.category not in CATEGORIES:
+            raise CaseError(f"loại '{new.category}' không hợp lệ")
+
+    async def _add(self, s: AsyncSession, new: NewCase, code: str, actor: str, received: dt.datetime,
+                   note: str | None = None) -> Case:
+        case = Case(
+            code=code, channel=new.channel, caller=new.caller, anonymous=new.anonymous, call_id=new.call_id,
+            branch_digit=new.branch_digit, branch_name=new.branch_name, agency_code=new.agency_code,
+            agency_name=new.agency_name, category=new.category, summary=new.summary,
+            recording=new.recording, recording_seconds=new.recording_seconds, received_at=received,
+            deadline_at=deadline(self.routing, received, new.category), status="received",
+            inspection=new.inspection_reason is not None, inspection_reason=new.inspection_reason,
+        )
+        s.add(case)
+        await s.flush()
+        s.add(CaseEvent(case_id=case.id, at=received, actor=actor, action="receive", to_status="received",
+                        note=f"kênh {new.channel}" + (", ẩn danh" if new.anonymous else "")
+                        + (f"; {note}" if note else "")))
+        if new.inspection_reason:
+            s.add(CaseEvent(case_id=case.id, at=received, actor=actor, action="flag_inspection",
+                            note=new.inspection_reason))
+        return case
+
+    async def create_in(self, s: AsyncSession, new: NewCase, *, actor: str = "system",
+                        received_at: dt.datetime | None = None) -> Case:
+        """Add a new case inside the caller's transaction, so it commits (or not) with whatever
+        else the caller writes. The code is drawn among the free ones; a race with another writer
+        on the same code surfaces as IntegrityError when the caller commits."""
+        self._check(new)
+        for _ in range(20):
+            code = new_code()
+            if (await s.execute(select(Case.id).where(Case.code == code))).first() is None:
+                return await self._add(s, new, code, actor, received_at or utcnow())
         raise CaseError("không tạo được mã phản ánh mới")  # pragma: no cover
 
     async def get(self, code: str) -> Case:
@@ -214,6 +235,13 @@ class Cases:
             s.add(CaseEvent(case_id=case.id, at=now, actor=actor, action=action, from_status=case.status,
                             to_status=target, note=note))
             case.status = target
+            if action == "answer" and case.channel == "zalo":
+                # The citizen wrote on Zalo: the answer goes back there, queued in the same
+                # transaction so an answer is never recorded without being queued.
+                from .zalo.outbox import enqueue_answer
+
+                await s.flush()
+                await enqueue_answer(s, case, now)
         return await self.get(code)
 
     async def flag_inspection(self, code: str, *, actor: str, reason: str, now: dt.datetime | None = None) -> Case:

@@ -399,6 +399,8 @@ def _case_action(action: str, code: str, by: str | None, **kw) -> None:
     async def go(c, r, s):
         case = await c.act(code, action, actor=_actor(by), **kw)
         click.echo(f"Phản ánh {case.code}: {cm.STATUS_VI[case.status]}.")
+        if action == "answer" and case.channel == "zalo":
+            click.echo("Câu trả lời đã được xếp hàng gửi cho người dân qua Zalo (`tongdai zalo outbox`).")
 
     _cases_call(go)
 
@@ -676,3 +678,10 @@ def run(grace: float) -> None:
         layout.stop()
         click.echo("Đã dừng tổng đài và Asterisk.")
     sys.exit(code)
+
+
+# ------------------------------------------------------------------------- zalo and surveys
+
+from .cli_zalo import register as _register_zalo  # noqa: E402
+
+_register_zalo(main)

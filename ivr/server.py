@@ -61,6 +61,7 @@ class Service:
         self.guard: Guard | None = None
         self.started_at = None
         self.engine = None
+        self.zalo = None  # ZaloService when TONGDAI_ZALO_APP_ID is set
 
     async def start(self, timeout: float = 15) -> None:
         s = self.settings
@@ -84,6 +85,13 @@ class Service:
         self.control = ControlServer(self)
         await self.control.start()
         self.started_at = utcnow()
+        from .zalo.service import maybe_start
+
+        try:
+            self.zalo = await maybe_start(s, self.engine, lambda: self.controller.routing)
+        except OSError as e:
+            await self.stop(0)
+            raise RuntimeError(f"Zalo webhook cannot listen on {s.web_addr[0]}:{s.web_addr[1]}: {e.strerror}") from None
         log.info("controller ready: app=%s hotline=%s", s.ari_app, routing.hotline.number)
 
     async def _start_presence(self, sec) -> None:
@@ -140,6 +148,8 @@ class Service:
             await self._ari.__aexit__(None, None, None)
         if self.calllog:
             await self.calllog.close()
+        if self.zalo:
+            await self.zalo.stop()
         if self.engine:
             await self.engine.dispose()
         log.info("controller stopped")

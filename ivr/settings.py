@@ -18,6 +18,8 @@ setting here; routing.yaml only describes the hotline itself and never holds a s
 | TONGDAI_RTP_START / TONGDAI_RTP_END | 20100 / 23999 | Asterisk's RTP port range |
 | TONGDAI_TRUNK_MATCH | ``127.0.0.1`` | comma-separated addresses/networks of the telco trunk |
 | TONGDAI_DATABASE_URL | SQLite in TONGDAI_HOME | SQLAlchemy async URL |
+| TONGDAI_WEB_ADDR | ``127.0.0.1:8080`` | HTTP address of the service's web endpoints (the Zalo webhook) |
+| TONGDAI_ZALO_* | unset: Zalo off | the Zalo Official Account, see :class:`ZaloSettings` |
 """
 
 from __future__ import annotations
@@ -41,6 +43,89 @@ def _int(env: dict[str, str], name: str, default: int) -> int:
         raise SystemExit(f"{name}={raw!r}: expected a whole number") from None
 
 
+def _addr(env: dict[str, str], name: str, default: str) -> tuple[str, int]:
+    raw = (env.get(name) or default).strip()
+    host, sep, port = raw.rpartition(":")
+    if not sep or not port.isdigit():
+        raise SystemExit(f"{name}={raw!r}: expected HOST:PORT")
+    return host.strip("[]") or "0.0.0.0", int(port)
+
+
+@dataclass(frozen=True)
+class ZaloSettings:
+    """The Zalo Official Account ("Phản ánh về thủ tục hành chính Hậu Giang").
+
+    Enabled when TONGDAI_ZALO_APP_ID is set. Secrets are read from the environment only (never
+    routing.yaml) and are kept out of ``repr`` so they never reach a log line.
+
+    | variable | default | meaning |
+    |---|---|---|
+    | TONGDAI_ZALO_APP_ID | unset (Zalo off) | the Zalo app's id (developers.zalo.me) |
+    | TONGDAI_ZALO_APP_SECRET | required | the app's secret key: ``secret_key`` header of the token refresh |
+    | TONGDAI_ZALO_OA_SECRET_KEY | required | the OA secret key: last term of the webhook signature |
+    | TONGDAI_ZALO_OA_ID | unset | the OA's id; when set, events for another OA are refused |
+    | TONGDAI_ZALO_REFRESH_TOKEN | unset | the first refresh token; later ones live in ``$TONGDAI_HOME/zalo-tokens.json`` |
+    | TONGDAI_ZALO_API_URL | ``https://openapi.zalo.me`` | OA API base URL |
+    | TONGDAI_ZALO_OAUTH_URL | ``https://oauth.zaloapp.com`` | OAuth base URL (token refresh) |
+    | TONGDAI_ZALO_ZNS_URL | ``https://business.openapi.zalo.me`` | ZNS (template message) base URL |
+    | TONGDAI_ZALO_ZNS_TEMPLATE_ID | unset | approved ZNS template for the satisfaction survey |
+    | TONGDAI_ZALO_QUIET_HOURS | ``22:00-06:00`` | no staff answer or survey is sent in this range (hotline time zone) |
+    | TONGDAI_ZALO_MAX_EVENT_AGE | 10800 | seconds; an older signed event is refused as a replay |
+    | TONGDAI_ZALO_SURVEY_EVERY | 60 | minutes between automatic survey runs in ``tongdai serve``; 0: only by command |
+    """
+
+    app_id: str
+    app_secret: str = field(repr=False)
+    oa_secret_key: str = field(repr=False)
+    initial_refresh_token: str | None = field(repr=False)
+    oa_id: str | None
+    api_url: str
+    oauth_url: str
+    zns_url: str
+    zns_template_id: str | None
+    quiet_start: str
+    quiet_end: str
+    max_event_age: int
+    survey_every_min: int
+    token_path: Path
+    spool_path: Path
+
+    @classmethod
+    def from_env(cls, env: dict[str, str], home: Path) -> "ZaloSettings | None":
+        app_id = (env.get("TONGDAI_ZALO_APP_ID") or "").strip()
+        if not app_id:
+            return None
+        missing = [n for n in ("TONGDAI_ZALO_APP_SECRET", "TONGDAI_ZALO_OA_SECRET_KEY") if not env.get(n)]
+        if missing:
+            raise SystemExit(f"TONGDAI_ZALO_APP_ID is set: {' and '.join(missing)} must be set too")
+        quiet = (env.get("TONGDAI_ZALO_QUIET_HOURS") or "22:00-06:00").strip()
+        start, sep, end = quiet.partition("-")
+        if not sep or not all(_hhmm(x) for x in (start, end)):
+            raise SystemExit(f"TONGDAI_ZALO_QUIET_HOURS={quiet!r}: expected HH:MM-HH:MM")
+        return cls(
+            app_id=app_id,
+            app_secret=env["TONGDAI_ZALO_APP_SECRET"],
+            oa_secret_key=env["TONGDAI_ZALO_OA_SECRET_KEY"],
+            initial_refresh_token=env.get("TONGDAI_ZALO_REFRESH_TOKEN") or None,
+            oa_id=(env.get("TONGDAI_ZALO_OA_ID") or "").strip() or None,
+            api_url=(env.get("TONGDAI_ZALO_API_URL") or "https://openapi.zalo.me").rstrip("/"),
+            oauth_url=(env.get("TONGDAI_ZALO_OAUTH_URL") or "https://oauth.zaloapp.com").rstrip("/"),
+            zns_url=(env.get("TONGDAI_ZALO_ZNS_URL") or "https://business.openapi.zalo.me").rstrip("/"),
+            zns_template_id=(env.get("TONGDAI_ZALO_ZNS_TEMPLATE_ID") or "").strip() or None,
+            quiet_start=start.strip(),
+            quiet_end=end.strip(),
+            max_event_age=_int(env, "TONGDAI_ZALO_MAX_EVENT_AGE", 3 * 3600),
+            survey_every_min=_int(env, "TONGDAI_ZALO_SURVEY_EVERY", 60),
+            token_path=home / "zalo-tokens.json",
+            spool_path=home / "spool" / "zalo-events.jsonl",
+        )
+
+
+def _hhmm(raw: str) -> bool:
+    h, sep, m = raw.strip().partition(":")
+    return bool(sep) and h.isdigit() and m.isdigit() and int(h) < 24 and int(m) < 60
+
+
 @dataclass(frozen=True)
 class Settings:
     """Resolved settings; build with :meth:`from_env`."""
@@ -60,6 +145,8 @@ class Settings:
     trunk_match: tuple[str, ...]
     database_url: str
     ari_app: str = "tongdai"
+    web_addr: tuple[str, int] = ("127.0.0.1", 8080)
+    zalo: ZaloSettings | None = None
     env: dict[str, str] = field(default_factory=dict, repr=False, compare=False)
 
     @classmethod
@@ -95,6 +182,8 @@ class Settings:
             rtp_end=_int(env, "TONGDAI_RTP_END", 23999),
             trunk_match=trunk,
             database_url=db_url,
+            web_addr=_addr(env, "TONGDAI_WEB_ADDR", "127.0.0.1:8080"),
+            zalo=ZaloSettings.from_env(env, home),
             env=env,
         )
 

@@ -1,4 +1,4 @@
-"""The database models (SQLAlchemy 2, typed): the call log now; cases and surveys later.
+"""The database models (SQLAlchemy 2, typed): the call log, cases, desk phones, Zalo and surveys.
 
 Times are stored in UTC (see :class:`UTCDateTime`) and shown in Asia/Ho_Chi_Minh. Relationships
 are ``lazy="raise"``: every query says what it loads.
@@ -48,3 +48,4 @@ class Base(DeclarativeBase):
 from .calls import Call, CallEvent, CallLeg  # noqa: E402,F401
 from .cases import Case, CaseAssignment, CaseEvent  # noqa: E402,F401
 from .presence import RegistrationEvent  # noqa: E402,F401
+from .zalo import OutboxItem, SurveyAnswer, SurveyRecipient, ZaloEvent, ZaloUser  # noqa: E402,F401
