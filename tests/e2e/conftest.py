@@ -362,6 +362,16 @@ async def wait_row(ivr: Ivr, caller: str):
     raise AssertionError(f"no finished call row for {caller}")
 
 
+async def wait_for(pred, timeout: float, what: str):
+    loop = asyncio.get_running_loop()
+    end = loop.time() + timeout
+    while loop.time() < end:
+        if pred():
+            return
+        await asyncio.sleep(0.05)
+    raise AssertionError(f"timed out waiting for {what}")
+
+
 def kinds(events) -> list[str]:
     return [e.kind for e in events]
 

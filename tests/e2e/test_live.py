@@ -18,19 +18,9 @@ from ivr.call import State
 from ivr.server import Service
 from models import RegistrationEvent
 
-from .conftest import REPO_ROOT, kinds, new_caller, phones, place, routing_text_for_tests, wait_row
+from .conftest import wait_for, REPO_ROOT, kinds, new_caller, phones, place, routing_text_for_tests, wait_row
 
 pytestmark = pytest.mark.e2e
-
-
-async def wait_for(pred, timeout: float, what: str):
-    loop = asyncio.get_running_loop()
-    end = loop.time() + timeout
-    while loop.time() < end:
-        if pred():
-            return
-        await asyncio.sleep(0.05)
-    raise AssertionError(f"timed out waiting for {what}")
 
 
 def cli_env(ivr, **extra) -> dict:

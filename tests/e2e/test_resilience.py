@@ -11,19 +11,9 @@ import pytest
 
 from ivr.call import State
 
-from .conftest import kinds, phones, place
+from .conftest import wait_for, kinds, phones, place
 
 pytestmark = pytest.mark.e2e
-
-
-async def wait_for(pred, timeout: float, what: str):
-    loop = asyncio.get_running_loop()
-    end = loop.time() + timeout
-    while loop.time() < end:
-        if pred():
-            return
-        await asyncio.sleep(0.05)
-    raise AssertionError(f"timed out waiting for {what}")
 
 
 async def test_asterisk_killed_during_a_bridged_call(ivr):

@@ -16,18 +16,11 @@ import pytest
 from ivr.zalo import tokens as tk
 from ivr.zalo.api import TokenError, ZaloApi
 
-from .zalo_fake import APP_ID, APP_SECRET, SEED, Clock, FakeZalo
+from .zalo_fake import APP_ID, APP_SECRET, SEED, Clock
 
 
 class Crash(BaseException):
     """The process dies here (not an Exception: nothing may catch it)."""
-
-
-@pytest.fixture
-async def fake():
-    f = await FakeZalo().start()
-    yield f
-    await f.stop()
 
 
 @pytest.fixture

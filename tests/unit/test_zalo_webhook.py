@@ -23,7 +23,7 @@ from ivr.zalo.webhook import PATH, Webhook, signature_ok
 from models.cases import Case, CaseEvent
 from models.zalo import OutboxItem, ZaloEvent, ZaloUser
 
-from .zalo_fake import APP_ID, OA_SECRET, FakeZalo, env, follow_event, image_event, ms, post_event, sign, text_event
+from .zalo_fake import APP_ID, OA_SECRET, env, follow_event, image_event, ms, post_event, sign, text_event
 
 ROUTING = rt.load(REPO_ROOT / "routing.yaml")
 
@@ -38,13 +38,6 @@ async def wait_until(pred, timeout=10.0):
             return True
         await asyncio.sleep(0.05)
     return await pred()
-
-
-@pytest.fixture
-async def fake():
-    f = await FakeZalo().start()
-    yield f
-    await f.stop()
 
 
 @pytest.fixture
