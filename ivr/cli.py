@@ -603,3 +603,7 @@ def run(grace: float) -> None:
         layout.stop()
         click.echo("Đã dừng tổng đài và Asterisk.")
     sys.exit(code)
+
+
+from .cli_export import register as _register_export  # noqa: E402  (exports, monthly report: issue 6)
+_register_export(main)
