@@ -13,8 +13,10 @@ from pathlib import Path
 
 import click
 
-from . import export as ex
 from .settings import Settings
+
+# ivr.export (SQLAlchemy, the models) is imported inside the commands that need it, so that
+# every other `tongdai` command starts as fast as before.
 
 
 def _fail(message: str, code: int = 1) -> None:
@@ -40,6 +42,8 @@ def _need_database(s: Settings) -> None:
 def _agency_in_log(s: Settings, code: str) -> bool:
     import sqlalchemy as sa
 
+    from . import export as ex
+
     from models import Call, Case, CaseAssignment
 
     for col in (Call.agency_code, Case.agency_code, CaseAssignment.agency_code):
@@ -62,6 +66,8 @@ def _agency_in_log(s: Settings, code: str) -> bool:
 @click.option("--home-affairs", is_flag=True, help="cases: hiện số của người phản ánh ẩn danh (Sở Nội vụ).")
 def export_cmd(table, date_from, date_to, branch, agency, fmt, out, no_bom, home_affairs) -> None:
     """Xuất nhật ký cuộc gọi, phản ánh hoặc khảo sát (CSV, XLSX, JSON Lines)."""
+    from . import export as ex
+
     s = Settings.from_env()
     r = _routing(s)
     try:
