@@ -31,6 +31,7 @@ import threading
 import zoneinfo
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
+from operator import itemgetter
 from pathlib import Path
 from typing import IO, Any
 
@@ -158,13 +159,27 @@ def _range(stmt, col, q: Query):
     return stmt
 
 
-def calls_select(q: Query) -> sa.Select:
+def _as_text(cols: list, kinds: list[str]) -> list:
+    """Every column but times as text, '' for NULL (portable SQL): what the CSV fast path needs."""
+    out = []
+    for col, kind in zip(cols, kinds):
+        if kind == "time":
+            out.append(col)
+        elif kind == "text":
+            out.append(sa.func.coalesce(col, ""))
+        else:
+            out.append(sa.func.coalesce(sa.cast(col, sa.String), ""))
+    return out
+
+
+def calls_select(q: Query, *, as_text: bool = False) -> sa.Select:
     c = Call
-    stmt = sa.select(
+    cols = [
         c.id, _raw(c.started_at), c.caller, c.hotline, c.branch_digit, c.branch_name, c.agency_code, c.agency_name,
         c.answered_by, c.wait_s, c.talk_s, c.disposition, c.case_code, c.survey_score, _raw(c.ended_at), c.ended_in,
         c.hangup_by,
-    )
+    ]
+    stmt = sa.select(*(_as_text(cols, [k for _, k in COLUMNS["calls"]]) if as_text else cols))
     stmt = _range(stmt, c.started_at, q)
     if q.branch:
         stmt = stmt.where(c.branch_digit == q.branch)
@@ -173,12 +188,14 @@ def calls_select(q: Query) -> sa.Select:
     return stmt.order_by(c.started_at, c.id)
 
 
-def surveys_select(q: Query) -> sa.Select:
+def surveys_select(q: Query, *, as_text: bool = False) -> sa.Select:
     c = Call
-    stmt = sa.select(
+    cols = [
         sa.literal("phone"), c.id, _raw(c.ended_at),  # the survey ends the call
         c.branch_digit, c.branch_name, c.agency_code, c.agency_name, c.answered_by, c.survey_score,
-    ).where(c.survey_score.is_not(None))
+    ]
+    stmt = sa.select(*(_as_text(cols, [k for _, k in COLUMNS["surveys"]]) if as_text else cols))
+    stmt = stmt.where(c.survey_score.is_not(None))
     stmt = _range(stmt, c.started_at, q)
     if q.branch:
         stmt = stmt.where(c.branch_digit == q.branch)
@@ -307,12 +324,15 @@ def _assignments(settings: Settings, ids: list[int]) -> dict[int, list[str]]:
     return out
 
 
-def rows(settings: Settings, q: Query, *, now: dt.datetime | None = None) -> Iterator[list]:
-    """Batches of rows in the column order of ``COLUMNS[q.table]``; times still raw."""
+def rows(settings: Settings, q: Query, *, now: dt.datetime | None = None, as_text: bool = False) -> Iterator[list]:
+    """Batches of rows in the column order of ``COLUMNS[q.table]``; times still raw.
+
+    ``as_text``: calls and surveys come with every other value as text, '' for none (CSV).
+    """
     if q.table == "calls":
-        yield from iter_batches(settings, calls_select(q))
+        yield from iter_batches(settings, calls_select(q, as_text=as_text))
     elif q.table == "surveys":
-        yield from iter_batches(settings, surveys_select(q))
+        yield from iter_batches(settings, surveys_select(q, as_text=as_text))
     else:
         from .cases import OPEN_STATUSES
 
@@ -382,6 +402,13 @@ class LocalTime:
             v = v.replace(tzinfo=dt.timezone.utc)
         return v.astimezone(self.zone).isoformat(timespec="seconds")
 
+    def csv_column(self, values: list) -> list[str]:
+        """:meth:`column` with '' for none."""
+        out = self.column(values)
+        if None in out:
+            return ["" if v is None else v for v in out]
+        return out
+
     def column(self, values: tuple) -> list:
         hours = self._hours
         out = []
@@ -433,8 +460,10 @@ def _csv_bool(values: tuple) -> Iterable[str]:
 class CsvWriter:
     """CSV, UTF-8 (with a BOM unless ``bom=False``), CRLF; formats whole columns of a batch."""
 
-    def __init__(self, out: IO[bytes], columns, tz: str, *, bom: bool = True):
+    def __init__(self, out: IO[bytes], columns, tz: str, *, bom: bool = True, text_rows: bool = False):
+        """``text_rows``: every value but the times is already text, '' for none (``rows(as_text=True)``)."""
         self.out = out
+        self.text_rows = text_rows
         self.kinds = [k for _, k in columns]
         times = LocalTime(tz)
         self.conv: list[Callable] = [
@@ -444,11 +473,43 @@ class CsvWriter:
         head = ",".join(n for n, _ in columns) + "\r\n"
         out.write(("\ufeff" if bom else "").encode() + head.encode())
 
+        # The fast path, for rows whose values are all text but the times: each line is built by
+        # one str.format call ("{2[0]},{0},…": the converted times, then the row's cells), and the
+        # whole batch is checked at once: as many commas and line ends as the separators means no
+        # cell needs quoting; a separator followed by = + - @ or a tab starts a cell to neutralise.
+        self.times_at = [j for j, k in enumerate(self.kinds) if k == "time"]
+        self.local = times
+        nt = len(self.times_at)
+        self.line = ",".join(
+            "{%d}" % self.times_at.index(j) if k == "time" else "{%d[%d]}" % (nt, j) for j, k in enumerate(self.kinds)
+        ).format
+        self.fast_batches = 0
+
     def write(self, batch: list) -> None:
         if not batch:
             return
-        cols = [conv(vals) for conv, vals in zip(self.conv, zip(*batch))]
-        self.out.write(("\r\n".join(map(",".join, zip(*cols))) + "\r\n").encode("utf-8"))
+        if not (self.text_rows and self._write_fast(batch)):
+            cols = [conv(vals) for conv, vals in zip(self.conv, zip(*batch))]
+            self.out.write(("\r\n".join(map(",".join, zip(*cols))) + "\r\n").encode("utf-8"))
+
+    def _write_fast(self, batch: list) -> bool:
+        """Rows of text (and raw times) only; False when a cell needs quoting: the slow path."""
+        local = self.local
+        times = [local.csv_column(list(map(itemgetter(j), batch))) for j in self.times_at]
+        s = "\r\n".join(map(self.line, *times, batch))
+        n = len(batch)
+        if (s.count(",") != n * (len(self.kinds) - 1) or s.count("\n") != n - 1 or s.count("\r") != n - 1
+                or '"' in s):
+            return False
+        for c in DANGEROUS_START[:-1]:  # \r is caught above
+            for sep in (",", "\n"):
+                if sep + c in s:
+                    s = s.replace(sep + c, sep + "'" + c)
+        if s[:1] in DANGEROUS_START:
+            s = "'" + s
+        self.out.write((s + "\r\n").encode("utf-8"))
+        self.fast_batches += 1
+        return True
 
     def close(self) -> None:
         pass
@@ -560,10 +621,11 @@ def export(settings: Settings, routing: Routing, q: Query, fmt: str, out: Path |
         else:
             stream = open(tmp, "wb") if tmp is not None else stdout
             assert stream is not None
-            writer = CsvWriter(stream, columns, tz, bom=bom) if fmt == "csv" else JsonlWriter(stream, columns, tz)
+            writer = (CsvWriter(stream, columns, tz, bom=bom, text_rows=q.table in ("calls", "surveys")) if fmt == "csv"
+                      else JsonlWriter(stream, columns, tz))
         n = 0
         try:
-            for batch in rows(settings, q, now=now):
+            for batch in rows(settings, q, now=now, as_text=fmt == "csv"):
                 writer.write(batch)
                 n += len(batch)
                 if progress:

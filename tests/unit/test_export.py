@@ -294,3 +294,28 @@ def test_bench_smoke(tmp_path):
     assert re.search(r"speed ratio:\s+\d+\.\d\d of sqlite3", p.stdout), p.stdout
     assert re.search(r"export peak RSS:\s+\d+ MB", p.stdout)
     assert "rows:            300" in p.stdout
+
+
+def test_csv_fast_path_writes_what_the_cell_by_cell_path_writes():
+    cols = ex.COLUMNS["calls"]
+    rows = [("id1", "2026-10-01 01:02:03.5", "+84909", "1022", "4", "Cải cách", "VPUBND", "Văn phòng", "2401",
+             "12.25", "", "answered", "", "5", None, "survey", "system"),  # times stay raw: None for none
+            ("id2", "2026-10-01 01:02:04", "=1+1", "1022", "", "", "", "@x", "-", "", "", "abandoned", "", "",
+             "2026-10-01 01:05:00.000001", "\tmenu", "caller")]
+    outs = []
+    for text_rows in (True, False):
+        buf = io.BytesIO()
+        w = ex.CsvWriter(buf, cols, "Asia/Ho_Chi_Minh", text_rows=text_rows)
+        w.write(rows)
+        assert w.fast_batches == (1 if text_rows else 0)
+        outs.append(buf.getvalue())
+    assert outs[0] == outs[1]
+    got = csv_rows(outs[0])
+    assert [r["caller"] for r in got] == ["'+84909", "'=1+1"]
+    assert got[1]["agency_name"] == "'@x" and got[1]["answered_by"] == "'-" and got[1]["ended_in"] == "'\tmenu"
+    assert got[0]["started_at"] == "2026-10-01T08:02:03+07:00" and got[1]["ended_at"] == "2026-10-01T08:05:00+07:00"
+    # A cell that needs quoting sends the batch down the cell-by-cell path, quoted right.
+    buf = io.BytesIO()
+    w = ex.CsvWriter(buf, cols, "Asia/Ho_Chi_Minh", text_rows=True)
+    w.write([rows[0][:5] + ('Tên, có "phẩy"',) + rows[0][6:]])
+    assert w.fast_batches == 0 and csv_rows(buf.getvalue())[0]["branch_name"] == 'Tên, có "phẩy"'
