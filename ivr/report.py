@@ -534,7 +534,7 @@ def svg_columns(items: list[tuple[str, str, float, bool]], *, width: int = 680, 
     n = max(len(items), 1)
     step = (width - left - 6) / n
     vmax = max([v for _, _, v, _ in items] + [0])
-    scale_max = max(1, vmax)
+    scale_max = max(2, math.ceil(vmax / 2) * 2)  # even, so that the middle grid line is a whole number
     room = height - bottom - top
     parts = [f'<svg xmlns="http://www.w3.org/2000/svg" width="{width}" height="{height}" viewBox="0 0 {width} {height}" '
              f'role="img" aria-label="Số cuộc gọi theo ngày" font-family="DejaVu Sans, Arial, sans-serif" font-size="9">']
