@@ -12,7 +12,7 @@ import re
 import shutil
 import subprocess
 import zoneinfo
-from collections import Counter, defaultdict
+from collections import Counter
 
 import pytest
 import sqlalchemy as sa
