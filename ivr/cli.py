@@ -685,3 +685,9 @@ def run(grace: float) -> None:
 from .cli_zalo import register as _register_zalo  # noqa: E402
 
 _register_zalo(main)
+
+# ------------------------------------------------------------------- exports, monthly report
+
+from .cli_export import register as _register_export  # noqa: E402
+
+_register_export(main)

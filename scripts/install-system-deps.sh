@@ -2,7 +2,9 @@
 # Install the Debian packages tongdai needs, if any is missing:
 #   debootstrap (the Asterisk sandbox), sip-tester (SIPp: test calls and desk phones),
 #   espeak-ng + sox (Vietnamese voice prompts), postgresql (the test suite starts a private
-#   PostgreSQL server of its own: nothing is configured or started system-wide for it).
+#   PostgreSQL server of its own: nothing is configured or started system-wide for it),
+#   sqlite3 (the export benchmark's reference), Pango, HarfBuzz-subset and DejaVu fonts
+#   (WeasyPrint: the monthly report as PDF), poppler-utils (tests turn the report's PDF into an image).
 set -euo pipefail
 have_postgres() {
   local d
@@ -17,6 +19,13 @@ command -v sipp        >/dev/null 2>&1 || need+=(sip-tester)
 command -v espeak-ng   >/dev/null 2>&1 || need+=(espeak-ng)
 command -v sox         >/dev/null 2>&1 || need+=(sox)
 have_postgres                            || need+=(postgresql)
+command -v sqlite3     >/dev/null 2>&1 || need+=(sqlite3)
+command -v pdftoppm    >/dev/null 2>&1 || need+=(poppler-utils)
+has_lib() { ldconfig -p 2>/dev/null | grep -q "$1"; }
+has_lib libpango-1.0.so.0      || need+=(libpango-1.0-0)
+has_lib libpangoft2-1.0.so.0   || need+=(libpangoft2-1.0-0)
+has_lib libharfbuzz-subset.so.0 || need+=(libharfbuzz-subset0)
+[ -e /usr/share/fonts/truetype/dejavu/DejaVuSans.ttf ] || need+=(fonts-dejavu-core)
 [ ${#need[@]} -eq 0 ] && exit 0
 echo "Cài đặt gói hệ thống còn thiếu: ${need[*]}"
 sudo=""
