@@ -421,26 +421,20 @@ async def _cases(conn: AsyncConnection, r: Report, routing: Routing) -> None:
     f["insp.count"] = len(r.inspection)
 
 
-async def zalo_survey_rows(conn: AsyncConnection, m: Month) -> list[int] | None:
-    """Scores (1..5) of the month's Zalo satisfaction surveys, or None when there is no such data.
+ZALO_QUESTIONS = ("q_access", "q_procedure", "q_official", "q_result", "q_complaints")
 
-    Zalo surveys are not built yet (issue 8): until a ``zalo_surveys`` table with ``score`` and
-    ``answered_at`` columns exists, the report's Zalo section says there is no data.
-    """
-    def columns(sync_conn) -> set[str] | None:
-        insp = sa.inspect(sync_conn)
-        if not insp.has_table("zalo_surveys"):
-            return None
-        return {c["name"] for c in insp.get_columns("zalo_surveys")}
 
-    cols = await conn.run_sync(columns)
-    if not cols or not {"score", "answered_at"} <= cols:
+async def zalo_survey_rows(conn: AsyncConnection, m: Month) -> list[tuple[int | None, ...]] | None:
+    """The month's SIPAS-style answers over Zalo (:mod:`ivr.zalo.surveys`): one tuple of the five
+    ratings (1..5, None when skipped) per answer; None when the database has no survey table."""
+    from models import SurveyAnswer
+
+    has = await conn.run_sync(lambda c: sa.inspect(c).has_table(SurveyAnswer.__tablename__))
+    if not has:
         return None
-    t = sa.table("zalo_surveys", sa.column("score"), sa.column("answered_at"))
-    # answered_at is stored like every time here: UTC (models.UTCDateTime).
-    from models import UTCDateTime
-    at = sa.type_coerce(t.c.answered_at, UTCDateTime)
-    return [s for (s,) in (await conn.execute(sa.select(t.c.score).where(at >= m.start, at < m.end))).all()]
+    cols = [getattr(SurveyAnswer, q) for q in ZALO_QUESTIONS]
+    q = sa.select(*cols).where(SurveyAnswer.answered_at >= m.start, SurveyAnswer.answered_at < m.end)
+    return [tuple(row) for row in (await conn.execute(q)).all()]
 
 
 async def build(engine: AsyncEngine, routing: Routing, month: Month, *, now: dt.datetime | None = None) -> Report:
@@ -453,10 +447,14 @@ async def build(engine: AsyncEngine, routing: Routing, month: Month, *, now: dt.
         await _calls(conn, r, routing)
         await _desks(conn, r, routing)
         await _cases(conn, r, routing)
-        scores = await zalo_survey_rows(conn, month)
-    if scores is not None:
-        r.zalo = {"count": len(scores), "avg": _mean(sum(scores), len(scores)),
-                  **{f"s{i}": scores.count(i) for i in range(1, 6)}}
+        answers = await zalo_survey_rows(conn, month)
+    if answers:
+        ratings = [v for row in answers for v in row if v is not None]
+        r.zalo = {"count": len(answers), "avg": _mean(sum(ratings), len(ratings)),
+                  **{f"s{i}": ratings.count(i) for i in range(1, 6)}}
+        for i, q in enumerate(ZALO_QUESTIONS):
+            given = [row[i] for row in answers if row[i] is not None]
+            r.zalo[q] = _mean(sum(given), len(given))
         for k, v in r.zalo.items():
             r.figures[f"zalo.{k}"] = v
     return r

@@ -399,16 +399,35 @@ def test_cutoff_mid_month_counts_up_to_now(fixture_db):
     assert r["cases.overdue"] == 0 and r["cases.pending"] == 2  # 100002 is due at 17:00 on 16/9; 100004 on 18/9
 
 
-def test_zalo_section_reads_a_table_once_it_exists(fixture_db):
+def test_zalo_survey_answers_of_the_month_are_reported(fixture_db):
+    from sqlalchemy.orm import Session
+
+    from models import SurveyAnswer, SurveyRecipient
+
+    answers = [  # (answered at, Vietnam time; the five ratings)
+        (dt.datetime(2026, 9, 5, 9, 0, tzinfo=VN), (4, 5, 5, 4, None)),
+        (dt.datetime(2026, 9, 30, 23, 30, tzinfo=VN), (2, 3, 1, 5, 5)),
+        (dt.datetime(2026, 10, 1, 0, 30, tzinfo=VN), (1, 1, 1, 1, 1)),  # October: not counted
+    ]
     eng = sa.create_engine(fixture_db.database_url.replace("+aiosqlite", ""))
-    with eng.begin() as c:
-        c.execute(sa.text("CREATE TABLE zalo_surveys (id INTEGER PRIMARY KEY, answered_at DATETIME, score INTEGER)"))
-        c.execute(sa.text("INSERT INTO zalo_surveys (answered_at, score) VALUES "
-                          "('2026-09-05 02:00:00.000000', 4), ('2026-09-06 02:00:00.000000', 5), "
-                          "('2026-10-05 02:00:00.000000', 1)"))
+    with Session(eng) as s, s.begin():
+        for i, (at, q) in enumerate(answers):
+            rcp = SurveyRecipient(code=f"K{i}", phone=f"8490000000{i}", name="A", procedure="P", office="TTPVHCC",
+                                  completed_at=at - dt.timedelta(days=1), imported_at=at - dt.timedelta(days=1),
+                                  status="answered")
+            s.add(rcp)
+            s.flush()
+            s.add(SurveyAnswer(recipient_id=rcp.id, office="TTPVHCC", answered_at=at, q_access=q[0], q_procedure=q[1],
+                               q_official=q[2], q_result=q[3], q_complaints=q[4]))
     eng.dispose()
     r = build(fixture_db)
-    assert r.zalo == {"count": 2, "avg": 4.5, "s1": 0, "s2": 0, "s3": 0, "s4": 1, "s5": 1}
+    september = [4, 5, 5, 4, 2, 3, 1, 5, 5]
+    assert r.zalo["count"] == 2
+    assert r.zalo["avg"] == pytest.approx(sum(september) / 9)
+    assert [r.zalo[f"s{i}"] for i in range(1, 6)] == [1, 1, 1, 2, 4]
+    assert r.zalo["q_access"] == 3.0 and r.zalo["q_complaints"] == 5.0 and r.zalo["q_official"] == 3.0
+    html = rp.render_html(r, ROUTING)
+    assert "Tiếp cận dịch vụ" in html and "Chưa có dữ liệu khảo sát qua Zalo" not in html
 
 
 def test_pdf_renders_a_page_that_is_not_blank(fixture_db, tmp_path):
