@@ -458,7 +458,7 @@ class DeskPhone:
                  mode: str = "answer", local_port: int, media_port: int, control_port: int,
                  answer_delay_ms: int = 200, hangup_after_ms: int | None = None,
                  expires: int = 300, trace_dir=None, register_timeout: float = 10,
-                 unregister: bool = True):
+                 unregister: bool = True, extra_args: tuple[str, ...] = ()):
         if mode not in self.MODES:
             raise ValueError(f"mode must be one of {self.MODES}, not {mode!r}")
         self.server_host, self.server_port = server_host, server_port
@@ -470,6 +470,7 @@ class DeskPhone:
         self.expires = expires
         self.register_timeout = register_timeout
         self.unregister = unregister
+        self.extra_args = tuple(extra_args)  # e.g. ("-buff_size", "4194304") under load
         self.workdir = _workdir(trace_dir, f"deskphone-{user}")
         self.name = f"deskphone-{user}-{local_port}"
         self.trace_path = self.workdir / f"{self.name}.messages.log"
@@ -497,7 +498,7 @@ class DeskPhone:
         # out-of-call messages and each runs the -oocsf scenario.
         # -aa answers stray OPTIONS/NOTIFY/INFO/UPDATE with 200.
         args += ["-oocsf", str(ooc), "-s", self.user, "-au", self.user,
-                 "-ap", self.password, "-m", "1", "-aa"]
+                 "-ap", self.password, "-m", "1", "-aa", *self.extra_args]
         self._proc = await _start(args, self.workdir, self.name)
 
     def stats(self) -> DeskPhoneStats:

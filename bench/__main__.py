@@ -1,0 +1,32 @@
+"""`make bench` = `python -m bench [--quick]`: every benchmark of the project, one after the other.
+
+- ``bench.capacity``: the hotline's call capacity against a dialplan-only IVR (always).
+- ``bench.export``: the export benchmark, run as ``python -m bench.export [--quick]`` when that
+  module exists in this checkout (it is skipped, with a note, when it does not).
+
+Arguments other than ``--quick`` go to the capacity bench (``--levels``, ``--talk``, ``--profile``,
+``--keep``, ``--out``; see ``python -m bench.capacity --help``).
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import subprocess
+import sys
+
+from . import capacity
+
+
+def main(argv: list[str]) -> int:
+    quick = "--quick" in argv
+    code = capacity.main(argv)
+    if importlib.util.find_spec("bench.export") is None:
+        print("\nbench: no bench/export.py in this checkout; export benchmark skipped")
+        return code
+    print("\nbench: export benchmark (python -m bench.export)", flush=True)
+    export = subprocess.run([sys.executable, "-m", "bench.export", *(["--quick"] if quick else [])])
+    return code or export.returncode
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))
