@@ -296,13 +296,14 @@ class LevelResult:
 
 class Bench:
     def __init__(self, *, levels: list[int], talk_s: float, quick: bool, out_dir: Path, keep: bool,
-                 profile: bool, log=print):
+                 profile: bool, variants: tuple[str, ...] = VARIANTS, log=print):
         self.levels = levels
         self.talk_ms = int(talk_s * 1000)
         self.quick = quick
         self.out_dir = out_dir
         self.keep = keep
         self.profile = profile
+        self.variants = variants
         self.log = log
         self.home = Path(tempfile.mkdtemp(prefix="tongdai-bench-"))
         self.work = self.home / "sipp"
@@ -502,11 +503,13 @@ class Bench:
         if not Path(spy).exists() and not shutil.which("py-spy"):
             self.log("py-spy not installed: no profile")
             return None
+        self.out_dir.mkdir(parents=True, exist_ok=True)
         out = self.out_dir / f"profile-{name}.txt"
         self.profiles.append(str(out))
-        return subprocess.Popen([spy, "record", "--pid", str(self.controller.pid), "--format", "raw", "--rate", "200",
-                                 "--output", str(out), "--nonblocking"],
-                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        with open(self.home / f"py-spy-{name}.log", "wb") as err:
+            return subprocess.Popen([spy, "record", "--pid", str(self.controller.pid), "--format", "raw",
+                                     "--rate", "100", "--output", str(out), "--nonblocking"],
+                                    stdout=err, stderr=err)
 
     @staticmethod
     def stop_profiler(proc) -> None:
@@ -630,7 +633,7 @@ class Bench:
                  f"talk {t.talk_ms / 1000:g} s)")
         results: list[LevelResult] = []
         for idx, level in enumerate(self.levels):
-            for variant in VARIANTS:
+            for variant in self.variants:
                 rate, calls = self.plan(level)
                 self.log(f"bench: {variant:8s} level {level}: {calls} calls at {rate:g}/s …")
                 r = await self.run_level(variant, idx, level)
@@ -803,6 +806,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--out", type=Path, default=RESULTS, help="results directory (default bench/results)")
     ap.add_argument("--profile", action="store_true", help="py-spy the controller during the project's levels")
     ap.add_argument("--keep", action="store_true", help="keep the data directory and SIPp traces")
+    ap.add_argument("--only", choices=VARIANTS, help="run one variant only (while profiling; no ratios)")
     a = ap.parse_args(argv)
     levels = [int(x) for x in a.levels.split(",")] if a.levels else list(QUICK_LEVELS if a.quick else FULL_LEVELS)
     if len(levels) > 10 or any(lv < 1 for lv in levels):
@@ -813,6 +817,7 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     t0 = time.monotonic()
     bench = Bench(levels=levels, talk_s=talk, quick=a.quick, out_dir=a.out, keep=a.keep, profile=a.profile,
+                  variants=(a.only,) if a.only else VARIANTS,
                   log=lambda m: print(f"[{time.monotonic() - t0:6.1f}s] {m}", flush=True))
 
     async def go() -> dict:

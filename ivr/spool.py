@@ -46,11 +46,15 @@ class Spool:
             return 0
 
     def append(self, record: dict) -> None:
+        self.extend([record])
+
+    def extend(self, records: list[dict]) -> None:
+        """Append records in order with one write and one fsync."""
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        line = json.dumps(record, default=_default, ensure_ascii=False) + "\n"
+        data = "".join(json.dumps(r, default=_default, ensure_ascii=False) + "\n" for r in records)
         fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
         try:
-            os.write(fd, line.encode("utf-8"))
+            os.write(fd, data.encode("utf-8"))
             os.fsync(fd)
         finally:
             os.close(fd)
