@@ -17,7 +17,7 @@ from pathlib import Path
 from . import calendar as cal
 from . import routing as rt
 from .ari import Ari, AriError
-from .call import CallSession
+from .call import NEVER_USED, CallSession
 from .calllog import CallLog
 from .pbx import Layout
 from .route import RouteState
@@ -138,6 +138,21 @@ class Controller:
                                    params={"context": "hotline-fallback", "extension": "s", "priority": 1})
         except AriError as e:
             log.warning("call=%s could not be sent to the fallback: %s", cid, e)
+
+    async def on_connect(self) -> None:
+        """After every (re)connection: the event filter (it lives with the app's registration,
+        which a reconnection renews), then reconcile."""
+        await self.filter_events()
+        await self.reconcile()
+
+    async def filter_events(self) -> None:
+        """Ask Asterisk not to send the events no call step uses. Best effort: an Asterisk
+        without application event filters sends everything, and those events are ignored."""
+        try:
+            await self.ari.request("PUT", f"/applications/{self.settings.ari_app}/eventFilter",
+                                   body={"disallowed": [{"type": t} for t in sorted(NEVER_USED)]})
+        except AriError as e:
+            log.warning("ari event filter not set (all events will come): %s", e)
 
     async def reconcile(self) -> None:
         """After a (re)connection: calls whose channel died while we were away are finalised.

@@ -75,7 +75,7 @@ class Service:
         self.controller = Controller(s, routing, self._ari, self.calllog, strict=self.strict)
         # Complaints spooled while the database was down (in this run or an earlier one).
         self.calllog.also_replay(lambda: cases_mod.replay_spooled(self.engine, self.controller.routing, s.home))
-        self._runner = asyncio.create_task(self._ari.run(self.controller.on_event, self.controller.reconcile), name="ari-events")
+        self._runner = asyncio.create_task(self._ari.run(self.controller.on_event, self.controller.on_connect), name="ari-events")
         try:
             await asyncio.wait_for(self._ari.connected.wait(), timeout)
         except asyncio.TimeoutError:
