@@ -46,8 +46,10 @@ class Ari:
         self._stopping = False
 
     async def __aenter__(self) -> "Ari":
+        # ARI sets no cookies: a dummy jar spares every request the cookie bookkeeping.
         self._http = aiohttp.ClientSession(
-            headers=self._headers, timeout=aiohttp.ClientTimeout(total=10), json_serialize=json.dumps
+            headers=self._headers, timeout=aiohttp.ClientTimeout(total=10), json_serialize=json.dumps,
+            cookie_jar=aiohttp.DummyCookieJar(),
         )
         return self
 

@@ -15,8 +15,8 @@ async def run(session: "CallSession", leg_id: str, extension: str) -> str:
     """Bridge caller and leg; return who hung up: ``caller`` or ``agent``."""
     bridge_id = session.new_id("br")
     session.bridges.add(bridge_id)
+    # Ringback was already stopped when route.dial returned (its finally), so no DELETE /ring here.
     await session.ari.request("POST", f"/bridges/{bridge_id}", params={"type": "mixing", "name": f"call-{session.id}"})
-    await session.ari.request("DELETE", f"/channels/{session.id}/ring", ok_missing=True)
     await session.ari.request("POST", f"/bridges/{bridge_id}/addChannel", params={"channel": f"{session.id},{leg_id}"})
     rec = session.rec
     rec.answered_at = utcnow()
