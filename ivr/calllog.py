@@ -6,8 +6,8 @@ its desk-phone legs). A single writer task drains a queue, so a slow database ne
 A write that fails goes to the durable spool (:mod:`ivr.spool`) and is written back, once, when
 the database returns; writes are idempotent upserts keyed by the call id.
 
-Under load the writer takes every record waiting in the queue at once and writes them in one
-transaction with a handful of Core statements (one SELECT of the rows already there, one
+The writer waits up to half a second after a record for others (``flush()`` cuts that short),
+then takes every record waiting in the queue and writes them in one transaction with a handful of Core statements (one SELECT of the rows already there, one
 executemany per table), not an ORM unit of work per record: that was the controller's largest
 CPU cost per call (``make bench --profile``). The result is the same rows as writing the records
 one by one in order.
@@ -110,7 +110,7 @@ class CallLog:
     """
 
     def __init__(self, engine: AsyncEngine, spool_path: Path | None = None, *, write_timeout: float = 5,
-                 replay_every: float = 2.0):
+                 replay_every: float = 2.0, linger: float = 0.5):
         self.engine = engine
         self._queue: asyncio.Queue[tuple[str, dict]] = asyncio.Queue()
         self._tasks: list[asyncio.Task] = []
@@ -119,6 +119,11 @@ class CallLog:
         self.replay_every = replay_every
         self.failures = 0
         self._followers: list[Callable[[], Awaitable[int]]] = []
+        # The writer waits up to ``linger`` seconds after a record for more to come, so that a
+        # busy hotline writes many calls per transaction; flush() and close() cut it short.
+        self.linger = linger
+        self._flushers = 0
+        self._hurry = asyncio.Event()
 
     def start(self) -> None:
         self._tasks.append(asyncio.create_task(self._writer(), name="calllog-writer"))
@@ -142,8 +147,16 @@ class CallLog:
                                              "address": address}))
 
     async def flush(self) -> None:
-        """Wait until every queued record is in the database or in the spool."""
-        await self._queue.join()
+        """Wait until every queued record is in the database or in the spool (at once, not
+        after the writer's linger)."""
+        self._flushers += 1
+        self._hurry.set()
+        try:
+            await self._queue.join()
+        finally:
+            self._flushers -= 1
+            if not self._flushers:
+                self._hurry.clear()
 
     def also_replay(self, replay: Callable[[], Awaitable[int]]) -> None:
         """Another spool to write back whenever this one is empty (e.g. complaint cases, which
@@ -164,7 +177,7 @@ class CallLog:
 
     async def close(self, timeout: float = 10) -> None:
         try:
-            await asyncio.wait_for(self._queue.join(), timeout)
+            await asyncio.wait_for(self.flush(), timeout)
         except asyncio.TimeoutError:
             log.error("calllog: %d records not written at shutdown", self._queue.qsize())
         if self.spool and self.spool.pending():
@@ -193,6 +206,11 @@ class CallLog:
         backoff = 0.2
         while True:
             batch = [await self._queue.get()]
+            if self.linger and not self._hurry.is_set():
+                try:
+                    await asyncio.wait_for(self._hurry.wait(), self.linger)
+                except asyncio.TimeoutError:
+                    pass
             while len(batch) < MAX_BATCH and not self._queue.empty():
                 batch.append(self._queue.get_nowait())
             try:
