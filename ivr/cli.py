@@ -524,7 +524,7 @@ def serve(grace: float) -> None:
     s = _settings()
     server.setup_logging(s)
     try:
-        code = asyncio.run(server.serve(s, grace=grace))
+        code = server.run(server.serve(s, grace=grace))
     except RuntimeError as e:
         _fail(str(e))
     sys.exit(code)
@@ -671,7 +671,7 @@ def run(grace: float) -> None:
 
     code = 1
     try:
-        code = asyncio.run(server.serve(s, grace=grace, on_ready=ready))
+        code = server.run(server.serve(s, grace=grace, on_ready=ready))
     except RuntimeError as e:
         click.echo(f"lỗi: {e}", err=True)
     finally:

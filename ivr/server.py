@@ -155,6 +155,18 @@ class Service:
         log.info("controller stopped")
 
 
+def run(main) -> int:
+    """Run the controller's coroutine on uvloop when it is installed (a dependency; measured
+    with `make bench`: the same work for noticeably less CPU than asyncio's own loop), else on
+    asyncio's loop. Behaviour is the same on both."""
+    try:
+        import uvloop
+    except ImportError:
+        return asyncio.run(main)
+    with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
+        return runner.run(main)
+
+
 async def serve(settings: Settings, *, grace: float = 30, on_ready=None) -> int:
     """Run until SIGTERM/SIGINT; return the exit code."""
     service = Service(settings)
