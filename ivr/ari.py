@@ -24,6 +24,8 @@ import aiohttp
 
 log = logging.getLogger("tongdai.ari")
 
+HTTP_CONNECTIONS = 32  # REST requests in flight at once; more wait for a free connection
+
 
 class AriError(Exception):
     """An ARI request failed: ``status`` is the HTTP status (0 when Asterisk is unreachable)."""
@@ -47,9 +49,12 @@ class Ari:
 
     async def __aenter__(self) -> "Ari":
         # ARI sets no cookies: a dummy jar spares every request the cookie bookkeeping.
+        # At most HTTP_CONNECTIONS kept-alive connections: Asterisk serves 100 HTTP sessions
+        # (http.conf session_limit) and refuses the next, and aiohttp's default pool (100) plus
+        # the event websocket went past that under the bench's load, failing calls.
         self._http = aiohttp.ClientSession(
             headers=self._headers, timeout=aiohttp.ClientTimeout(total=10), json_serialize=json.dumps,
-            cookie_jar=aiohttp.DummyCookieJar(),
+            cookie_jar=aiohttp.DummyCookieJar(), connector=aiohttp.TCPConnector(limit=HTTP_CONNECTIONS),
         )
         return self
 
