@@ -746,12 +746,12 @@ def targets(result: dict) -> list[str]:
     out.append(f"  largest level with zero failures: project {sp}, baseline {sb} "
                f"(goal ≥ {TARGET_CAPACITY_RATIO:g}×): {'met' if ok else 'MISSED'}")
     worst = None
-    for lv in levels:
+    for lv in clean:  # where the baseline copes: past that both only measure an overload
         p, b = by.get(("project", lv)), by.get(("baseline", lv))
         if p and b and p["post_dial_delay_ms"]["p95"] is not None and b["post_dial_delay_ms"]["p95"] is not None:
             d = p["post_dial_delay_ms"]["p95"] - b["post_dial_delay_ms"]["p95"]
             worst = d if worst is None else max(worst, d)
-    out.append(f"  post-dial delay added, p95, worst level: {worst if worst is None else f'{worst:+.0f}'} ms "
+    out.append(f"  post-dial delay added, p95, worst level the baseline sustains: {worst if worst is None else f'{worst:+.0f}'} ms "
                f"(goal ≤ {TARGET_PDD_P95_MS} ms): {'met' if worst is not None and worst <= TARGET_PDD_P95_MS else 'MISSED'}")
     shares = [by[("project", lv)]["controller_cpu_s_per_call"] / by[("project", lv)]["asterisk_cpu_s_per_call"]
               for lv in levels if ("project", lv) in by and by[("project", lv)]["asterisk_cpu_s_per_call"]]
