@@ -40,7 +40,6 @@ import re
 import resource
 import shutil
 import signal
-import socket
 import sqlite3
 import subprocess
 import sys
@@ -133,16 +132,6 @@ def raise_nofile() -> int:
 # Ports
 
 
-def _free(port: int) -> bool:
-    for kind in (socket.SOCK_DGRAM, socket.SOCK_STREAM):
-        with socket.socket(socket.AF_INET, kind) as s:
-            try:
-                s.bind(("127.0.0.1", port))
-            except OSError:
-                return False
-    return True
-
-
 class Ports:
     """Free local ports, handed out upwards from a per-process start."""
 
@@ -150,7 +139,7 @@ class Ports:
         self.next = start + (os.getpid() % 50) * 20
 
     def one(self) -> int:
-        while not _free(self.next):
+        while not sipp.port_is_free(self.next):
             self.next += 1
         self.next += 1
         return self.next - 1
@@ -160,7 +149,7 @@ class Ports:
         while True:
             base = self.next
             self.next += 10
-            if all(_free(base + i) for i in range(8)):
+            if all(sipp.port_is_free(base + i) for i in range(8)):
                 return {"local_port": base, "media_port": base + 2, "control_port": base + 6}
 
 

@@ -517,7 +517,6 @@ def prompts_build(force: bool) -> None:
 @click.option("--grace", default=30.0, show_default=True, help="Giây chờ các cuộc gọi đang diễn ra kết thúc khi dừng.")
 def serve(grace: float) -> None:
     """Chạy bộ điều khiển tổng đài (ARI). Asterisk phải đang chạy."""
-    import asyncio
 
     from . import server
 
@@ -637,7 +636,6 @@ def apply_cmd(yes: bool, dry_run: bool) -> None:
 @click.option("--grace", default=30.0, show_default=True)
 def run(grace: float) -> None:
     """Chạy tất cả (dùng bởi `make run`): migration, cấu hình, lời nhắc, Asterisk, bộ điều khiển."""
-    import asyncio
 
     from . import db as db_mod
     from . import server

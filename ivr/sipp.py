@@ -278,6 +278,17 @@ def _workdir(trace_dir, prefix: str) -> Path:
     return path
 
 
+def port_is_free(port: int) -> bool:
+    """Whether a local port is free for both UDP (SIP, RTP) and TCP (SIPp's control socket)."""
+    for kind in (socket.SOCK_DGRAM, socket.SOCK_STREAM):
+        with socket.socket(socket.AF_INET, kind) as s:
+            try:
+                s.bind(("127.0.0.1", port))
+            except OSError:
+                return False
+    return True
+
+
 def _sipp_args(*, scenario: Path, server_host: str, server_port: int, local_port: int,
                media_port: int, control_port: int, workdir: Path, name: str,
                local_ip: str = LOCAL_IP) -> list[str]:

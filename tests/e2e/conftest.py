@@ -44,16 +44,6 @@ def need(ok: bool, reason: str) -> None:
     pytest.skip(reason)
 
 
-def _free(port: int) -> bool:
-    for kind in (socket.SOCK_DGRAM, socket.SOCK_STREAM):
-        with socket.socket(socket.AF_INET, kind) as s:
-            try:
-                s.bind(("127.0.0.1", port))
-            except OSError:
-                return False
-    return True
-
-
 class Ports:
     """Hands out blocks of free local ports for SIPp peers (SIP, media, control)."""
 
@@ -64,7 +54,7 @@ class Ports:
         while self.next < self.end:
             base = self.next
             self.next += 10
-            if all(_free(base + i) for i in range(8)):
+            if all(sipp.port_is_free(base + i) for i in range(8)):
                 return base, base + 2, base + 6
         raise RuntimeError("no free ports left for SIPp")
 
@@ -141,7 +131,7 @@ async def sample_channelstats(pbx: "Pbx", names: set[str], seconds: float) -> di
 
 def _pick(start: int, kind=socket.SOCK_STREAM) -> int:
     for port in range(start, start + 500):
-        if _free(port):
+        if sipp.port_is_free(port):
             return port
     raise RuntimeError("no free port")
 
