@@ -172,6 +172,17 @@ def _as_text(cols: list, kinds: list[str]) -> list:
     return out
 
 
+def _call_filters(stmt: sa.Select, q: Query) -> sa.Select:
+    """The date range, branch and agency of a calls-based export, in call order."""
+    c = Call
+    stmt = _range(stmt, c.started_at, q)
+    if q.branch:
+        stmt = stmt.where(c.branch_digit == q.branch)
+    if q.agency:
+        stmt = stmt.where(c.agency_code == q.agency)
+    return stmt.order_by(c.started_at, c.id)
+
+
 def calls_select(q: Query, *, as_text: bool = False) -> sa.Select:
     c = Call
     cols = [
@@ -180,12 +191,7 @@ def calls_select(q: Query, *, as_text: bool = False) -> sa.Select:
         c.hangup_by,
     ]
     stmt = sa.select(*(_as_text(cols, [k for _, k in COLUMNS["calls"]]) if as_text else cols))
-    stmt = _range(stmt, c.started_at, q)
-    if q.branch:
-        stmt = stmt.where(c.branch_digit == q.branch)
-    if q.agency:
-        stmt = stmt.where(c.agency_code == q.agency)
-    return stmt.order_by(c.started_at, c.id)
+    return _call_filters(stmt, q)
 
 
 def surveys_select(q: Query, *, as_text: bool = False) -> sa.Select:
@@ -196,12 +202,7 @@ def surveys_select(q: Query, *, as_text: bool = False) -> sa.Select:
     ]
     stmt = sa.select(*(_as_text(cols, [k for _, k in COLUMNS["surveys"]]) if as_text else cols))
     stmt = stmt.where(c.survey_score.is_not(None))
-    stmt = _range(stmt, c.started_at, q)
-    if q.branch:
-        stmt = stmt.where(c.branch_digit == q.branch)
-    if q.agency:
-        stmt = stmt.where(c.agency_code == q.agency)
-    return stmt.order_by(c.started_at, c.id)
+    return _call_filters(stmt, q)
 
 
 def cases_select(q: Query) -> sa.Select:
