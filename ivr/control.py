@@ -20,7 +20,6 @@ from typing import TYPE_CHECKING
 import aiohttp
 from aiohttp import web
 
-from . import routing as rt
 from .calllog import utcnow
 
 if TYPE_CHECKING:
@@ -72,14 +71,10 @@ class ControlServer:
             if isinstance(body, dict) and body.get("path"):
                 path = Path(str(body["path"]))
         ctl = self.service.controller
-        try:
-            new = rt.load(path)
-        except rt.RoutingError as e:
-            log.error("reload of %s refused: %d errors; the running routing stays", path, len(e.errors))
-            return web.json_response({"ok": False, "errors": [str(p) for p in e.errors]}, status=422)
-        except OSError as e:
-            return web.json_response({"ok": False, "errors": [f"{path}: {e.strerror}"]}, status=422)
-        ctl.swap_routing(new)
+        errors = ctl.reload(path)
+        if errors:
+            return web.json_response({"ok": False, "errors": errors}, status=422)
+        new = ctl.routing
         return web.json_response({"ok": True, "branches": len(new.branches), "extensions": len(new.extensions)})
 
 

@@ -177,15 +177,20 @@ class Controller:
     def is_open(self) -> cal.OpenState:
         return cal.state(self.routing, self.settings.hours_override_path)
 
-    def reload(self, path: Path) -> bool:
-        """Swap in a new routing atomically; keep the old one if the file is invalid."""
+    def reload(self, path: Path) -> list[str]:
+        """Swap in a new routing atomically; keep the old one if the file is invalid or
+        unreadable. Returns the errors (none: the new routing is in use)."""
         try:
             new = rt.load(path)
         except rt.RoutingError as e:
-            log.error("routing reload rejected, keeping the running config: %s", "; ".join(str(p) for p in e.errors[:5]))
-            return False
-        self.swap_routing(new)
-        return True
+            errors = [str(p) for p in e.errors]
+        except OSError as e:
+            errors = [f"{path}: {e.strerror}"]
+        else:
+            self.swap_routing(new)
+            return []
+        log.error("routing reload rejected, keeping the running config: %s", "; ".join(errors[:5]))
+        return errors
 
     def swap_routing(self, new: rt.Routing) -> None:
         """New calls use ``new``; calls in progress keep the routing they started with."""
