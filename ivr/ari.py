@@ -4,6 +4,10 @@ Why in-house: the PyPI clients either do not import on Python 3 or do not surviv
 drop (see docs). This one only moves bytes: business rules live in the call session.
 
 - REST: :meth:`Ari.request` raises :class:`AriError` with the status and Asterisk's message.
+  Requests go over the event websocket when Asterisk offers that (ARI "REST over WebSocket",
+  Asterisk 20.14 / 21.9 / 22.4 and later; probed after every connection), else over HTTP. Over
+  the websocket a request costs both sides a fraction of an HTTP round trip: the bench measured
+  the aiohttp client as the largest part of the controller's CPU per call.
 - Events: :meth:`Ari.run` keeps one websocket open (heartbeat), reconnects with exponential
   backoff and jitter, and calls ``on_connect`` after every (re)connection so the caller can
   reconcile what happened while it was away (events sent meanwhile are lost by Asterisk).
@@ -16,15 +20,32 @@ import asyncio
 import base64
 import json
 import logging
+import itertools
 import random
 import time
 from typing import Any, Awaitable, Callable
+from urllib.parse import quote, urlencode
 
 import aiohttp
 
 log = logging.getLogger("tongdai.ari")
 
 HTTP_CONNECTIONS = 32  # REST requests in flight at once; more wait for a free connection
+REQUEST_TIMEOUT = 10.0  # seconds, for one REST request over either transport
+PROBE_TIMEOUT = 2.0  # an Asterisk without REST over WebSocket ignores the probe: HTTP after this
+
+
+def _message(text: str) -> str:
+    """Asterisk's error text: the ``message`` of a JSON body, else the body itself."""
+    try:
+        return str(json.loads(text).get("message", text)).strip()
+    except (ValueError, AttributeError):
+        return text.strip()
+
+
+def _expire(fut: asyncio.Future) -> None:
+    if not fut.done():
+        fut.set_exception(asyncio.TimeoutError())
 
 
 class AriError(Exception):
@@ -32,6 +53,7 @@ class AriError(Exception):
 
     def __init__(self, status: int, method: str, path: str, message: str):
         self.status = status
+        self.path = path
         super().__init__(f"ARI {method} {path}: {status} {message}")
 
 
@@ -45,6 +67,12 @@ class Ari:
         self._http: aiohttp.ClientSession | None = None
         self.connected = asyncio.Event()
         self.lost_at: float | None = None  # time.time() when the websocket was last lost
+        self.ws_rest = False  # REST requests go over the websocket (probed at each connection)
+        self.use_ws_rest = True  # False: always HTTP (a setting, and for comparisons)
+        self.probe_timeout = PROBE_TIMEOUT
+        self._ws: aiohttp.ClientWebSocketResponse | None = None
+        self._pending: dict[str, asyncio.Future] = {}
+        self._ids = itertools.count(1)
         self._stopping = False
 
     async def __aenter__(self) -> "Ari":
@@ -68,17 +96,14 @@ class Ari:
         """One REST call. ``ok_missing``: a 404 (the resource is already gone) is not an error."""
         assert self._http is not None, "use `async with Ari(...)`"
         clean = {k: ("true" if v is True else "false" if v is False else v) for k, v in (params or {}).items() if v is not None}
+        if self.ws_rest and self._ws is not None and not self._ws.closed:
+            return await self._ws_request(method, path, clean, body, ok_missing)
         try:
             async with self._http.request(method, self.base + path, params=clean, json=body) as r:
                 if r.status == 404 and ok_missing:
                     return None
                 if r.status >= 400:
-                    text = await r.text()
-                    try:
-                        text = json.loads(text).get("message", text)
-                    except (ValueError, AttributeError):
-                        pass
-                    raise AriError(r.status, method, path, text.strip())
+                    raise AriError(r.status, method, path, _message(await r.text()))
                 if r.status == 204:
                     return None
                 ctype = r.headers.get("Content-Type", "")
@@ -87,6 +112,62 @@ class Ari:
             raise AriError(0, method, path, f"unreachable: {e}") from None
         except asyncio.TimeoutError:
             raise AriError(0, method, path, "timed out") from None
+
+    async def _ws_request(self, method: str, path: str, params: dict, body: Any, ok_missing: bool,
+                          timeout: float = REQUEST_TIMEOUT) -> Any:
+        """One REST call as a ``RESTRequest`` message; the reader resolves it by ``request_id``."""
+        ws = self._ws
+        rid = str(next(self._ids))
+        uri = path.lstrip("/")
+        if params:
+            uri += "?" + urlencode(params, quote_via=quote)
+        msg = {"type": "RESTRequest", "request_id": rid, "method": method, "uri": uri}
+        if body is not None:
+            msg["content_type"] = "application/json"
+            msg["message_body"] = json.dumps(body)
+        loop = asyncio.get_running_loop()
+        fut = loop.create_future()
+        self._pending[rid] = fut
+        # A timer instead of asyncio.wait_for: no extra task per request (measured in the bench).
+        timer = loop.call_later(timeout, _expire, fut)
+        try:
+            await ws.send_str(json.dumps(msg))
+            resp = await fut
+        except asyncio.TimeoutError:
+            raise AriError(0, method, path, "timed out") from None
+        except (aiohttp.ClientError, ConnectionError, RuntimeError) as e:
+            raise AriError(0, method, path, f"unreachable: {e}") from None
+        finally:
+            timer.cancel()
+            self._pending.pop(rid, None)
+        status = int(resp.get("status_code") or 0)
+        text = resp.get("message_body") or ""
+        if status == 404 and ok_missing:
+            return None
+        if status >= 400:
+            raise AriError(status, method, path, _message(text) or str(resp.get("reason_phrase", "")))
+        if status == 204 or not text:
+            return None
+        return json.loads(text) if "json" in (resp.get("content_type") or "") else text
+
+    def _on_response(self, msg: dict) -> None:
+        fut = self._pending.get(str(msg.get("request_id")))
+        if fut is not None and not fut.done():
+            fut.set_result(msg)
+
+    def _fail_pending(self, why: str) -> None:
+        for fut in self._pending.values():
+            if not fut.done():
+                fut.set_exception(ConnectionError(why))
+        self._pending.clear()
+
+    async def _probe_ws_rest(self) -> bool:
+        """Whether this Asterisk answers REST requests on the websocket (an older one ignores them)."""
+        try:
+            await self._ws_request("GET", "/asterisk/ping", {}, None, False, timeout=self.probe_timeout)
+            return True
+        except AriError:
+            return False
 
     async def run(self, on_event: Callable[[dict], None], on_connect: Callable[[], Awaitable[None]] | None = None,
                   *, min_backoff: float = 0.2, max_backoff: float = 10.0) -> None:
@@ -101,20 +182,16 @@ class Ari:
                 ) as ws:
                     log.info("ari websocket connected app=%s", self.app)
                     backoff = min_backoff
-                    self.connected.set()
-                    if on_connect:
-                        await on_connect()
-                    async for msg in ws:
-                        if msg.type == aiohttp.WSMsgType.TEXT:
-                            try:
-                                event = json.loads(msg.data)
-                            except ValueError:
-                                log.warning("ari: undecodable event dropped: %.200s", msg.data)
-                                continue
-                            if isinstance(event, dict):
-                                on_event(event)
-                        elif msg.type in (aiohttp.WSMsgType.ERROR, aiohttp.WSMsgType.CLOSE):
-                            break
+                    self._ws = ws
+                    # Responses (to the probe and to on_connect's requests) arrive on this
+                    # websocket, so the reader runs while the connection is set up.
+                    setup = asyncio.create_task(self._setup(on_connect), name="ari-setup")
+                    try:
+                        await self._read(ws, on_event)
+                    finally:
+                        setup.cancel()
+                        self._ws, self.ws_rest = None, False
+                        self._fail_pending("ari websocket closed")
                     log.warning("ari websocket closed")
             except asyncio.CancelledError:
                 raise
@@ -129,3 +206,32 @@ class Ari:
             log.info("ari reconnect in %.2fs", delay)
             await asyncio.sleep(delay)
             backoff = min(max_backoff, backoff * 2)
+
+    async def _setup(self, on_connect: Callable[[], Awaitable[None]] | None) -> None:
+        """After a connection: pick the REST transport, let the owner reconcile, then say connected."""
+        if self.use_ws_rest:
+            self.ws_rest = await self._probe_ws_rest()
+        log.info("ari rest requests over %s", "the websocket" if self.ws_rest else "http")
+        try:
+            if on_connect:
+                await on_connect()
+        except Exception:  # a failed reconcile must not take the event stream down
+            log.exception("ari on_connect failed")
+        self.connected.set()
+
+    async def _read(self, ws: aiohttp.ClientWebSocketResponse, on_event: Callable[[dict], None]) -> None:
+        async for msg in ws:
+            if msg.type == aiohttp.WSMsgType.TEXT:
+                try:
+                    event = json.loads(msg.data)
+                except ValueError:
+                    log.warning("ari: undecodable event dropped: %.200s", msg.data)
+                    continue
+                if not isinstance(event, dict):
+                    continue
+                if event.get("type") == "RESTResponse":
+                    self._on_response(event)
+                else:
+                    on_event(event)
+            elif msg.type in (aiohttp.WSMsgType.ERROR, aiohttp.WSMsgType.CLOSE):
+                break

@@ -159,15 +159,17 @@ class Controller:
 
         Asterisk drops events for an app whose websocket is down, so ask what still lives.
         """
-        if not self.sessions:
+        # Only the calls we had before asking: events (and new calls) keep flowing meanwhile.
+        known = list(self.sessions.values())
+        if not known:
             return
         try:
             live = {c["id"] for c in await self.ari.request("GET", "/channels")}
         except AriError as e:
             log.warning("reconcile: cannot list channels: %s", e)
             return
-        for session in list(self.sessions.values()):
-            if session.id not in live and session.task is not None:
+        for session in known:
+            if session.id not in live and session.task is not None and not session.task.done():
                 log.warning("call=%s channel gone while disconnected; finalising as interrupted", session.id)
                 session.vanished = True
                 session.task.cancel()

@@ -71,6 +71,7 @@ class Service:
         self.calllog = CallLog(self.engine, s.home / "spool" / "calllog.jsonl")
         self.calllog.start()
         self._ari = Ari(s.bind, s.ari_port, sec.ari_user, sec.ari_password, s.ari_app)
+        self._ari.use_ws_rest = s.ari_rest == "auto"
         await self._ari.__aenter__()
         self.controller = Controller(s, routing, self._ari, self.calllog, strict=self.strict)
         # Complaints spooled while the database was down (in this run or an earlier one).

@@ -15,6 +15,7 @@ setting here; routing.yaml only describes the hotline itself and never holds a s
 | TONGDAI_SIP_PORT | 5060 | SIP (UDP) |
 | TONGDAI_ARI_PORT | 8088 | Asterisk HTTP server (ARI) |
 | TONGDAI_AMI_PORT | 5038 | AMI |
+| TONGDAI_ARI_REST | ``auto`` | ARI requests over the event websocket when Asterisk offers it (``auto``), or always ``http`` |
 | TONGDAI_RTP_START / TONGDAI_RTP_END | 20100 / 23999 | Asterisk's RTP port range |
 | TONGDAI_TRUNK_MATCH | ``127.0.0.1`` | comma-separated addresses/networks of the telco trunk |
 | TONGDAI_DATABASE_URL | SQLite in TONGDAI_HOME | SQLAlchemy async URL |
@@ -145,6 +146,7 @@ class Settings:
     trunk_match: tuple[str, ...]
     database_url: str
     ari_app: str = "tongdai"
+    ari_rest: str = "auto"  # "auto": REST over the ARI websocket when offered; "http": never
     web_addr: tuple[str, int] = ("127.0.0.1", 8080)
     zalo: ZaloSettings | None = None
     env: dict[str, str] = field(default_factory=dict, repr=False, compare=False)
@@ -163,6 +165,9 @@ class Settings:
         sandbox_dir = Path(
             env.get("TONGDAI_SANDBOX_DIR") or Path.home() / ".cache" / "tongdai" / "asterisk-sid"
         ).expanduser()
+        ari_rest = (env.get("TONGDAI_ARI_REST") or "auto").strip().lower()
+        if ari_rest not in ("auto", "http"):
+            raise SystemExit(f"TONGDAI_ARI_REST={ari_rest!r}: expected auto or http")
         db_url = env.get("TONGDAI_DATABASE_URL") or f"sqlite+aiosqlite:///{home / 'tongdai.db'}"
         trunk = tuple(
             t.strip() for t in (env.get("TONGDAI_TRUNK_MATCH") or "127.0.0.1").split(",") if t.strip()
@@ -178,6 +183,7 @@ class Settings:
             sip_port=_int(env, "TONGDAI_SIP_PORT", 5060),
             ari_port=_int(env, "TONGDAI_ARI_PORT", 8088),
             ami_port=_int(env, "TONGDAI_AMI_PORT", 5038),
+            ari_rest=ari_rest,
             rtp_start=_int(env, "TONGDAI_RTP_START", 20100),
             rtp_end=_int(env, "TONGDAI_RTP_END", 23999),
             trunk_match=trunk,

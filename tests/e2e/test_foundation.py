@@ -13,6 +13,7 @@ import aiohttp
 import pytest
 
 from ivr import sipp
+from ivr.ari import Ari, AriError
 
 from .conftest import basic_auth, sample_channelstats
 
@@ -108,6 +109,38 @@ async def test_station_dials_the_hotline_internally(pbx):
                              password=pbx.secrets.sip_password(ext), hold_ms=15000, wait_for_bye_ms=10000, timeout=30)
     assert result.answered and result.hung_up_by == "callee", result
     assert "Hotline fallback for 4101" in pbx.layout.log_file.read_text()
+
+
+@pytest.mark.parametrize("over_websocket", [True, False], ids=["websocket", "http"])
+async def test_ari_requests_give_the_same_answers_over_both_transports(pbx, over_websocket):
+    """REST over the event websocket (Asterisk 22.4+) and over HTTP: same results, same errors."""
+    app = "tongdai-transport-test"
+    async with Ari("127.0.0.1", pbx.settings.ari_port, pbx.secrets.ari_user, pbx.secrets.ari_password, app) as ari:
+        ari.use_ws_rest = over_websocket
+        runner = asyncio.create_task(ari.run(lambda ev: None))
+        try:
+            await asyncio.wait_for(ari.connected.wait(), 10)
+            assert ari.ws_rest is over_websocket
+            assert (await ari.request("GET", "/asterisk/ping"))["ping"] == "pong"
+            bid = f"transport-{int(over_websocket)}"
+            name = "a b/c&d=é"  # query values that need escaping
+            made = await ari.request("POST", f"/bridges/{bid}", params={"type": "mixing", "name": name})
+            assert (made["id"], made["name"]) == (bid, name)
+            assert (await ari.request("GET", f"/bridges/{bid}"))["name"] == name
+            filt = await ari.request("PUT", f"/applications/{app}/eventFilter",
+                                     body={"disallowed": [{"type": "ChannelVarset"}]})
+            assert filt["events_disallowed"] == [{"type": "ChannelVarset"}]
+            assert await ari.request("DELETE", f"/bridges/{bid}") is None
+            assert await ari.request("DELETE", f"/bridges/{bid}", ok_missing=True) is None
+            with pytest.raises(AriError) as gone:
+                await ari.request("DELETE", f"/bridges/{bid}")
+            assert (gone.value.status, str(gone.value).endswith("Bridge not found")) == (404, True)
+            with pytest.raises(AriError) as bad:
+                await ari.request("POST", "/channels/no-such-channel/answer")
+            assert bad.value.status == 404 and bad.value.path == "/channels/no-such-channel/answer"
+        finally:
+            runner.cancel()
+            await asyncio.gather(runner, return_exceptions=True)
 
 
 def test_no_error_lines_after_all_calls(pbx):
