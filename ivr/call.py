@@ -158,9 +158,7 @@ class CallSession:
         try:
             await self.flow()
         except CallerHangup:
-            if self.rec.disposition == "in_progress":
-                self.rec.disposition = "abandoned"
-            self.rec.hangup_by = self.rec.hangup_by or "caller"
+            self._caller_left()
         except asyncio.CancelledError:
             # The channel vanished while we were away from Asterisk (Controller.reconcile), or
             # the controller is shutting down past its grace period (then we still hang up).
@@ -169,6 +167,12 @@ class CallSession:
         except AriError as e:
             if e.status == 0:  # Asterisk went away mid-request: nothing left to talk to
                 self.interrupt(str(e), gone=True)
+            elif e.status == 404 and e.path.startswith(f"/channels/{self.id}/"):
+                # The caller hung up between an event and our next request on the channel
+                # (its StasisEnd is still on the way): a hangup, not an error.
+                self.caller_gone = True
+                self.rec.event("hangup", by="caller", state=self.state.value)
+                self._caller_left()
             else:
                 await self._unhandled(e)
         except Exception as e:
@@ -259,6 +263,11 @@ class CallSession:
         self.transition(State.COMPLAINT, why)
         await complaint.run(self, misconduct=misconduct)
         await self.end("system")
+
+    def _caller_left(self) -> None:
+        if self.rec.disposition == "in_progress":
+            self.rec.disposition = "abandoned"
+        self.rec.hangup_by = self.rec.hangup_by or "caller"
 
     async def _unhandled(self, e: Exception) -> None:
         log.exception("call=%s unhandled error in %s: %s", self.id, self.state.value, e)

@@ -63,3 +63,34 @@ def test_caller_numbers_are_sanitised():
     assert session().rec.caller == "0909123"
     assert _clean_number("+84<script>") == "+84"
     assert _clean_number("9" * 100) == "9" * 32
+
+
+async def test_a_request_on_a_channel_that_just_hung_up_is_a_hangup_not_an_error():
+    """The caller hangs up between an event and our next request: Asterisk answers 404 before
+    the StasisEnd arrives. That ends the call as abandoned, without the fallback's apology."""
+    from ivr.ari import AriError
+
+    class GoneAri:
+        def __init__(self):
+            self.paths = []
+
+        async def request(self, method, path, **kw):
+            self.paths.append((method, path))
+            raise AriError(404, method, path, "Channel not found")
+
+    class Log:
+        def opened(self, rec):
+            pass
+
+        def closed(self, rec):
+            self.rec = rec
+
+    s = session()
+    s.ari = s.ctl.ari = GoneAri()
+    s.ctl.calllog = Log()
+    s.ctl.finished = lambda sess: None
+    await s.run()
+    assert s.state is State.ENDED
+    assert (s.rec.disposition, s.rec.hangup_by) == ("abandoned", "caller")
+    assert not [e for e in s.rec.events if e[1] == "error"]
+    assert s.ari.paths == [("POST", "/channels/c1/answer")]  # no apology played, no second hangup
