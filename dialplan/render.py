@@ -12,6 +12,7 @@ from pathlib import Path
 
 import jinja2
 
+from ivr import guard, presence
 from ivr.pbx import Layout
 from ivr.routing import Routing
 from ivr.secrets import Secrets
@@ -159,6 +160,9 @@ def render(routing: Routing, settings: Settings, secrets: Secrets, layout: Layou
         "directories": layout.directories(),
         "run_user": layout.run_user(),
         "noload": NOLOAD,
+        # panoramisk listens for FullyBooted itself: after a re-login it resends the actions
+        # that the lost connection left unanswered.
+        "ami_events": ("FullyBooted",) + presence.EVENTS + guard.FAILED_AUTH_EVENTS,
         "moh_dir": layout.ast("data/moh"),
     }
     env = _env()

@@ -100,3 +100,21 @@ def test_credentials_and_sheet(settings_factory):
     assert any(ln.startswith("2401,") and c["password"] in ln for ln in lines)
     bad = CliRunner().invoke(main, ["extensions", "credentials", "9999"], env=env)
     assert bad.exit_code == 2 and "9999" in bad.output
+
+
+async def test_ami_event_filter_lets_through_exactly_what_presence_and_guard_listen_to(settings_factory, tmp_path):
+    from ivr.guard import Guard
+    from ivr.presence import Presence
+
+    files, _ = _render(settings_factory())
+    [line] = [ln for ln in files["manager.conf"].splitlines() if ln.startswith("eventfilter")]
+    # Asterisk matches the POSIX regex against the whole event text, "Event: <name>\r\n...".
+    pattern = re.compile(line.split("=", 1)[1].strip().replace("[[:space:]]", r"\s"))
+    presence = Presence("127.0.0.1", 1, "u", "p", lambda: ROUTING)
+    Guard(presence, lambda: ROUTING, tmp_path)
+    listened = set(presence.manager.callbacks) - {"*"}
+    assert listened >= {"ContactStatus", "DeviceStateChange", "InvalidPassword"}
+    for name in listened:
+        assert pattern.match(f"Event: {name}\r\nPrivilege: system,all\r\n"), name
+    for name in ("Newchannel", "VarSet", "Newexten", "Hangup", "ContactStatusDetail", "DeviceStateChangeX"):
+        assert not pattern.match(f"Event: {name}\r\nPrivilege: call,all\r\n"), name
