@@ -4,10 +4,14 @@ Why in-house: the PyPI clients either do not import on Python 3 or do not surviv
 drop (see docs). This one only moves bytes: business rules live in the call session.
 
 - REST: :meth:`Ari.request` raises :class:`AriError` with the status and Asterisk's message.
-  Requests go over the event websocket when Asterisk offers that (ARI "REST over WebSocket",
-  Asterisk 20.14 / 21.9 / 22.4 and later; probed after every connection), else over HTTP. Over
-  the websocket a request costs both sides a fraction of an HTTP round trip: the bench measured
-  the aiohttp client as the largest part of the controller's CPU per call.
+  Requests go over websockets when Asterisk offers that (ARI "REST over WebSocket", Asterisk
+  20.14 / 21.9 / 22.4 and later; probed after every connection), else over HTTP. Over a
+  websocket a request costs both sides a fraction of an HTTP round trip: the bench measured the
+  aiohttp client as the largest part of the controller's CPU per call. Asterisk handles one
+  websocket's requests one after another, each waiting for the channel's thread, so under load
+  they queued (100 ms and more per request at 200 calls): requests go to whichever of
+  ``1 + REST_LINKS`` websockets (the event one and extra ones that carry requests only) has the
+  fewest in flight.
 - Events: :meth:`Ari.run` keeps one websocket open (heartbeat), reconnects with exponential
   backoff and jitter, and calls ``on_connect`` after every (re)connection so the caller can
   reconcile what happened while it was away (events sent meanwhile are lost by Asterisk).
@@ -33,6 +37,7 @@ log = logging.getLogger("tongdai.ari")
 HTTP_CONNECTIONS = 32  # REST requests in flight at once; more wait for a free connection
 REQUEST_TIMEOUT = 10.0  # seconds, for one REST request over either transport
 PROBE_TIMEOUT = 2.0  # an Asterisk without REST over WebSocket ignores the probe: HTTP after this
+REST_LINKS = 3  # websockets that carry requests only, besides the event websocket
 
 
 def _message(text: str) -> str:
@@ -46,6 +51,26 @@ def _message(text: str) -> str:
 def _expire(fut: asyncio.Future) -> None:
     if not fut.done():
         fut.set_exception(asyncio.TimeoutError())
+
+
+class _Link:
+    """One websocket that carries REST requests, and its requests in flight (by request_id)."""
+
+    def __init__(self, ws: aiohttp.ClientWebSocketResponse):
+        self.ws = ws
+        self.pending: dict[str, asyncio.Future] = {}
+
+    def resolve(self, msg: dict) -> None:
+        fut = self.pending.get(str(msg.get("request_id")))
+        if fut is not None and not fut.done():
+            fut.set_result(msg)
+
+    def fail(self, why: str) -> None:
+        """The websocket closed: what it carried fails now (Asterisk unreachable), not at its timeout."""
+        for fut in self.pending.values():
+            if not fut.done():
+                fut.set_exception(ConnectionError(why))
+        self.pending.clear()
 
 
 class AriError(Exception):
@@ -70,8 +95,9 @@ class Ari:
         self.ws_rest = False  # REST requests go over the websocket (probed at each connection)
         self.use_ws_rest = True  # False: always HTTP (a setting, and for comparisons)
         self.probe_timeout = PROBE_TIMEOUT
-        self._ws: aiohttp.ClientWebSocketResponse | None = None
-        self._pending: dict[str, asyncio.Future] = {}
+        self.rest_links = REST_LINKS
+        self._links: list[_Link] = []  # open websockets that take requests; the event one first
+        self._extra: list[asyncio.Task] = []
         self._ids = itertools.count(1)
         self._stopping = False
 
@@ -88,6 +114,7 @@ class Ari:
 
     async def __aexit__(self, *exc) -> None:
         self._stopping = True
+        await self._stop_extra()
         if self._http:
             await self._http.close()
 
@@ -96,8 +123,9 @@ class Ari:
         """One REST call. ``ok_missing``: a 404 (the resource is already gone) is not an error."""
         assert self._http is not None, "use `async with Ari(...)`"
         clean = {k: ("true" if v is True else "false" if v is False else v) for k, v in (params or {}).items() if v is not None}
-        if self.ws_rest and self._ws is not None and not self._ws.closed:
-            return await self._ws_request(method, path, clean, body, ok_missing)
+        if self.ws_rest and self._links:
+            link = min(self._links, key=lambda ln: len(ln.pending))
+            return await self._ws_request(link, method, path, clean, body, ok_missing)
         try:
             async with self._http.request(method, self.base + path, params=clean, json=body) as r:
                 if r.status == 404 and ok_missing:
@@ -113,10 +141,9 @@ class Ari:
         except asyncio.TimeoutError:
             raise AriError(0, method, path, "timed out") from None
 
-    async def _ws_request(self, method: str, path: str, params: dict, body: Any, ok_missing: bool,
+    async def _ws_request(self, link: _Link, method: str, path: str, params: dict, body: Any, ok_missing: bool,
                           timeout: float = REQUEST_TIMEOUT) -> Any:
-        """One REST call as a ``RESTRequest`` message; the reader resolves it by ``request_id``."""
-        ws = self._ws
+        """One REST call as a ``RESTRequest`` message; the link's reader resolves it by ``request_id``."""
         rid = str(next(self._ids))
         uri = path.lstrip("/")
         if params:
@@ -127,11 +154,11 @@ class Ari:
             msg["message_body"] = json.dumps(body)
         loop = asyncio.get_running_loop()
         fut = loop.create_future()
-        self._pending[rid] = fut
+        link.pending[rid] = fut
         # A timer instead of asyncio.wait_for: no extra task per request (measured in the bench).
         timer = loop.call_later(timeout, _expire, fut)
         try:
-            await ws.send_str(json.dumps(msg))
+            await link.ws.send_str(json.dumps(msg))
             resp = await fut
         except asyncio.TimeoutError:
             raise AriError(0, method, path, "timed out") from None
@@ -139,7 +166,7 @@ class Ari:
             raise AriError(0, method, path, f"unreachable: {e}") from None
         finally:
             timer.cancel()
-            self._pending.pop(rid, None)
+            link.pending.pop(rid, None)
         status = int(resp.get("status_code") or 0)
         text = resp.get("message_body") or ""
         if status == 404 and ok_missing:
@@ -150,21 +177,10 @@ class Ari:
             return None
         return json.loads(text) if "json" in (resp.get("content_type") or "") else text
 
-    def _on_response(self, msg: dict) -> None:
-        fut = self._pending.get(str(msg.get("request_id")))
-        if fut is not None and not fut.done():
-            fut.set_result(msg)
-
-    def _fail_pending(self, why: str) -> None:
-        for fut in self._pending.values():
-            if not fut.done():
-                fut.set_exception(ConnectionError(why))
-        self._pending.clear()
-
-    async def _probe_ws_rest(self) -> bool:
+    async def _probe_ws_rest(self, link: _Link) -> bool:
         """Whether this Asterisk answers REST requests on the websocket (an older one ignores them)."""
         try:
-            await self._ws_request("GET", "/asterisk/ping", {}, None, False, timeout=self.probe_timeout)
+            await self._ws_request(link, "GET", "/asterisk/ping", {}, None, False, timeout=self.probe_timeout)
             return True
         except AriError:
             return False
@@ -182,18 +198,19 @@ class Ari:
                 ) as ws:
                     log.info("ari websocket connected app=%s", self.app)
                     backoff = min_backoff
-                    self._ws = ws
+                    link = _Link(ws)
                     # Responses (to the probe and to on_connect's requests) arrive on this
                     # websocket, so the reader runs while the connection is set up.
-                    setup = asyncio.create_task(self._setup(on_connect), name="ari-setup")
+                    setup = asyncio.create_task(self._setup(link, on_connect), name="ari-setup")
                     try:
-                        await self._read(ws, on_event)
+                        await self._read(link, on_event)
                     finally:
                         setup.cancel()
-                        self._ws, self.ws_rest = None, False
-                        self._fail_pending("ari websocket closed")
+                        self.ws_rest = False
+                        self._drop(link, "ari websocket closed")
                     log.warning("ari websocket closed")
             except asyncio.CancelledError:
+                await self._stop_extra()
                 raise
             except (aiohttp.ClientError, OSError, asyncio.TimeoutError) as e:
                 log.warning("ari websocket unavailable: %s", e.__class__.__name__)
@@ -207,11 +224,14 @@ class Ari:
             await asyncio.sleep(delay)
             backoff = min(max_backoff, backoff * 2)
 
-    async def _setup(self, on_connect: Callable[[], Awaitable[None]] | None) -> None:
+    async def _setup(self, link: _Link, on_connect: Callable[[], Awaitable[None]] | None) -> None:
         """After a connection: pick the REST transport, let the owner reconcile, then say connected."""
-        if self.use_ws_rest:
-            self.ws_rest = await self._probe_ws_rest()
-        log.info("ari rest requests over %s", "the websocket" if self.ws_rest else "http")
+        if self.use_ws_rest and await self._probe_ws_rest(link):
+            self._links.insert(0, link)
+            self.ws_rest = True
+            while len(self._extra) < self.rest_links:
+                self._extra.append(asyncio.create_task(self._extra_link(len(self._extra) + 1), name="ari-rest-link"))
+        log.info("ari rest requests over %s", f"{1 + len(self._extra)} websockets" if self.ws_rest else "http")
         try:
             if on_connect:
                 await on_connect()
@@ -219,8 +239,42 @@ class Ari:
             log.exception("ari on_connect failed")
         self.connected.set()
 
-    async def _read(self, ws: aiohttp.ClientWebSocketResponse, on_event: Callable[[dict], None]) -> None:
-        async for msg in ws:
+    async def _extra_link(self, n: int) -> None:
+        """A websocket for requests only, kept open (with backoff) until the client stops. It
+        registers its own, empty application: a second websocket of the main app would take the
+        main one's events."""
+        backoff = 0.2
+        while not self._stopping:
+            try:
+                async with self._http.ws_connect(
+                    self.ws_url, params={"app": f"{self.app}-rest{n}", "subscribeAll": "false"},
+                    heartbeat=5.0, timeout=aiohttp.ClientWSTimeout(ws_close=2.0),
+                ) as ws:
+                    backoff = 0.2
+                    link = _Link(ws)
+                    self._links.append(link)
+                    try:
+                        await self._read(link, lambda ev: None)
+                    finally:
+                        self._drop(link, "ari websocket closed")
+            except (aiohttp.ClientError, OSError, asyncio.TimeoutError):
+                pass
+            await asyncio.sleep(backoff * (0.5 + random.random()))
+            backoff = min(10.0, backoff * 2)
+
+    def _drop(self, link: _Link, why: str) -> None:
+        if link in self._links:
+            self._links.remove(link)
+        link.fail(why)
+
+    async def _stop_extra(self) -> None:
+        for t in self._extra:
+            t.cancel()
+        await asyncio.gather(*self._extra, return_exceptions=True)
+        self._extra.clear()
+
+    async def _read(self, link: _Link, on_event: Callable[[dict], None]) -> None:
+        async for msg in link.ws:
             if msg.type == aiohttp.WSMsgType.TEXT:
                 try:
                     event = json.loads(msg.data)
@@ -230,7 +284,7 @@ class Ari:
                 if not isinstance(event, dict):
                     continue
                 if event.get("type") == "RESTResponse":
-                    self._on_response(event)
+                    link.resolve(event)
                 else:
                     on_event(event)
             elif msg.type in (aiohttp.WSMsgType.ERROR, aiohttp.WSMsgType.CLOSE):

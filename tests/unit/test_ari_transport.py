@@ -17,8 +17,11 @@ from ivr.ari import Ari, AriError
 class FakeAsterisk:
     """ARI's websocket and a few HTTP resources. ``rest_over_ws``: answer RESTRequests."""
 
-    def __init__(self, *, rest_over_ws: bool):
+    def __init__(self, *, rest_over_ws: bool, delay: float = 0):
         self.rest_over_ws = rest_over_ws
+        self.delay = delay  # seconds before each answer: Asterisk handles a websocket's requests in turn
+        self.apps: list[str] = []
+        self.served_by: dict[str, str] = {}  # uri -> app of the websocket it came on
         self.http_hits: list[str] = []
         self.ws_requests: list[dict] = []
         self.sockets: list[web.WebSocketResponse] = []
@@ -48,12 +51,16 @@ class FakeAsterisk:
         ws = web.WebSocketResponse()
         await ws.prepare(request)
         self.sockets.append(ws)
+        app = request.query["app"]
+        self.apps.append(app)
         async for msg in ws:
             req = json.loads(msg.data)
             self.ws_requests.append(req)
+            self.served_by[req["uri"]] = app
             if not self.rest_over_ws or req["uri"] in self.silent:
                 continue  # what an Asterisk before 22.4 does with a text message
-            ok = req["uri"] == "asterisk/ping"
+            await asyncio.sleep(self.delay)
+            ok = req["uri"].startswith("asterisk/ping")
             await ws.send_str(json.dumps({
                 "type": "RESTResponse", "request_id": req["request_id"], "status_code": 200 if ok else 404,
                 "content_type": "application/json",
@@ -119,12 +126,31 @@ async def test_a_dropped_websocket_fails_pending_requests_at_once():
         while not any(r["uri"] == "channels/x/answer" for r in fake.ws_requests):
             await asyncio.sleep(0.01)
         t0 = asyncio.get_running_loop().time()
-        await fake.sockets[-1].close()
+        for ws in fake.sockets:  # Asterisk goes away: every websocket closes
+            await ws.close()
         with pytest.raises(AriError) as e:
             await pending
         assert e.value.status == 0  # Asterisk unreachable: the call is interrupted, not retried
         assert asyncio.get_running_loop().time() - t0 < 2
         assert not ari.ws_rest  # until the next connection's probe
+    finally:
+        await close(ari, task)
+        await fake.stop()
+
+
+async def test_concurrent_requests_spread_over_the_websockets():
+    """Asterisk serves one websocket's requests in turn: concurrent calls must not queue on one."""
+    fake = await FakeAsterisk(rest_over_ws=True, delay=0.2).start()
+    ari, task = await connect(fake)
+    try:
+        while len(ari._links) < 4:  # the event websocket and three that carry requests only
+            await asyncio.sleep(0.01)
+        assert sorted(fake.apps) == ["tongdai", "tongdai-rest1", "tongdai-rest2", "tongdai-rest3"]
+        t0 = asyncio.get_running_loop().time()
+        got = await asyncio.gather(*(ari.request("GET", "/asterisk/ping", params={"n": i}) for i in range(4)))
+        assert got == [{"ping": "pong"}] * 4 and asyncio.get_running_loop().time() - t0 < 0.35
+        served = [fake.served_by[f"asterisk/ping?n={i}"] for i in range(4)]
+        assert sorted(served) == sorted(fake.apps)
     finally:
         await close(ari, task)
         await fake.stop()
