@@ -319,7 +319,8 @@ class Bench:
             "TONGDAI_RTP_END": "19999",
         }
         for k in ("TONGDAI_ASTERISK", "TONGDAI_SANDBOX_DIR", "TONGDAI_ASTERISK_BIN", "TONGDAI_ASTERISK_MODDIR",
-                  "PATH", "HOME", "TONGDAI_ASTERISK_RUNUSER", "TONGDAI_ASTERISK_DATADIR", "TONGDAI_DEBIAN_MIRROR"):
+                  "PATH", "HOME", "TONGDAI_ASTERISK_RUNUSER", "TONGDAI_ASTERISK_DATADIR", "TONGDAI_DEBIAN_MIRROR",
+                  "TONGDAI_ARI_REST"):
             if k in os.environ:
                 env[k] = os.environ[k]
         return Settings.from_env(env)

@@ -69,7 +69,9 @@ IGNORED = frozenset({
 # Of those, the ones no step ever acts on: the controller asks Asterisk not to send them at all
 # (ARI application event filter). ChannelVarset alone was half of a call's ~70 events; each is
 # serialised by Asterisk and decoded by us for nothing. Dial and RecordingStarted stay: routing
-# and the complaint recording use them in their own steps.
+# and the complaint recording use them in their own steps. ChannelHangupRequest must stay
+# although StasisEnd follows every hangup: a caller who hangs up during a prompt gets the
+# prompt's PlaybackFinished after the hangup request but before StasisEnd (tested).
 NEVER_USED = IGNORED - {"Dial", "RecordingStarted"}
 
 class CallSession:
