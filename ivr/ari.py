@@ -96,7 +96,7 @@ class Ari:
         self.use_ws_rest = True  # False: always HTTP (a setting, and for comparisons)
         self.probe_timeout = PROBE_TIMEOUT
         self.rest_links = REST_LINKS
-        self._links: list[_Link] = []  # open websockets that take requests; the event one first
+        self._links: list[_Link] = []  # open websockets that take requests (the event one among them)
         self._extra: list[asyncio.Task] = []
         self._ids = itertools.count(1)
         self._stopping = False

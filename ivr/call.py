@@ -122,8 +122,7 @@ class CallSession:
         t = ev.get("type")
         ch = (ev.get("channel") or {}).get("id")
         if ch == self.id and t in ("StasisEnd", "ChannelDestroyed", "ChannelHangupRequest"):
-            self.caller_gone = True
-            self.rec.event("hangup", by="caller", state=self.state.value)
+            self._caller_gone()
             raise CallerHangup()
         return ev
 
@@ -172,8 +171,7 @@ class CallSession:
             elif e.status == 404 and e.path.startswith(f"/channels/{self.id}/"):
                 # The caller hung up between an event and our next request on the channel
                 # (its StasisEnd is still on the way): a hangup, not an error.
-                self.caller_gone = True
-                self.rec.event("hangup", by="caller", state=self.state.value)
+                self._caller_gone()
                 self._caller_left()
             else:
                 await self._unhandled(e)
@@ -265,6 +263,10 @@ class CallSession:
         self.transition(State.COMPLAINT, why)
         await complaint.run(self, misconduct=misconduct)
         await self.end("system")
+
+    def _caller_gone(self) -> None:
+        self.caller_gone = True
+        self.rec.event("hangup", by="caller", state=self.state.value)
 
     def _caller_left(self) -> None:
         if self.rec.disposition == "in_progress":
