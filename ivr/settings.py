@@ -15,7 +15,7 @@ setting here; routing.yaml only describes the hotline itself and never holds a s
 | TONGDAI_SIP_PORT | 5060 | SIP (UDP) |
 | TONGDAI_ARI_PORT | 8088 | Asterisk HTTP server (ARI) |
 | TONGDAI_AMI_PORT | 5038 | AMI |
-| TONGDAI_ARI_REST | ``auto`` | ARI requests over the event websocket when Asterisk offers it (``auto``), or always ``http`` |
+| TONGDAI_ARI_REST | ``auto`` | ARI requests over websockets when Asterisk offers it (``auto``), or always ``http`` |
 | TONGDAI_RTP_START / TONGDAI_RTP_END | 20100 / 23999 | Asterisk's RTP port range |
 | TONGDAI_TRUNK_MATCH | ``127.0.0.1`` | comma-separated addresses/networks of the telco trunk |
 | TONGDAI_DATABASE_URL | SQLite in TONGDAI_HOME | SQLAlchemy async URL |
@@ -146,7 +146,7 @@ class Settings:
     trunk_match: tuple[str, ...]
     database_url: str
     ari_app: str = "tongdai"
-    ari_rest: str = "auto"  # "auto": REST over the ARI websocket when offered; "http": never
+    ari_rest: str = "auto"  # "auto": REST over ARI websockets when offered; "http": never
     web_addr: tuple[str, int] = ("127.0.0.1", 8080)
     zalo: ZaloSettings | None = None
     env: dict[str, str] = field(default_factory=dict, repr=False, compare=False)
