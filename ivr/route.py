@@ -6,8 +6,9 @@
 - ``leastrecent``: one after another, the phone that answered least recently first.
 
 Sequential strategies give each phone the branch's ring timeout; a 486 Busy moves on at once.
-Each leg is created with a client-chosen id and registered with the call before it is dialled,
-so no event of it can be missed. The caller hears ringback meanwhile.
+Each leg is originated with a client-chosen id and registered with the call before the request,
+so no event of it can be missed; it enters the app when its phone answers. The caller hears
+ringback meanwhile.
 """
 
 from __future__ import annotations
@@ -82,11 +83,9 @@ async def dial(session: "CallSession", branch: "Branch") -> DialOutcome:
     outcome = DialOutcome(False)
     groups = session.ctl.route_state.order(branch)
     session.rec.event("route", branch=branch.digit, strategy=branch.strategy, order=[e for g in groups for e in g])
-    await session.ari.request("POST", f"/channels/{session.id}/ring")
     try:
-        for group in groups:
-            won = await _ring(session, group, branch.ring_timeout, outcome)
-            if won:
+        for i, group in enumerate(groups):
+            if await _ring(session, group, branch.ring_timeout, outcome, ringback=i == 0):
                 return outcome
         return outcome
     finally:
@@ -94,65 +93,22 @@ async def dial(session: "CallSession", branch: "Branch") -> DialOutcome:
             await session.ari.request("DELETE", f"/channels/{session.id}/ring", ok_missing=True)
 
 
-async def _ring(session: "CallSession", extensions: list[str], ring_timeout: int, outcome: DialOutcome) -> bool:
-    pending: dict[str, str] = {}  # leg channel id -> extension
-    created: dict[str, str] = {}
-    for ext in extensions:
-        if not await _reachable(session, ext):
-            # Nobody registered: do not ring into nothing (and do not make Asterisk log an error).
-            outcome.results[ext] = "unreachable"
-            session.rec.legs.append(LegRecord(channel_id=session.new_id("skip"), extension=ext, started_at=utcnow(),
-                                              ended_at=utcnow(), result="unreachable"))
-            session.rec.event("dial_result", extension=ext, result="unreachable")
-            continue
-        leg_id = session.new_id("leg")
-        leg = LegRecord(channel_id=leg_id, extension=ext, started_at=utcnow())
-        session.legs[leg_id] = leg
-        session.rec.legs.append(leg)
-        session.live_legs.add(leg_id)
-        session.ctl.own(leg_id, session)  # before the channel exists: no event can be missed
-        try:
-            await session.ari.request("POST", "/channels/create", params={
-                "endpoint": f"PJSIP/{ext}", "app": session.ctl.settings.ari_app,
-                "appArgs": f"leg,{session.id}", "channelId": leg_id, "originator": session.id,
-            })
-        except AriError as e:
-            _finish(session, leg_id, "unreachable", outcome)
-            session.rec.event("dial_result", extension=ext, result="unreachable", error=str(e))
-            session.live_legs.discard(leg_id)
-            continue
-        created[leg_id] = ext
-    # A created channel can only be dialled once it is in our app: wait for its StasisStart.
+async def _ring(session: "CallSession", extensions: list[str], ring_timeout: int, outcome: DialOutcome,
+                *, ringback: bool) -> bool:
+    """Ring ``extensions`` at once; True when one answered (``outcome`` says which)."""
+    # The phones' INVITEs and the caller's ringback go out together: the post-dial delay is one
+    # round trip to Asterisk, not one per step.
+    starts = [_originate(session, ext, ring_timeout, outcome) for ext in extensions]
+    if ringback:
+        starts.append(session.ari.request("POST", f"/channels/{session.id}/ring"))
+    # return_exceptions: every originate has finished (its leg registered or given up) before
+    # an error (the caller gone) propagates, so cleanup sees every leg that exists.
+    results = await asyncio.gather(*starts, return_exceptions=True)
+    for r in results:
+        if isinstance(r, BaseException):
+            raise r
+    pending = {leg_id: ext for leg_id, ext in zip(results, extensions) if leg_id}
     loop = asyncio.get_running_loop()
-    deadline = loop.time() + 5
-    waiting = set(created)
-    while waiting and (remaining := deadline - loop.time()) > 0:
-        ev = await session.next_event(remaining)
-        if ev is None:
-            break
-        cid = (ev.get("channel") or {}).get("id")
-        if ev.get("type") == "StasisStart" and cid in waiting:
-            waiting.discard(cid)
-        elif ev.get("type") == "ChannelDestroyed" and cid in created:
-            waiting.discard(cid)
-            _finish(session, cid, "failed", outcome)
-            session.live_legs.discard(cid)
-            created.pop(cid)
-        else:
-            session.unexpected(ev)
-    for leg_id, ext in created.items():
-        try:
-            if leg_id in waiting:
-                raise AriError(0, "POST", f"/channels/{leg_id}/dial", "the leg never entered the app")
-            await session.ari.request("POST", f"/channels/{leg_id}/dial", params={"caller": session.id, "timeout": ring_timeout})
-        except AriError as e:
-            _finish(session, leg_id, "failed", outcome)
-            session.rec.event("dial_result", extension=ext, result="failed", error=str(e))
-            session.live_legs.discard(leg_id)
-            await session.hangup_channel(leg_id)
-            continue
-        session.rec.event("dial", extension=ext, leg=leg_id)
-        pending[leg_id] = ext
     deadline = loop.time() + ring_timeout + 5  # Asterisk's own dial timeout fires first
     try:
         while pending:
@@ -160,33 +116,38 @@ async def _ring(session: "CallSession", extensions: list[str], ring_timeout: int
             if ev is None:
                 break
             t = ev.get("type")
+            cid = (ev.get("channel") or {}).get("id")
+            if t == "StasisStart" and cid in pending:
+                # An originated leg enters our app once the desk phone has answered, and only
+                # then can it join a bridge: this, not the Dial event's ANSWER, is the answer.
+                ext = pending.pop(cid)
+                _finish(session, cid, "answered", outcome)
+                session.rec.event("dial_result", extension=ext, result="answered")
+                outcome.answered, outcome.leg_id, outcome.extension = True, cid, ext
+                session.legs[cid].answered_at = utcnow()
+                session.ctl.route_state.answered(ext)
+                return True
             if t == "Dial" and (ev.get("peer") or {}).get("id") in pending:
                 leg_id = ev["peer"]["id"]
                 status = ev.get("dialstatus", "")
-                if status in ("", "RINGING", "PROGRESS", "PROCEEDING"):
+                if status in ("", "RINGING", "PROGRESS", "PROCEEDING", "ANSWER"):
                     continue
                 result = DIAL_RESULTS.get(status, "failed")
                 _finish(session, leg_id, result, outcome)
                 ext = pending.pop(leg_id)
                 session.rec.event("dial_result", extension=ext, result=result)
-                if result == "answered":
-                    outcome.answered, outcome.leg_id, outcome.extension = True, leg_id, ext
-                    session.legs[leg_id].answered_at = utcnow()
-                    session.ctl.route_state.answered(ext)
-                    return True
                 await session.hangup_channel(leg_id)
                 session.live_legs.discard(leg_id)
-            elif t == "ChannelDestroyed" and (ev.get("channel") or {}).get("id") in pending:
-                # A refused or timed-out dial ends with the channel destroyed and no final Dial
-                # event (seen with Asterisk 22): the hangup cause says what happened.
-                leg_id = ev["channel"]["id"]
-                ext = pending.pop(leg_id)
+            elif t == "ChannelDestroyed" and cid in pending:
+                # A refused or timed-out dial may end with the channel destroyed and no final
+                # Dial event (seen with Asterisk 22): the hangup cause says what happened.
+                ext = pending.pop(cid)
                 result = cause_result(ev.get("cause"))
-                _finish(session, leg_id, result, outcome)
-                session.live_legs.discard(leg_id)
+                _finish(session, cid, result, outcome)
+                session.live_legs.discard(cid)
                 session.rec.event("dial_result", extension=ext, result=result, cause=ev.get("cause_txt") or ev.get("cause"))
-            elif t in ("StasisStart", "StasisEnd", "ChannelHangupRequest") and (ev.get("channel") or {}).get("id") in session.legs:
-                continue  # a leg entering or leaving our app; its ChannelDestroyed follows
+            elif t in ("StasisStart", "StasisEnd", "ChannelHangupRequest") and cid in session.legs:
+                continue  # a finished leg entering or leaving our app; its ChannelDestroyed follows
             else:
                 session.unexpected(ev)
         return False
@@ -196,6 +157,43 @@ async def _ring(session: "CallSession", extensions: list[str], ring_timeout: int
             _finish(session, leg_id, "cancelled" if outcome.answered else "no_answer", outcome)
             await session.hangup_channel(leg_id)
             session.live_legs.discard(leg_id)
+
+
+async def _originate(session: "CallSession", ext: str, ring_timeout: int, outcome: DialOutcome) -> str | None:
+    """Start ringing one desk phone; its leg id, or None when it cannot ring (recorded as such)."""
+    if not await _reachable(session, ext):
+        # Nobody registered: do not ring into nothing (and do not make Asterisk log an error).
+        outcome.results[ext] = "unreachable"
+        session.rec.legs.append(LegRecord(channel_id=session.new_id("skip"), extension=ext, started_at=utcnow(),
+                                          ended_at=utcnow(), result="unreachable"))
+        session.rec.event("dial_result", extension=ext, result="unreachable")
+        return None
+    leg_id = session.new_id("leg")
+    leg = LegRecord(channel_id=leg_id, extension=ext, started_at=utcnow())
+    session.legs[leg_id] = leg
+    session.rec.legs.append(leg)
+    session.live_legs.add(leg_id)
+    session.ctl.own(leg_id, session)  # before the channel exists: no event can be missed
+    params = {
+        "endpoint": f"PJSIP/{ext}", "app": session.ctl.settings.ari_app, "appArgs": f"leg,{session.id}",
+        "channelId": leg_id, "timeout": ring_timeout,
+        # The originator's caller id becomes the leg's connected line: the desk phone shows
+        # who is calling (tested), and the leg shares the call's linkedid.
+        "originator": session.id,
+    }
+    try:
+        # One request: Asterisk subscribes our app to the new channel, then dials it (the INVITE
+        # goes out as the answer comes back); the channel enters the app when the phone answers.
+        # /channels/create + /dial cost two round trips and a StasisStart wait in between.
+        await session.ari.request("POST", "/channels", params=params)
+    except AriError as e:
+        # A phone Asterisk cannot even start a call to (no contact, unknown endpoint).
+        _finish(session, leg_id, "unreachable", outcome)
+        session.rec.event("dial_result", extension=ext, result="unreachable", error=str(e))
+        session.live_legs.discard(leg_id)
+        return None
+    session.rec.event("dial", extension=ext, leg=leg_id)
+    return leg_id
 
 
 async def any_reachable(session: "CallSession", branch: "Branch") -> bool:

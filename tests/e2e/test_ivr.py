@@ -30,6 +30,9 @@ async def test_each_branch_reaches_its_desk_phone(ivr):
         rtp = await max_channelstats(ivr.pbx, 40, until=calls)
         results = await calls
         stats = {ext: p.stats() for ext, p in ph.items()}
+        invites = {ext: [m for m in sipp.parse_message_trace(p.trace_path)
+                         if m.direction == "received" and m.first_line.startswith("INVITE ")]
+                   for ext, p in ph.items()}
     for digit, (res, (call, events, legs)) in zip(first, results):
         b = ivr.routing.branch(digit)
         assert res.answered, res
@@ -41,6 +44,9 @@ async def test_each_branch_reaches_its_desk_phone(ivr):
         assert call.hangup_by == "agent"
         assert any(l.extension == first[digit] and l.result == "answered" for l in legs)
         assert "bridged" in kinds(events) and "menu_choice" in kinds(events)
+        # staff see who is calling: the caller's number is in the desk phone's INVITE
+        assert [m.headers["from"] for m in invites[first[digit]] if f"sip:{call.caller}@" in m.headers["from"]], \
+            (call.caller, [m.headers["from"] for m in invites[first[digit]]])
     # two phones share SNV's branch agency but not extensions: every phone got exactly its call
     for ext, st in stats.items():
         assert st.answered == 1, (ext, st)
