@@ -91,6 +91,7 @@ class CallSession:
         self.playback_id: str | None = None
         self.recording_name: str | None = None
         self.task: asyncio.Task | None = None
+        self.in_flight: set[asyncio.Task] = set()  # requests sent with request_soon
         self.vanished = False  # set by Controller.reconcile: the channel died while we were away
         self.throttled = False  # set by the controller: this number calls too often
         self._seq = 0
@@ -145,6 +146,21 @@ class CallSession:
         if self.ctl.strict:
             raise IllegalEvent(msg)
         log.warning(msg)
+
+    def request_soon(self, method: str, path: str, **kw: Any) -> None:
+        """Send a request whose answer no step waits for (stopping a prompt the caller
+        interrupted): the next step's request leaves at once instead of one round trip later,
+        and Asterisk may serve the two on different websockets. A failure is logged; cleanup
+        waits for whatever is still in flight."""
+        task = asyncio.create_task(self._request_logged(method, path, kw))
+        self.in_flight.add(task)
+        task.add_done_callback(self.in_flight.discard)
+
+    async def _request_logged(self, method: str, path: str, kw: dict) -> None:
+        try:
+            await self.ari.request(method, path, **kw)
+        except AriError as e:
+            log.warning("call=%s %s %s failed: %s", self.id, method, path, e)
 
     async def hangup_channel(self, channel_id: str, reason: str = "normal") -> None:
         try:
@@ -316,6 +332,8 @@ class CallSession:
 
     async def cleanup(self) -> None:
         """Hang up every leg, destroy every bridge, hang up the caller. Never raises."""
+        if self.in_flight:
+            await asyncio.gather(*self.in_flight, return_exceptions=True)
         for leg in list(self.live_legs):
             await self.hangup_channel(leg)
             self.live_legs.discard(leg)

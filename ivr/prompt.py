@@ -76,7 +76,10 @@ async def play(session: "CallSession", sounds: list[str], *, max_digits: int = 0
                     digits += d
                     if interrupt:
                         session.playback_id = None
-                        await session.ari.request("DELETE", f"/playbacks/{pb}", ok_missing=True)
+                        # Not awaited: the next prompt's POST goes out now. Asterisk queues a
+                        # channel's playbacks, so whichever of the two it serves first, the
+                        # next prompt starts as soon as this one has stopped.
+                        session.request_soon("DELETE", f"/playbacks/{pb}", ok_missing=True)
                         break
                     continue
                 session.unexpected(ev)
