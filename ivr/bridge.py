@@ -33,7 +33,8 @@ async def run(session: "CallSession", leg_id: str, extension: str) -> str:
                 session.live_legs.discard(leg_id)
                 rec.hangup_by = "agent"
                 rec.event("hangup", by="agent", extension=extension)
-                await session.hangup_channel(leg_id)
+                # No DELETE: each of these events means the leg is already hanging up (it was
+                # one request per call answered by 404, measured in the bench).
                 return "agent"
             session.unexpected(ev)
     except CallerHangup:
