@@ -25,8 +25,9 @@ if TYPE_CHECKING:
     from .call import CallSession
     from .routing import Branch
 
+# A dial's final status other than ANSWER (an originated leg's answer is its StasisStart).
 DIAL_RESULTS = {
-    "ANSWER": "answered", "BUSY": "busy", "NOANSWER": "no_answer", "CANCEL": "cancelled",
+    "BUSY": "busy", "NOANSWER": "no_answer", "CANCEL": "cancelled",
     "CHANUNAVAIL": "unreachable", "CONGESTION": "failed",
 }
 

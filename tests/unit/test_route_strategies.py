@@ -40,3 +40,83 @@ def test_busy_only_when_every_phone_was_busy():
     assert DialOutcome(False, results={"a": "busy", "b": "busy"}).disposition == "busy"
     assert DialOutcome(False, results={"a": "busy", "b": "no_answer"}).disposition == "no_answer"
     assert DialOutcome(False, results={}).disposition == "no_answer"
+
+
+# ------------------------------------------------------------------ dial(): requests and events
+
+class GatedAri:
+    """Records requests; the ringback and the originates wait until the test opens the gate."""
+
+    def __init__(self):
+        self.sent: list[tuple[str, str]] = []
+        self.gate = None
+
+    async def request(self, method, path, **kw):
+        import asyncio
+
+        self.gate = self.gate or asyncio.Event()
+        self.sent.append((method, path))
+        if method == "POST" and (path == "/channels" or path.endswith("/ring")):
+            await self.gate.wait()
+        return None
+
+
+def dial_session(ari):
+    import asyncio
+    from types import SimpleNamespace
+
+    from ivr.calllog import CallRecord, utcnow
+
+    ctl = SimpleNamespace(route_state=RouteState(), settings=SimpleNamespace(ari_app="tongdai"), presence=None,
+                          owners={}, strict=True)
+    ctl.own = lambda cid, s: ctl.owners.__setitem__(cid, s)
+    s = SimpleNamespace(id="c1", ari=ari, ctl=ctl, queue=asyncio.Queue(), legs={}, live_legs=set(), caller_gone=False,
+                        rec=CallRecord(id="c1", caller="0909", hotline="1022", started_at=utcnow()), seq=0)
+
+    def new_id(kind):
+        s.seq += 1
+        return f"c1-{kind}{s.seq}"
+
+    async def next_event(timeout):
+        return await asyncio.wait_for(s.queue.get(), timeout)
+
+    def unexpected(ev):
+        raise AssertionError(f"unexpected {ev}")
+
+    async def hangup_channel(cid):
+        await ari.request("DELETE", f"/channels/{cid}")
+
+    s.new_id, s.next_event, s.unexpected, s.hangup_channel = new_id, next_event, unexpected, hangup_channel
+    return s
+
+
+async def test_ringing_goes_out_with_the_originates_and_the_answer_is_the_legs_stasis_start():
+    """Ringback and every phone's originate leave together (one round trip after the
+    announcement); a Dial ANSWER is not yet an answer: the leg can join a bridge only once
+    it is in the app."""
+    import asyncio
+
+    from ivr.route import dial
+
+    ari = GatedAri()
+    s = dial_session(ari)
+    task = asyncio.create_task(dial(s, branch("ringall", ("2101", "2102"))))
+    for _ in range(1000):  # 2 endpoint look-ups (no AMI here), 2 originates, the ringback
+        if len(ari.sent) >= 5:
+            break
+        await asyncio.sleep(0.001)
+    # All three were sent while none had been answered: sent together, not one after another.
+    assert sorted(p for m, p in ari.sent if m == "POST") == ["/channels", "/channels", "/channels/c1/ring"], ari.sent
+    legs = sorted(s.legs)
+    assert all(s.ctl.owners[leg] is s for leg in legs)  # registered before their channels exist
+    ari.gate.set()
+    s.queue.put_nowait({"type": "Dial", "peer": {"id": legs[1]}, "dialstatus": "RINGING"})
+    s.queue.put_nowait({"type": "Dial", "peer": {"id": legs[1]}, "dialstatus": "ANSWER"})
+    await asyncio.sleep(0.01)
+    assert not task.done()  # answered at the phone, not yet in the app
+    s.queue.put_nowait({"type": "StasisStart", "channel": {"id": legs[1]}, "args": ["leg", "c1"]})
+    outcome = await asyncio.wait_for(task, 2)
+    assert outcome.answered and outcome.leg_id == legs[1] and outcome.extension == "2102"
+    assert outcome.results == {"2102": "answered", "2101": "cancelled"}
+    assert ("DELETE", f"/channels/{legs[0]}") in ari.sent  # the other phone gets CANCEL
+    assert ari.sent[-1] == ("DELETE", "/channels/c1/ring")
