@@ -94,3 +94,42 @@ async def test_a_request_on_a_channel_that_just_hung_up_is_a_hangup_not_an_error
     assert (s.rec.disposition, s.rec.hangup_by) == ("abandoned", "caller")
     assert not [e for e in s.rec.events if e[1] == "error"]
     assert s.ari.paths == [("POST", "/channels/c1/answer")]  # no apology played, no second hangup
+
+
+async def test_an_interrupted_prompt_is_stopped_without_waiting_for_asterisk():
+    """Barge-in: the digit is returned while the playback's DELETE is still in flight (the
+    next prompt's request need not wait for it), and cleanup waits for that DELETE."""
+    import asyncio
+
+    from ivr import prompt
+
+    class SlowStopAri:
+        def __init__(self):
+            self.sent = []
+            self.gate = asyncio.Event()
+
+        async def request(self, method, path, **kw):
+            self.sent.append((method, path))
+            if method == "DELETE" and path.startswith("/playbacks/"):
+                await self.gate.wait()
+
+    s = session()
+    s.ari = s.ctl.ari = SlowStopAri()
+    play = asyncio.create_task(prompt.play(s, ["greeting"], max_digits=1))
+    for _ in range(1000):
+        if s.ari.sent:
+            break
+        await asyncio.sleep(0.001)
+    (method, path), = s.ari.sent
+    assert method == "POST" and path.startswith("/channels/c1/play/")
+    pb = path.rsplit("/", 1)[1]
+    s.queue.put_nowait({"type": "ChannelDtmfReceived", "channel": {"id": "c1"}, "digit": "2"})
+    result = await asyncio.wait_for(play, 2)  # not held up by the DELETE
+    assert (result.status, result.digits) == ("digits", "2")
+    assert ("DELETE", f"/playbacks/{pb}") in s.ari.sent and s.in_flight
+    cleanup = asyncio.create_task(s.cleanup())
+    await asyncio.sleep(0.01)
+    assert not cleanup.done()  # still waiting for the DELETE
+    s.ari.gate.set()
+    await asyncio.wait_for(cleanup, 2)
+    assert s.ari.sent[-1] == ("DELETE", "/channels/c1") and not s.in_flight
