@@ -48,13 +48,12 @@ class GatedAri:
     """Records requests; the ringback and the originates wait until the test opens the gate."""
 
     def __init__(self):
-        self.sent: list[tuple[str, str]] = []
-        self.gate = None
-
-    async def request(self, method, path, **kw):
         import asyncio
 
-        self.gate = self.gate or asyncio.Event()
+        self.sent: list[tuple[str, str]] = []
+        self.gate = asyncio.Event()
+
+    async def request(self, method, path, **kw):
         self.sent.append((method, path))
         if method == "POST" and (path == "/channels" or path.endswith("/ring")):
             await self.gate.wait()
