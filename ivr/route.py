@@ -102,16 +102,16 @@ async def _ring(session: "CallSession", extensions: list[str], ring_timeout: int
     starts = [_originate(session, ext, ring_timeout, outcome) for ext in extensions]
     if ringback:
         starts.append(session.ari.request("POST", f"/channels/{session.id}/ring"))
-    # return_exceptions: every originate has finished (its leg registered or given up) before
-    # an error (the caller gone) propagates, so cleanup sees every leg that exists.
+    # return_exceptions: every originate has finished (its leg started or given up) before an
+    # error (the caller gone) propagates, and the finally below then cancels the started legs.
     results = await asyncio.gather(*starts, return_exceptions=True)
-    for r in results:
-        if isinstance(r, BaseException):
-            raise r
-    pending = {leg_id: ext for leg_id, ext in zip(results, extensions) if leg_id}
+    pending = {leg_id: ext for leg_id, ext in zip(results, extensions) if isinstance(leg_id, str)}
     loop = asyncio.get_running_loop()
     deadline = loop.time() + ring_timeout + 5  # Asterisk's own dial timeout fires first
     try:
+        for r in results:
+            if isinstance(r, BaseException):
+                raise r
         while pending:
             ev = await session.next_event(max(0.0, deadline - loop.time()))
             if ev is None:

@@ -119,3 +119,31 @@ async def test_ringing_goes_out_with_the_originates_and_the_answer_is_the_legs_s
     assert outcome.results == {"2102": "answered", "2101": "cancelled"}
     assert ("DELETE", f"/channels/{legs[0]}") in ari.sent  # the other phone gets CANCEL
     assert ari.sent[-1] == ("DELETE", "/channels/c1/ring")
+
+
+async def test_phones_already_ringing_are_cancelled_when_the_ringback_fails():
+    """The caller hangs up as the phones start ringing (the ringback request gets 404): the
+    legs that were started are hung up and logged, not left ringing for nobody."""
+    import asyncio
+
+    from ivr.ari import AriError
+    from ivr.route import dial
+
+    class GoneCallerAri(GatedAri):
+        async def request(self, method, path, **kw):
+            self.sent.append((method, path))
+            if path.endswith("/ring") and method == "POST":
+                raise AriError(404, method, path, "Channel not found")
+
+    ari = GoneCallerAri()
+    s = dial_session(ari)
+    try:
+        await asyncio.wait_for(dial(s, branch("ringall", ("2101", "2102"))), 2)
+    except AriError as e:
+        assert e.status == 404
+    else:
+        raise AssertionError("the 404 must reach the call (it ends it as a caller hangup)")
+    legs = sorted(s.legs)
+    assert len(legs) == 2
+    assert all(("DELETE", f"/channels/{leg}") in ari.sent for leg in legs)
+    assert {s.legs[leg].result for leg in legs} == {"no_answer"}
