@@ -163,10 +163,7 @@ class CallSession:
             log.warning("call=%s %s %s failed: %s", self.id, method, path, e)
 
     async def hangup_channel(self, channel_id: str, reason: str = "normal") -> None:
-        try:
-            await self.ari.request("DELETE", f"/channels/{channel_id}", params={"reason": reason}, ok_missing=True)
-        except AriError as e:
-            log.warning("call=%s hangup of %s failed: %s", self.id, channel_id, e)
+        await self._request_logged("DELETE", f"/channels/{channel_id}", {"params": {"reason": reason}, "ok_missing": True})
 
     # ---------------------------------------------------------------- the flow
 
