@@ -81,6 +81,7 @@ class Presence:
         self.lost_at: dt.datetime | None = None
         self._ready = asyncio.Event()
         self._snapshot_task: asyncio.Task | None = None
+        self._held: list | None = None  # events that arrive while a snapshot is read
         self._closed = False
         # panoramisk logs to its own logger ("panoramisk"); our log lines say what matters.
         self.manager = _Manager(host=host, port=port, username=user, secret=secret, ping_delay=ping,
@@ -136,6 +137,12 @@ class Presence:
     # ------------------------------------------------------------------ state from AMI
 
     async def _snapshot(self) -> None:
+        # An event that arrives while the lists are read may be older or newer than them (e.g. a
+        # phone unregistering just after Asterisk restarted). Applied at once, it would be
+        # overwritten when the lists are assigned below; so events are held and applied after
+        # the lists. Each one is the full status of one contact or device, so replaying them in
+        # order ends in the right state whichever side of the lists they happened.
+        self._held = []
         try:
             settings = await self.manager.send_action({"Action": "CoreSettings"})
             self.asterisk_version = settings.get("AsteriskVersion")
@@ -143,6 +150,8 @@ class Presence:
             contacts = await self.manager.send_action({"Action": "PJSIPShowContacts"})
         except Exception as e:  # a failed snapshot: the next login tries again
             log.error("AMI snapshot failed: %s", e)
+            for phone in self._apply_held():
+                self._changed(phone)
             return
         known = set(self.routing().extensions)
         seen: dict[str, dict[str, str]] = {ext: {} for ext in known}
@@ -159,7 +168,9 @@ class Presence:
             phone = self._phone(ext)
             phone.contacts = seen[ext]
             phone.device_state = devices.get(ext, phone.device_state)
-            self._changed(phone)
+        self._apply_held()
+        for ext in known:
+            self._changed(self.phones[ext])
         self.connected = True
         self.connected_at = utcnow()
         self._ready.set()
@@ -167,18 +178,39 @@ class Presence:
         log.info("AMI connected (Asterisk %s): %d of %d desk phones registered", self.asterisk_version, up, len(known))
 
     def _on_contact_status(self, manager, ev) -> None:
+        if self._held is not None:
+            self._held.append((self._apply_contact_status, ev))
+        elif phone := self._apply_contact_status(ev):
+            self._changed(phone)
+
+    def _on_device_state(self, manager, ev) -> None:
+        if self._held is not None:
+            self._held.append((self._apply_device_state, ev))
+        else:
+            self._apply_device_state(ev)
+
+    def _apply_held(self) -> list[Phone]:
+        """Apply the events held during a snapshot, in order; return the phones they touched."""
+        held, self._held = self._held or [], None
+        touched: dict[str, Phone] = {}
+        for apply, ev in held:
+            if phone := apply(ev):
+                touched[phone.extension] = phone
+        return list(touched.values())
+
+    def _apply_contact_status(self, ev) -> Phone | None:
         ext = ev.get("EndpointName") or ev.get("AOR")
         if not ext or ext not in self.routing().extensions:
-            return
+            return None
         phone = self._phone(ext)
         uri, status = ev.get("URI", ""), ev.get("ContactStatus", "")
         if status == "Removed":
             phone.contacts.pop(uri, None)
         else:
             phone.contacts[uri] = status
-        self._changed(phone)
+        return phone
 
-    def _on_device_state(self, manager, ev) -> None:
+    def _apply_device_state(self, ev) -> None:  # display only: no status change to log
         device = ev.get("Device", "")
         if device.startswith("PJSIP/"):
             ext = device[6:]
