@@ -362,6 +362,15 @@ async def wait_for(pred, timeout: float, what: str):
     raise AssertionError(f"timed out waiting for {what}")
 
 
+def talking(controller) -> bool:
+    """A call is bridged with a desk phone. BRIDGED is entered before the bridge requests;
+    ``answered_by`` is set once they succeeded (a test that acts on BRIDGED alone may act before
+    the caller and the desk are connected)."""
+    from ivr.call import State
+
+    return any(s.state is State.BRIDGED and s.rec.answered_by for s in controller.sessions.values())
+
+
 def kinds(events) -> list[str]:
     return [e.kind for e in events]
 

@@ -14,11 +14,10 @@ import pytest
 from sqlalchemy import select
 
 from ivr import secrets as sec_mod
-from ivr.call import State
 from ivr.server import Service
 from models import RegistrationEvent
 
-from .conftest import wait_for, REPO_ROOT, kinds, new_caller, phones, place, routing_text_for_tests, wait_row
+from .conftest import wait_for, REPO_ROOT, kinds, new_caller, phones, place, routing_text_for_tests, talking, wait_row
 
 pytestmark = pytest.mark.e2e
 
@@ -74,7 +73,7 @@ async def test_status_lists_active_calls(ivr):
     async with phones(ivr, {"2601": ("answer", {"hangup_after_ms": 6000})}):
         call = asyncio.create_task(place(ivr, "6", hold_ms=15000, wait_for_bye_ms=15000))
         ctl = ivr.service.controller
-        await wait_for(lambda: any(s.state is State.BRIDGED for s in ctl.sessions.values()), 15, "a bridged call")
+        await wait_for(lambda: talking(ctl), 15, "a bridged call")
         code, out, err = await tongdai(ivr, "status", "--json")
         st = json.loads(out)
         assert [(c["branch"], c["state"], c["answered_by"]) for c in st["calls"]] == [("6", "bridged", "2601")]
@@ -134,7 +133,7 @@ async def test_apply_new_target_while_a_call_is_bridged(ivr, tmp_path):
     try:
         async with phones(ivr, {"2401": ("answer", {"hangup_after_ms": 7000})}):
             first = asyncio.create_task(place(ivr, "4", hold_ms=20000, wait_for_bye_ms=20000))
-            await wait_for(lambda: any(s.state is State.BRIDGED for s in ctl.sessions.values()), 15, "a bridged call")
+            await wait_for(lambda: talking(ctl), 15, "a bridged call")
             write_routing(routing_file, changed)
             code, out, err = await tongdai(ivr, "apply", "--yes", env=env)
             assert code == 0, out + err

@@ -9,9 +9,8 @@ import signal
 
 import pytest
 
-from ivr.call import State
 
-from .conftest import wait_for, kinds, phones, place
+from .conftest import wait_for, kinds, phones, place, talking
 
 pytestmark = pytest.mark.e2e
 
@@ -21,7 +20,7 @@ async def test_asterisk_killed_during_a_bridged_call(ivr):
     ctl = ivr.service.controller
     async with phones(ivr, {"2401": "answer"}):
         call = asyncio.create_task(place(ivr, "4", hold_ms=12000, timeout=40))
-        await wait_for(lambda: any(s.state is State.BRIDGED for s in ctl.sessions.values()), 20, "a bridged call")
+        await wait_for(lambda: talking(ctl), 20, "a bridged call")
         pid = ivr.pbx.layout.pid()
         killed_at = dt.datetime.now(dt.timezone.utc)
         os.kill(pid, signal.SIGKILL)
