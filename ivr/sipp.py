@@ -270,9 +270,14 @@ def _sip_user(value: str, what: str) -> str:
     return value
 
 
+# Where a SIPp run without a ``trace_dir`` keeps its files (None: the system's temporary
+# directory). The test suite points it at pytest's own, which keeps only the last few runs.
+TRACE_ROOT: Path | None = None
+
+
 def _workdir(trace_dir, prefix: str) -> Path:
     if trace_dir is None:
-        return Path(tempfile.mkdtemp(prefix=f"tongdai-sipp-{prefix}-"))
+        return Path(tempfile.mkdtemp(prefix=f"tongdai-sipp-{prefix}-", dir=TRACE_ROOT))
     path = Path(trace_dir)
     path.mkdir(parents=True, exist_ok=True)
     return path

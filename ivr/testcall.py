@@ -10,8 +10,11 @@ from __future__ import annotations
 
 import asyncio
 import datetime as dt
+import shutil
 import socket
+import tempfile
 import zoneinfo
+from pathlib import Path
 
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import async_sessionmaker
@@ -53,6 +56,23 @@ def _registered(layout: Layout, ext: str) -> bool:
 
 async def run(s: Settings, r: Routing, *, digits: str, hotline: str, caller: str, talk: float,
               simulate_desk: bool) -> tuple[list[str], bool]:
+    """Place the call; return the lines to print and whether a desk phone answered.
+
+    SIPp's message traces are removed after a good call and kept (their folder is printed)
+    after a bad one.
+    """
+    work = Path(tempfile.mkdtemp(prefix="tongdai-call-"))
+    lines, ok = await _run(s, r, digits=digits, hotline=hotline, caller=caller, talk=talk,
+                           simulate_desk=simulate_desk, work=work)
+    if ok:
+        shutil.rmtree(work, ignore_errors=True)
+    else:
+        lines.append(f"Nhật ký SIP (SIPp) của cuộc gọi thử được giữ lại tại: {work}")
+    return lines, ok
+
+
+async def _run(s: Settings, r: Routing, *, digits: str, hotline: str, caller: str, talk: float,
+               simulate_desk: bool, work: Path) -> tuple[list[str], bool]:
     layout = Layout.for_settings(s)
     if not layout.running():
         raise TestCallError("Asterisk không chạy: hãy chạy `make run` ở một cửa sổ khác trước")
@@ -66,7 +86,7 @@ async def run(s: Settings, r: Routing, *, digits: str, hotline: str, caller: str
         p = _ports(46000)
         desk = sipp.DeskPhone(server_host=s.bind, server_port=s.sip_port, user=ext, password=sec.sip_password(ext),
                               mode="answer", local_port=p[0], media_port=p[1], control_port=p[2],
-                              hangup_after_ms=int(talk * 1000))
+                              hangup_after_ms=int(talk * 1000), trace_dir=work)
         await desk.start()
         await desk.wait_registered()
         lines.append(f"Giả lập điện thoại bàn {ext} ({r.extensions[ext].name}), tự gác máy sau {talk:g} giây.")
@@ -76,7 +96,7 @@ async def run(s: Settings, r: Routing, *, digits: str, hotline: str, caller: str
         result = await sipp.call(server_host=s.bind, server_port=s.sip_port, to=hotline, from_user=caller,
                                  digits=digits or None, digits_at_ms=1500, hold_ms=int((talk + 60) * 1000),
                                  wait_for_bye_ms=int((talk + 60) * 1000), local_port=p[0], media_port=p[1],
-                                 control_port=p[2], timeout=talk + 90)
+                                 control_port=p[2], timeout=talk + 90, trace_dir=work)
     finally:
         if desk:
             await desk.stop()

@@ -35,6 +35,17 @@ def free_port(kind: int = socket.SOCK_DGRAM) -> int:
         return s.getsockname()[1]
 
 
+@pytest.fixture(scope="session", autouse=True)
+def sipp_traces(tmp_path_factory):
+    """SIPp's trace directories under pytest's temporary directory (it keeps the last three
+    runs), not one new directory in /tmp per call and phone, kept for ever."""
+    from ivr import sipp
+
+    sipp.TRACE_ROOT = tmp_path_factory.mktemp("sipp")
+    yield sipp.TRACE_ROOT
+    sipp.TRACE_ROOT = None
+
+
 @pytest.fixture
 def settings_factory(tmp_path):
     """Settings for a fresh data directory (nothing shared with `make run`)."""

@@ -181,10 +181,12 @@ async def test_twenty_simultaneous_callers(ivr):
     assert sum(st.answered for st in stats.values()) == 20
 
 
-async def test_tongdai_call_command(ivr):
+async def test_tongdai_call_command(ivr, tmp_path):
     """The operator's check after `make run`: a real call, a simulated desk phone, a verdict."""
     s = ivr.settings
-    env = {**s.env, "TONGDAI_ROUTING": str(REPO_ROOT / "routing.yaml")}
+    tmp = tmp_path / "tmp"
+    tmp.mkdir()
+    env = {**s.env, "TONGDAI_ROUTING": str(REPO_ROOT / "routing.yaml"), "TMPDIR": str(tmp)}
     proc = await asyncio.create_subprocess_exec(
         sys.executable, "-m", "ivr", "call", "--digits", "4", "--talk", "2",
         env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
@@ -192,6 +194,7 @@ async def test_tongdai_call_command(ivr):
     text = out.decode()
     assert proc.returncode == 0, text
     assert "Nhánh 4" in text and "answered" in text and "2401" in text
+    assert list(tmp.iterdir()) == []  # SIPp's traces of a good call are not left behind
 
 
 async def test_unhandled_error_gets_apology_and_clean_hangup(ivr, monkeypatch):
