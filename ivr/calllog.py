@@ -34,6 +34,15 @@ log = logging.getLogger("tongdai.calllog")
 CALLS, EVENTS, LEGS, PRESENCE = Call.__table__, CallEvent.__table__, CallLeg.__table__, RegistrationEvent.__table__
 MAX_BATCH = 200  # records per transaction
 
+# The writer's statements, built once: building them per batch (the IN lists above all) and
+# computing their cache keys again was a tenth of the writer's CPU in the bench's profile.
+_IDS = bindparam("ids", expanding=True)
+EXISTING = select(CALLS.c.id, CALLS.c.disposition).where(CALLS.c.id.in_(_IDS))
+INSERT_CALLS, INSERT_EVENTS, INSERT_LEGS = insert(CALLS), insert(EVENTS), insert(LEGS)
+UPDATE_CALLS = update(CALLS).where(CALLS.c.id == bindparam("_call"))
+DELETE_EVENTS = delete(EVENTS).where(EVENTS.c.call_id.in_(_IDS))
+DELETE_LEGS = delete(LEGS).where(LEGS.c.call_id.in_(_IDS))
+
 
 def utcnow() -> dt.datetime:
     return dt.datetime.now(dt.timezone.utc)
@@ -266,8 +275,7 @@ class CallLog:
             if not batch:
                 return
             ids = list(dict.fromkeys(p["id"] for _, p in batch))
-            existing = dict((await conn.execute(
-                select(CALLS.c.id, CALLS.c.disposition).where(CALLS.c.id.in_(ids)))).all())
+            existing = dict((await conn.execute(EXISTING, {"ids": ids})).all())
             rows: dict[str, dict] = {}    # call id -> the row as the last record leaves it
             closes: dict[str, dict] = {}  # call id -> the last close record
             for op, payload in batch:
@@ -281,19 +289,19 @@ class CallLog:
             new = [r for cid, r in rows.items() if cid not in existing]
             old = [{**r, "_call": r["id"]} for cid, r in rows.items() if cid in existing]
             if new:
-                await conn.execute(insert(CALLS), new)
+                await conn.execute(INSERT_CALLS, new)
             if old:
-                await conn.execute(update(CALLS).where(CALLS.c.id == bindparam("_call")), old)
+                await conn.execute(UPDATE_CALLS, old)
             if closes:
-                done = list(closes)
-                await conn.execute(delete(EVENTS).where(EVENTS.c.call_id.in_(done)))
-                await conn.execute(delete(LEGS).where(LEGS.c.call_id.in_(done)))
+                done = {"ids": list(closes)}
+                await conn.execute(DELETE_EVENTS, done)
+                await conn.execute(DELETE_LEGS, done)
                 events = [{"call_id": cid, **e} for cid, p in closes.items() for e in p["events"]]
                 legs = [{"call_id": cid, **leg} for cid, p in closes.items() for leg in p["legs"]]
                 if events:
-                    await conn.execute(insert(EVENTS), events)
+                    await conn.execute(INSERT_EVENTS, events)
                 if legs:
-                    await conn.execute(insert(LEGS), legs)
+                    await conn.execute(INSERT_LEGS, legs)
 
     @staticmethod
     async def _presence_row(conn, payload: dict) -> None:
