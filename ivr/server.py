@@ -41,7 +41,6 @@ class LogLines(logging.Handler):
 
     def __init__(self, path: Path):
         super().__init__()
-        self.path = path
         self.streams = [sys.stderr, open(path, "a", encoding="utf-8")]
 
     def emit(self, record: logging.LogRecord) -> None:

@@ -62,8 +62,12 @@ async def run(s: Settings, r: Routing, *, digits: str, hotline: str, caller: str
     after a bad one.
     """
     work = Path(tempfile.mkdtemp(prefix="tongdai-call-"))
-    lines, ok = await _run(s, r, digits=digits, hotline=hotline, caller=caller, talk=talk,
-                           simulate_desk=simulate_desk, work=work)
+    try:
+        lines, ok = await _run(s, r, digits=digits, hotline=hotline, caller=caller, talk=talk,
+                               simulate_desk=simulate_desk, work=work)
+    except BaseException:  # the error is what gets printed; no folder to point at
+        shutil.rmtree(work, ignore_errors=True)
+        raise
     if ok:
         shutil.rmtree(work, ignore_errors=True)
     else:
