@@ -808,7 +808,7 @@ def write_results(result: dict, out_dir: Path) -> tuple[Path, Path | None]:
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="python -m bench.capacity", description=__doc__.split("\n\n")[0])
     ap.add_argument("--quick", action="store_true", help="one small level: a smoke check")
-    ap.add_argument("--levels", help="comma-separated concurrency levels (default 50,100,150,200,300)")
+    ap.add_argument("--levels", help="comma-separated concurrency levels (default 50,100,150,200,300,400)")
     ap.add_argument("--talk", type=float, help="seconds of talk per call (default 8, quick 2)")
     ap.add_argument("--out", type=Path, default=RESULTS, help="results directory (default bench/results)")
     ap.add_argument("--profile", action="store_true", help="py-spy the controller during the project's levels")
