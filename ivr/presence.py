@@ -124,6 +124,10 @@ class Presence:
         self.manager.close()
 
     def _on_login(self, manager) -> None:
+        # A snapshot of a connection that dropped may still wait for its answers; the new one
+        # replaces it (two at once would share the events held during a snapshot).
+        if self._snapshot_task and not self._snapshot_task.done():
+            self._snapshot_task.cancel()
         self._snapshot_task = asyncio.ensure_future(self._snapshot())
 
     def _on_disconnect(self, manager, exc) -> None:

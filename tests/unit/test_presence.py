@@ -74,3 +74,26 @@ async def test_events_after_the_snapshot_apply_at_once():
                                      "ContactStatus": "Removed"})
     assert p.reachable("2401") is False
     assert log.rows[-1] == ("2401", "unregistered")
+
+
+async def test_a_new_login_replaces_a_snapshot_still_waiting():
+    import asyncio
+
+    p, log = presence()
+    stuck = asyncio.Event()
+    answer = p.manager.send_action
+
+    async def first_connection(action):
+        await stuck.wait()  # the connection dropped: no answer ever comes
+        return await answer(action)
+
+    p.manager.send_action = first_connection
+    p._on_login(p.manager)
+    await asyncio.sleep(0)
+    old = p._snapshot_task
+    p.manager.send_action = answer
+    p._on_login(p.manager)
+    await p._snapshot_task
+    await asyncio.sleep(0)
+    assert old.cancelled()
+    assert p.reachable("2401") is True and p._held is None
