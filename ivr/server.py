@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import logging
 import os
 import signal
@@ -200,14 +201,22 @@ def run(main) -> int:
 async def serve(settings: Settings, *, grace: float = 30, on_ready=None) -> int:
     """Run until SIGTERM/SIGINT; return the exit code."""
     service = Service(settings)
+    loop = asyncio.get_running_loop()
+    # Before start: SIGHUP's default action ends the process, and an operator (or a test) may
+    # send it as soon as "controller ready" is logged. Until then there is nothing to reload.
+    loop.add_signal_handler(signal.SIGHUP, lambda: service.controller and service.controller.reload(settings.routing_path))
     await service.start()
+    # What is alive now (modules, SQLAlchemy's metadata, the routing, holidays…) lives as long as
+    # the process: keep it out of the cyclic collector. Without this, a full collection under
+    # load walked all of it and stopped the loop for 170-310 ms (the bench at 300 calls, once per
+    # 40 s: enough to show in the post-dial delay's p95); 36-46 ms with it.
+    gc.collect()
+    gc.freeze()
     if on_ready:
         on_ready(service)
     stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
     loop.add_signal_handler(signal.SIGTERM, stop.set)
     loop.add_signal_handler(signal.SIGINT, stop.set)
-    loop.add_signal_handler(signal.SIGHUP, lambda: service.controller.reload(settings.routing_path))
     await stop.wait()
     log.info("stopping: no new calls, %d in progress, grace %.0fs", len(service.controller.sessions), grace)
     await service.stop(grace)
