@@ -324,7 +324,7 @@ class Bench:
         }
         for k in ("TONGDAI_ASTERISK", "TONGDAI_SANDBOX_DIR", "TONGDAI_ASTERISK_BIN", "TONGDAI_ASTERISK_MODDIR",
                   "PATH", "HOME", "TONGDAI_ASTERISK_RUNUSER", "TONGDAI_ASTERISK_DATADIR", "TONGDAI_DEBIAN_MIRROR",
-                  "TONGDAI_ARI_REST"):
+                  "TONGDAI_ARI_REST", "TONGDAI_ARI_LANES"):
             if k in os.environ:
                 env[k] = os.environ[k]
         return Settings.from_env(env)

@@ -92,10 +92,12 @@ class AriError(Exception):
 
 
 class Ari:
-    def __init__(self, host: str, port: int, user: str, password: str, app: str):
+    def __init__(self, host: str, port: int, user: str, password: str, app: str | list[str]):
+        """``app``: the application, or several (one event websocket takes all of them)."""
         self.base = f"http://{host}:{port}/ari"
         self.ws_url = f"ws://{host}:{port}/ari/events"
-        self.app = app
+        self.apps = [app] if isinstance(app, str) else list(app)
+        self.app = self.apps[0]
         token = base64.b64encode(f"{user}:{password}".encode()).decode()
         self._headers = {"Authorization": f"Basic {token}"}
         self._http: aiohttp.ClientSession | None = None
@@ -202,10 +204,10 @@ class Ari:
         while not self._stopping:
             try:
                 async with self._http.ws_connect(
-                    self.ws_url, params={"app": self.app, "subscribeAll": "false"},
+                    self.ws_url, params={"app": ",".join(self.apps), "subscribeAll": "false"},
                     heartbeat=5.0, timeout=aiohttp.ClientWSTimeout(ws_close=2.0),
                 ) as ws:
-                    log.info("ari websocket connected app=%s", self.app)
+                    log.info("ari websocket connected app=%s", ",".join(self.apps))
                     backoff = min_backoff
                     link = _Link(ws)
                     # Responses (to the probe and to on_connect's requests) arrive on this

@@ -77,10 +77,11 @@ NEVER_USED = IGNORED - {"Dial", "RecordingStarted"}
 class CallSession:
     """Drives one caller channel from StasisStart to hangup, one event at a time."""
 
-    def __init__(self, ctl: "Controller", channel: dict):
+    def __init__(self, ctl: "Controller", channel: dict, app: str = "tongdai"):
         self.ctl = ctl
         self.ari = ctl.ari
         self.id: str = channel["id"]
+        self.app = app  # the ARI application (lane) the call entered; its desk legs join the same
         self.routing: "Routing" = ctl.routing  # a snapshot: a reload affects new calls only
         self.queue: asyncio.Queue[dict] = asyncio.Queue()
         self.state = State.ANSWERING

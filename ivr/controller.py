@@ -86,7 +86,7 @@ class Controller:
                 log.info("orphan leg %s hung up", cid)
                 asyncio.create_task(self._hangup_quietly(cid))
                 return
-            self._new_call(ch)
+            self._new_call(ch, ev.get("application") or self.settings.ari_app)
             return
         owner = self.owners.get(cid) if cid else None
         if owner is None and t == "Dial":
@@ -99,7 +99,7 @@ class Controller:
             return
         owner.queue.put_nowait(ev)
 
-    def _new_call(self, channel: dict) -> None:
+    def _new_call(self, channel: dict, app: str) -> None:
         cid = channel.get("id")
         if not cid:
             log.warning("StasisStart without a channel id dropped")
@@ -108,7 +108,7 @@ class Controller:
             # Shutting down: let the dialplan's fallback context apologise.
             asyncio.create_task(self._to_fallback(cid))
             return
-        session = CallSession(self, channel)
+        session = CallSession(self, channel, app)
         session.throttled = self.calls_per_minute.hit(session.rec.caller, self.routing.limits.caller_calls_per_minute)
         self.sessions[cid] = session
         self.own(cid, session)
@@ -149,8 +149,9 @@ class Controller:
         """Ask Asterisk not to send the events no call step uses. Best effort: an Asterisk
         without application event filters sends everything, and those events are ignored."""
         try:
-            await self.ari.request("PUT", f"/applications/{self.settings.ari_app}/eventFilter",
-                                   body={"disallowed": [{"type": t} for t in sorted(NEVER_USED)]})
+            for app in self.settings.ari_apps:
+                await self.ari.request("PUT", f"/applications/{app}/eventFilter",
+                                       body={"disallowed": [{"type": t} for t in sorted(NEVER_USED)]})
         except AriError as e:
             log.warning("ari event filter not set (all events will come): %s", e)
 

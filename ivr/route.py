@@ -176,7 +176,7 @@ async def _originate(session: "CallSession", ext: str, ring_timeout: int, outcom
     session.live_legs.add(leg_id)
     session.ctl.own(leg_id, session)  # before the channel exists: no event can be missed
     params = {
-        "endpoint": f"PJSIP/{ext}", "app": session.ctl.settings.ari_app, "appArgs": f"leg,{session.id}",
+        "endpoint": f"PJSIP/{ext}", "app": session.app, "appArgs": f"leg,{session.id}",
         "channelId": leg_id, "timeout": ring_timeout,
         # The originator's caller id becomes the leg's connected line: the desk phone shows
         # who is calling (tested), and the leg shares the call's linkedid.

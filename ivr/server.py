@@ -100,7 +100,7 @@ class Service:
         self.engine = db.engine(s)
         self.calllog = CallLog(self.engine, s.home / "spool" / "calllog.jsonl")
         self.calllog.start()
-        self._ari = Ari(s.bind, s.ari_port, sec.ari_user, sec.ari_password, s.ari_app)
+        self._ari = Ari(s.bind, s.ari_port, sec.ari_user, sec.ari_password, s.ari_apps)
         self._ari.use_ws_rest = s.ari_rest == "auto"
         await self._ari.__aenter__()
         self.controller = Controller(s, routing, self._ari, self.calllog, strict=self.strict)
@@ -123,7 +123,7 @@ class Service:
         except OSError as e:
             await self.stop(0)
             raise RuntimeError(f"Zalo webhook cannot listen on {s.web_addr[0]}:{s.web_addr[1]}: {e.strerror}") from None
-        log.info("controller ready: app=%s hotline=%s", s.ari_app, routing.hotline.number)
+        log.info("controller ready: app=%s hotline=%s", ",".join(s.ari_apps), routing.hotline.number)
 
     async def _start_presence(self, sec) -> None:
         s = self.settings

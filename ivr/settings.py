@@ -15,6 +15,7 @@ setting here; routing.yaml only describes the hotline itself and never holds a s
 | TONGDAI_SIP_PORT | 5060 | SIP (UDP) |
 | TONGDAI_ARI_PORT | 8088 | Asterisk HTTP server (ARI) |
 | TONGDAI_AMI_PORT | 5038 | AMI |
+| TONGDAI_ARI_LANES | 4 | ARI applications the hotline's calls are spread over (Asterisk queues each app's events in one thread) |
 | TONGDAI_ARI_REST | ``auto`` | ARI requests over websockets when Asterisk offers it (``auto``), or always ``http`` |
 | TONGDAI_RTP_START / TONGDAI_RTP_END | 20100 / 23999 | Asterisk's RTP port range |
 | TONGDAI_TRUNK_MATCH | ``127.0.0.1`` | comma-separated addresses/networks of the telco trunk |
@@ -42,6 +43,13 @@ def _int(env: dict[str, str], name: str, default: int) -> int:
         return int(raw)
     except ValueError:
         raise SystemExit(f"{name}={raw!r}: expected a whole number") from None
+
+
+def _lanes(env: dict[str, str]) -> int:
+    n = _int(env, "TONGDAI_ARI_LANES", 4)
+    if not 1 <= n <= 16:
+        raise SystemExit(f"TONGDAI_ARI_LANES={n}: expected 1 to 16")
+    return n
 
 
 def _addr(env: dict[str, str], name: str, default: str) -> tuple[str, int]:
@@ -147,6 +155,7 @@ class Settings:
     database_url: str
     ari_app: str = "tongdai"
     ari_rest: str = "auto"  # "auto": REST over ARI websockets when offered; "http": never
+    ari_lanes: int = 4  # ARI applications the calls are spread over, see ari_apps
     web_addr: tuple[str, int] = ("127.0.0.1", 8080)
     zalo: ZaloSettings | None = None
     env: dict[str, str] = field(default_factory=dict, repr=False, compare=False)
@@ -184,6 +193,7 @@ class Settings:
             ari_port=_int(env, "TONGDAI_ARI_PORT", 8088),
             ami_port=_int(env, "TONGDAI_AMI_PORT", 5038),
             ari_rest=ari_rest,
+            ari_lanes=_lanes(env),
             rtp_start=_int(env, "TONGDAI_RTP_START", 20100),
             rtp_end=_int(env, "TONGDAI_RTP_END", 23999),
             trunk_match=trunk,
@@ -192,6 +202,17 @@ class Settings:
             zalo=ZaloSettings.from_env(env, home),
             env=env,
         )
+
+    @property
+    def ari_apps(self) -> list[str]:
+        """The ARI applications hotline calls enter, one per lane: ``tongdai``, ``tongdai-2``, …
+
+        Asterisk turns every application's messages into events in one thread per application
+        (taskprocessor ``stasis/m:ari:application/<app>``); with every call in one application
+        that queue was 160 deep under the bench's load and events came 100+ ms late. The
+        dialplan picks a lane per call; the controller takes all of them on one websocket.
+        """
+        return [self.ari_app] + [f"{self.ari_app}-{i}" for i in range(2, self.ari_lanes + 1)]
 
     @property
     def instance_id(self) -> str:

@@ -67,8 +67,9 @@ async def test_hotline_call_from_trunk_enters_stasis(pbx):
     s = pbx.settings
     auth = basic_auth(pbx.secrets.ari_user, pbx.secrets.ari_password)
     base = f"http://127.0.0.1:{s.ari_port}/ari"
+    apps = ",".join(s.ari_apps)  # every lane: the dialplan picks one per call
     async with aiohttp.ClientSession(headers=auth) as http:
-        async with http.ws_connect(f"ws://127.0.0.1:{s.ari_port}/ari/events?app={s.ari_app}&subscribeAll=false") as ws:
+        async with http.ws_connect(f"ws://127.0.0.1:{s.ari_port}/ari/events?app={apps}&subscribeAll=false") as ws:
             call = asyncio.create_task(sipp.call(**pbx.peer(), to=pbx.routing.hotline.number, from_user="0901234567",
                                                  hold_ms=20000, timeout=40))
             start = None

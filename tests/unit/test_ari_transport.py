@@ -67,8 +67,8 @@ class FakeAsterisk:
         return ws
 
 
-async def connect(fake: FakeAsterisk, **kw) -> tuple[Ari, asyncio.Task]:
-    ari = Ari("127.0.0.1", fake.port, "u", "p", "tongdai")
+async def connect(fake: FakeAsterisk, app: str | list[str] = "tongdai", **kw) -> tuple[Ari, asyncio.Task]:
+    ari = Ari("127.0.0.1", fake.port, "u", "p", app)
     await ari.__aenter__()
     for k, v in kw.items():
         setattr(ari, k, v)
@@ -140,14 +140,15 @@ async def test_a_dropped_websocket_fails_pending_requests_at_once():
 async def test_concurrent_requests_spread_over_the_websockets():
     """Asterisk serves one websocket's requests in turn: concurrent calls must not queue on one."""
     fake = await FakeAsterisk(rest_over_ws=True, delay=0.2).start()
-    ari, task = await connect(fake)
+    ari, task = await connect(fake, ["tongdai", "tongdai-2"])
     try:
         async def all_links():  # the event websocket and three that carry requests only
             while len(ari._links) < 4:
                 await asyncio.sleep(0.01)
 
         await asyncio.wait_for(all_links(), 5)
-        assert sorted(fake.apps) == ["tongdai", "tongdai-rest1", "tongdai-rest2", "tongdai-rest3"]
+        # The call lanes share the event websocket; the request-only ones are named after the first.
+        assert sorted(fake.apps) == ["tongdai,tongdai-2", "tongdai-rest1", "tongdai-rest2", "tongdai-rest3"]
         got = await asyncio.gather(*(ari.request("GET", "/asterisk/ping", params={"n": i}) for i in range(4)))
         assert got == [{"ping": "pong"}] * 4
         served = [fake.served_by[f"asterisk/ping?n={i}"] for i in range(4)]

@@ -5,6 +5,8 @@ from __future__ import annotations
 import re
 import stat
 
+import pytest
+
 from click.testing import CliRunner
 
 from dialplan import render as rd
@@ -55,9 +57,17 @@ def test_dialplan_hands_hotline_to_stasis_and_has_a_fallback(settings_factory):
     trunk = ex.split("[from-trunk]")[1].split("\n[")[0]
     assert "exten => 1022,1,Goto(hotline,s,1)" in trunk
     assert "Hangup(1)" in trunk  # anything else from the trunk is refused
-    assert "Stasis(tongdai)" in ex and "[hotline-fallback]" in ex
+    assert "[hotline-fallback]" in ex
+    # Calls are spread over the controller's ARI applications (one Asterisk thread each).
+    hotline = ex.split("[hotline]")[1].split("\n[")[0]
+    assert "Set(LANE=${RAND(1,4)})" in hotline and "Stasis(tongdai${IF($[${LANE} > 1]?-${LANE})})" in hotline
+    assert settings_factory().ari_apps == ["tongdai", "tongdai-2", "tongdai-3", "tongdai-4"]
     for ext in ROUTING.extensions:
         assert f"exten => {ext},1,Gosub(dial-station,s,1({ext}))" in ex
+    one, _ = _render(settings_factory(TONGDAI_ARI_LANES="1"))
+    assert "Stasis(tongdai)" in one["extensions.conf"] and "LANE" not in one["extensions.conf"]
+    with pytest.raises(SystemExit, match="TONGDAI_ARI_LANES"):
+        settings_factory(TONGDAI_ARI_LANES="0")
 
 
 def test_services_listen_on_loopback_only(settings_factory):

@@ -69,7 +69,7 @@ def dial_session(ari):
     ctl = SimpleNamespace(route_state=RouteState(), settings=SimpleNamespace(ari_app="tongdai"), presence=None,
                           owners={}, strict=True)
     ctl.own = lambda cid, s: ctl.owners.__setitem__(cid, s)
-    s = SimpleNamespace(id="c1", ari=ari, ctl=ctl, queue=asyncio.Queue(), legs={}, live_legs=set(), caller_gone=False,
+    s = SimpleNamespace(id="c1", app="tongdai-3", ari=ari, ctl=ctl, queue=asyncio.Queue(), legs={}, live_legs=set(), caller_gone=False,
                         rec=CallRecord(id="c1", caller="0909", hotline="1022", started_at=utcnow()), seq=0)
 
     def new_id(kind):
