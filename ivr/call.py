@@ -88,6 +88,7 @@ class CallSession:
         self.caller_gone = False
         self.legs: dict[str, LegRecord] = {}
         self.live_legs: set[str] = set()
+        self.spare: dict[str, bool] = {}  # legs created by route.prepare, not rung yet -> entered the app
         self.bridges: set[str] = set()
         self.playback_id: str | None = None
         self.recording_name: str | None = None
@@ -140,6 +141,12 @@ class CallSession:
             return  # a recording that is already over
         if t in ("ChannelDestroyed", "StasisEnd", "ChannelHangupRequest", "StasisStart") and ch in self.legs and ch not in self.live_legs:
             return  # a desk-phone leg that is already finished
+        if ch in self.spare:
+            # A leg created for the next ring (route.prepare): it enters the app whatever step
+            # the call is in; nothing else of it matters until it is dialled.
+            if t == "StasisStart":
+                self.spare[ch] = True
+            return
         if t == "ChannelDtmfReceived":
             log.info("call=%s digit %r ignored in %s", self.id, ev.get("digit"), self.state.value)
             return
@@ -241,11 +248,13 @@ class CallSession:
             self.rec.agency_code, self.rec.agency_name = agency.code, agency.name
             why = f"dtmf {branch.digit}" if self.state is State.MENU else f"no answer -> branch {branch.digit}"
             self.transition(State.DIALING, why)
+            plan = None
             if await route.any_reachable(self, branch):
-                await prompt.play(self, [f"branch_{branch.digit}", "connecting"], max_digits=0)
+                plan = route.prepare(self, branch)  # the first phones' channels, while the caller listens
+                await self.say([f"branch_{branch.digit}", "connecting"])
             # else: no desk phone of the branch is registered; straight to the no-answer path
             # (dial() records each phone as unreachable without ringing anything).
-            outcome = await route.dial(self, branch)
+            outcome = await route.dial(self, branch, plan)
             if outcome.answered:
                 self.transition(State.BRIDGED, f"answered by {outcome.extension}")
                 who = await bridge.run(self, outcome.leg_id, outcome.extension)
@@ -332,9 +341,10 @@ class CallSession:
         """Hang up every leg, destroy every bridge, hang up the caller. Never raises."""
         if self.in_flight:
             await asyncio.gather(*self.in_flight, return_exceptions=True)
-        for leg in list(self.live_legs):
+        for leg in list(self.live_legs) + list(self.spare):
             await self.hangup_channel(leg)
             self.live_legs.discard(leg)
+        self.spare.clear()
         for b in list(self.bridges):
             try:
                 await self.ari.request("DELETE", f"/bridges/{b}", ok_missing=True)

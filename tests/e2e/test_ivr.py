@@ -200,7 +200,7 @@ async def test_tongdai_call_command(ivr, tmp_path):
 async def test_unhandled_error_gets_apology_and_clean_hangup(ivr, monkeypatch):
     from ivr import route
 
-    async def broken_dial(session, branch):
+    async def broken_dial(session, branch, plan=None):
         raise RuntimeError("simulated bug in routing")
 
     monkeypatch.setattr(route, "dial", broken_dial)

@@ -53,9 +53,12 @@ class GatedAri:
         self.sent: list[tuple[str, str]] = []
         self.gate = asyncio.Event()
 
+        self.params: dict[str, dict] = {}
+
     async def request(self, method, path, **kw):
         self.sent.append((method, path))
-        if method == "POST" and (path == "/channels" or path.endswith("/ring")):
+        self.params[path] = kw.get("params") or {}
+        if method == "POST" and (path == "/channels" or path.endswith("/ring") or path.endswith("/dial")):
             await self.gate.wait()
         return None
 
@@ -69,7 +72,8 @@ def dial_session(ari):
     ctl = SimpleNamespace(route_state=RouteState(), settings=SimpleNamespace(ari_app="tongdai"), presence=None,
                           owners={}, strict=True)
     ctl.own = lambda cid, s: ctl.owners.__setitem__(cid, s)
-    s = SimpleNamespace(id="c1", app="tongdai-3", ari=ari, ctl=ctl, queue=asyncio.Queue(), legs={}, live_legs=set(), caller_gone=False,
+    s = SimpleNamespace(id="c1", app="tongdai-3", ari=ari, ctl=ctl, queue=asyncio.Queue(), legs={}, live_legs=set(),
+                        spare={}, in_flight=set(), caller_gone=False,
                         rec=CallRecord(id="c1", caller="0909", hotline="1022", started_at=utcnow()), seq=0)
 
     def new_id(kind):
@@ -80,6 +84,10 @@ def dial_session(ari):
         return await asyncio.wait_for(s.queue.get(), timeout)
 
     def unexpected(ev):
+        cid = (ev.get("channel") or {}).get("id")
+        if ev.get("type") == "StasisStart" and cid in s.spare:  # as CallSession.unexpected does
+            s.spare[cid] = True
+            return
         raise AssertionError(f"unexpected {ev}")
 
     async def hangup_channel(cid):
@@ -147,3 +155,74 @@ async def test_phones_already_ringing_are_cancelled_when_the_ringback_fails():
     assert len(legs) == 2
     assert all(("DELETE", f"/channels/{leg}") in ari.sent for leg in legs)
     assert {s.legs[leg].result for leg in legs} == {"no_answer"}
+
+
+async def test_prepared_phones_ring_with_one_dial_and_their_dial_answer_is_the_answer():
+    """prepare() creates the first phone's channel while the caller hears the announcement (no
+    INVITE: /channels/create); dial() then rings it with /dial and the ringback together, and
+    the later phones of the hunt are originated as before. A created leg is in the app from the
+    start, so its Dial ANSWER is the answer."""
+    import asyncio
+
+    from ivr.route import dial, prepare
+
+    ari = GatedAri()
+    s = dial_session(ari)
+    b = branch("hunt", ("2101", "2102"))
+    plan = prepare(s, b)
+    created = await asyncio.wait_for(plan.created, 2)
+    (leg,) = created.values()
+    assert created == {"2101": leg} and s.ctl.owners[leg] is s and s.spare == {leg: False}
+    assert ("POST", "/channels/create") in ari.sent and not any(p.endswith("/dial") for _, p in ari.sent)
+    create = ari.params["/channels/create"]
+    assert create["endpoint"] == "PJSIP/2101" and create["app"] == "tongdai-3" and create["channelId"] == leg
+    assert create["originator"] == "c1"  # the desk phone shows the caller (tested end to end)
+    # The leg entered the app during the announcement (CallSession.unexpected marks it).
+    s.queue.put_nowait({"type": "StasisStart", "channel": {"id": leg}, "args": ["leg", "c1"]})
+    task = asyncio.create_task(dial(s, b, plan))
+    for _ in range(1000):
+        if ("POST", "/channels/c1/ring") in ari.sent and ("POST", f"/channels/{leg}/dial") in ari.sent:
+            break
+        await asyncio.sleep(0.001)
+    assert ("POST", f"/channels/{leg}/dial") in ari.sent and ("POST", "/channels/c1/ring") in ari.sent, ari.sent
+    assert ari.params[f"/channels/{leg}/dial"] == {"caller": "c1", "timeout": 20}
+    assert ("POST", "/channels") not in ari.sent  # nothing originated for the first phone
+    assert leg not in s.spare and leg in s.live_legs
+    ari.gate.set()
+    s.queue.put_nowait({"type": "Dial", "peer": {"id": leg}, "dialstatus": "RINGING"})
+    s.queue.put_nowait({"type": "Dial", "peer": {"id": leg}, "dialstatus": "ANSWER"})
+    outcome = await asyncio.wait_for(task, 2)
+    assert outcome.answered and outcome.leg_id == leg and outcome.extension == "2101"
+    assert outcome.results == {"2101": "answered"}
+
+
+async def test_the_next_phone_of_a_prepared_hunt_is_originated():
+    """The prepared phone is busy: the next one is originated (its StasisStart is its answer)."""
+    import asyncio
+
+    from ivr.route import dial, prepare
+
+    ari = GatedAri()
+    ari.gate.set()
+    s = dial_session(ari)
+    b = branch("hunt", ("2101", "2102"))
+    plan = prepare(s, b)
+    (leg,) = (await plan.created).values()
+    s.queue.put_nowait({"type": "StasisStart", "channel": {"id": leg}, "args": ["leg", "c1"]})
+    task = asyncio.create_task(dial(s, b, plan))
+    for _ in range(1000):
+        if ("POST", f"/channels/{leg}/dial") in ari.sent:
+            break
+        await asyncio.sleep(0.001)
+    s.queue.put_nowait({"type": "Dial", "peer": {"id": leg}, "dialstatus": "BUSY"})
+    for _ in range(1000):
+        if ("POST", "/channels") in ari.sent:
+            break
+        await asyncio.sleep(0.001)
+    second = ari.params["/channels"]["channelId"]
+    assert ari.params["/channels"]["endpoint"] == "PJSIP/2102" and ari.params["/channels"]["app"] == "tongdai-3"
+    s.queue.put_nowait({"type": "StasisStart", "channel": {"id": second}, "args": ["leg", "c1"]})
+    outcome = await asyncio.wait_for(task, 2)
+    assert outcome.answered and outcome.extension == "2102"
+    assert outcome.results == {"2101": "busy", "2102": "answered"}
+    assert ("DELETE", f"/channels/{leg}") in ari.sent  # the busy leg is hung up
