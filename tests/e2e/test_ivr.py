@@ -197,6 +197,22 @@ async def test_tongdai_call_command(ivr, tmp_path):
     assert list(tmp.iterdir()) == []  # SIPp's traces of a good call are not left behind
 
 
+async def test_caller_leaving_during_the_announcement_rings_nobody(ivr):
+    """The first phone's channel is created while the branch announcement plays (route.prepare);
+    a caller who hangs up then leaves no channel behind in Asterisk, and no phone rings."""
+    async with phones(ivr, {"2401": ("answer", {"hangup_after_ms": 2000})}) as ph:
+        # digit 4 at 0.5 s, hang up at 0.9 s: "Nhánh bốn. Xin chờ." lasts over a second
+        res, (call, events, legs) = await place(ivr, "4", hold_ms=900)
+        await asyncio.sleep(1.5)  # time enough for a wrong INVITE to arrive
+        stats = ph["2401"].stats()
+    assert res.answered and res.hung_up_by == "caller", res
+    assert call.disposition == "abandoned" and call.ended_in == "dialing", (call.disposition, call.ended_in)
+    assert stats.invites_received == 0, stats
+    assert legs == [] and "dial" not in kinds(events)
+    left = [c["id"] for c in await ivr.service._ari.request("GET", "/channels") if c["id"].startswith(call.id)]
+    assert left == []
+
+
 async def test_unhandled_error_gets_apology_and_clean_hangup(ivr, monkeypatch):
     from ivr import route
 
