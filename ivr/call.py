@@ -93,7 +93,7 @@ class CallSession:
         self.playback_id: str | None = None
         self.recording_name: str | None = None
         self.task: asyncio.Task | None = None
-        self.in_flight: set[asyncio.Task] = set()  # requests sent with request_soon
+        self.in_flight: set[asyncio.Task] = set()  # request_soon requests, route.prepare's creates
         self.vanished = False  # set by Controller.reconcile: the channel died while we were away
         self.throttled = False  # set by the controller: this number calls too often
         self._seq = 0
@@ -140,6 +140,10 @@ class CallSession:
         if t in ("RecordingStarted", "RecordingFinished", "RecordingFailed") and (ev.get("recording") or {}).get("name") != self.recording_name:
             return  # a recording that is already over
         if t in ("ChannelDestroyed", "StasisEnd", "ChannelHangupRequest", "StasisStart") and ch in self.legs and ch not in self.live_legs:
+            if t == "StasisStart":
+                # A leg we gave up on entered the app after all (it answered as we hung it up,
+                # or our hangup reached Asterisk before its originate): nobody wants it.
+                self.request_soon("DELETE", f"/channels/{ch}", ok_missing=True)
             return  # a desk-phone leg that is already finished
         if ch in self.spare:
             # A leg created for the next ring (route.prepare): it enters the app whatever step

@@ -35,7 +35,9 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("tongdai.route")
 
-# A dial's final status other than ANSWER (an originated leg's answer is its StasisStart).
+# A dial's final status other than ANSWER. An originated leg's answer is its StasisStart (it
+# enters the app only then); a created leg (route.prepare) is in the app from the start, so its
+# Dial ANSWER is its answer.
 DIAL_RESULTS = {
     "BUSY": "busy", "NOANSWER": "no_answer", "CANCEL": "cancelled",
     "CHANUNAVAIL": "unreachable", "CONGESTION": "failed",
@@ -114,7 +116,9 @@ async def dial(session: "CallSession", branch: "Branch", plan: Plan | None = Non
     """Ring the branch's phones until one answers; the caller hears ringback meanwhile."""
     outcome = DialOutcome(False)
     groups = plan.groups if plan else session.ctl.route_state.order(branch)
-    created = await plan.created if plan else {}
+    # shield: a call cancelled here (shutdown, its channel vanished) must not cancel creates
+    # already sent; cleanup waits for the task and hangs up whatever it created.
+    created = await asyncio.shield(plan.created) if plan else {}
     session.rec.event("route", branch=branch.digit, strategy=branch.strategy, order=[e for g in groups for e in g])
     try:
         for i, group in enumerate(groups):
@@ -134,6 +138,11 @@ async def _ring(session: "CallSession", extensions: list[str], ring_timeout: int
     ``created``: legs of these extensions already created by :func:`prepare` (dialled here);
     the others are originated."""
     loop = asyncio.get_running_loop()
+    if ringback and any(not session.spare.get(leg, True) for leg in created.values()):
+        # Rare: a created leg has not entered the app yet (a slow Asterisk). The caller hears
+        # ringback while we wait, not silence.
+        await session.ari.request("POST", f"/channels/{session.id}/ring")
+        ringback = False
     await _entered(session, set(created.values()), loop.time() + 5)
     # The phones' INVITEs and the caller's ringback go out together: the post-dial delay is one
     # round trip to Asterisk, not one per step.
@@ -194,7 +203,10 @@ async def _ring(session: "CallSession", extensions: list[str], ring_timeout: int
                 session.live_legs.discard(cid)
                 session.rec.event("dial_result", extension=ext, result=result, cause=ev.get("cause_txt") or ev.get("cause"))
             elif t in ("StasisStart", "StasisEnd", "ChannelHangupRequest") and cid in session.legs:
-                continue  # a finished leg entering or leaving our app; its ChannelDestroyed follows
+                # A leg entering or leaving our app; its ChannelDestroyed follows. One we have
+                # given up on that enters late is hung up by unexpected().
+                if cid not in session.live_legs:
+                    session.unexpected(ev)
             else:
                 session.unexpected(ev)
         return False
@@ -235,14 +247,22 @@ async def _create_legs(session: "CallSession", extensions: list[str]) -> dict[st
                   "channelId": leg_id, "originator": session.id}
         try:
             await session.ari.request("POST", "/channels/create", params=params)
-        except AriError as e:
-            # Left to dial(): its originate records why the phone cannot ring.
+        except Exception as e:
+            # Left to dial(): its originate records why the phone cannot ring. The id stays in
+            # ``spare``: after a timeout or a dropped websocket Asterisk may have created the
+            # channel all the same, and a created channel never rung would stay in the app for
+            # good; the call's cleanup hangs it up (a 404 if it does not exist).
             log.info("call=%s leg for %s not created: %s", session.id, ext, e)
-            del session.spare[leg_id]
             return
         legs[ext] = leg_id
 
-    await asyncio.gather(*(create(ext) for ext in extensions))
+    async def safely(ext: str) -> None:
+        try:
+            await create(ext)
+        except Exception as e:  # e.g. the endpoint look-up failed: dial() originates this one
+            log.info("call=%s leg for %s not prepared: %s", session.id, ext, e)
+
+    await asyncio.gather(*(safely(ext) for ext in extensions))
     return legs
 
 
@@ -293,12 +313,18 @@ async def _originate(session: "CallSession", ext: str, ring_timeout: int, outcom
     try:
         # One request: Asterisk subscribes our app to the new channel, then dials it (the INVITE
         # goes out as the answer comes back); the channel enters the app when the phone answers.
-        # /channels/create + /dial cost two round trips and a StasisStart wait in between.
+        # Here (a later phone of a hunt, nothing to overlap with) /channels/create + /dial would
+        # cost two round trips and a StasisStart wait; prepare() does that only for the first
+        # phones, during the announcement.
         await session.ari.request("POST", "/channels", params=params)
     except AriError as e:
         # A phone Asterisk cannot even start a call to (no contact, unknown endpoint).
         _finish(session, leg_id, "unreachable", outcome)
         session.rec.event("dial_result", extension=ext, result="unreachable", error=str(e))
+        if e.status == 0:
+            # No answer (timeout, websocket dropped): the originate may have gone through all
+            # the same. Hang it up; if it appears later, unexpected() hangs it up then.
+            await session.hangup_channel(leg_id)
         session.live_legs.discard(leg_id)
         return None
     session.rec.event("dial", extension=ext, leg=leg_id)

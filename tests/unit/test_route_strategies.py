@@ -83,17 +83,21 @@ def dial_session(ari):
     async def next_event(timeout):
         return await asyncio.wait_for(s.queue.get(), timeout)
 
-    def unexpected(ev):
-        cid = (ev.get("channel") or {}).get("id")
-        if ev.get("type") == "StasisStart" and cid in s.spare:  # as CallSession.unexpected does
-            s.spare[cid] = True
-            return
-        raise AssertionError(f"unexpected {ev}")
-
     async def hangup_channel(cid):
         await ari.request("DELETE", f"/channels/{cid}")
 
-    s.new_id, s.next_event, s.unexpected, s.hangup_channel = new_id, next_event, unexpected, hangup_channel
+    def request_soon(method, path, **kw):
+        task = asyncio.ensure_future(ari.request(method, path, **kw))
+        s.in_flight.add(task)
+        task.add_done_callback(s.in_flight.discard)
+
+    # The real CallSession's event triage (strict: an illegal event raises) and cleanup.
+    from ivr.call import CallSession, State
+
+    s.state, s.playback_id, s.recording_name, s.bridges = State.DIALING, None, None, set()
+    s.new_id, s.next_event, s.hangup_channel, s.request_soon = new_id, next_event, hangup_channel, request_soon
+    s.unexpected = lambda ev: CallSession.unexpected(s, ev)
+    s.cleanup = lambda: CallSession.cleanup(s)
     return s
 
 
@@ -177,8 +181,10 @@ async def test_prepared_phones_ring_with_one_dial_and_their_dial_answer_is_the_a
     create = ari.params["/channels/create"]
     assert create["endpoint"] == "PJSIP/2101" and create["app"] == "tongdai-3" and create["channelId"] == leg
     assert create["originator"] == "c1"  # the desk phone shows the caller (tested end to end)
-    # The leg entered the app during the announcement (CallSession.unexpected marks it).
-    s.queue.put_nowait({"type": "StasisStart", "channel": {"id": leg}, "args": ["leg", "c1"]})
+    # The leg entered the app during the announcement (the announcement's step hands the event
+    # to CallSession.unexpected, which marks it).
+    s.unexpected({"type": "StasisStart", "channel": {"id": leg}, "args": ["leg", "c1"]})
+    assert s.spare == {leg: True}
     task = asyncio.create_task(dial(s, b, plan))
     for _ in range(1000):
         if ("POST", "/channels/c1/ring") in ari.sent and ("POST", f"/channels/{leg}/dial") in ari.sent:
@@ -208,7 +214,7 @@ async def test_the_next_phone_of_a_prepared_hunt_is_originated():
     b = branch("hunt", ("2101", "2102"))
     plan = prepare(s, b)
     (leg,) = (await plan.created).values()
-    s.queue.put_nowait({"type": "StasisStart", "channel": {"id": leg}, "args": ["leg", "c1"]})
+    s.unexpected({"type": "StasisStart", "channel": {"id": leg}, "args": ["leg", "c1"]})  # during the announcement
     task = asyncio.create_task(dial(s, b, plan))
     for _ in range(1000):
         if ("POST", f"/channels/{leg}/dial") in ari.sent:
@@ -226,3 +232,134 @@ async def test_the_next_phone_of_a_prepared_hunt_is_originated():
     assert outcome.answered and outcome.extension == "2102"
     assert outcome.results == {"2101": "busy", "2102": "answered"}
     assert ("DELETE", f"/channels/{leg}") in ari.sent  # the busy leg is hung up
+
+
+async def test_a_create_without_an_answer_is_hung_up_by_the_cleanup():
+    """A /channels/create that times out (or whose websocket drops) may have created the channel
+    all the same: dial() originates that phone instead, and the cleanup hangs up the created id
+    too, so no channel is left in the app for good."""
+    import asyncio
+
+    from ivr.ari import AriError
+    from ivr.route import dial, prepare
+
+    class TimeoutCreateAri(GatedAri):
+        async def request(self, method, path, **kw):
+            if path == "/channels/create":
+                self.sent.append((method, path))
+                raise AriError(0, method, path, "timed out")
+            return await super().request(method, path, **kw)
+
+    ari = TimeoutCreateAri()
+    ari.gate.set()
+    s = dial_session(ari)
+    b = branch("hunt", ("2101",))
+    plan = prepare(s, b)
+    assert await asyncio.wait_for(plan.created, 2) == {}
+    (maybe,) = s.spare  # kept: it may exist
+    task = asyncio.create_task(dial(s, b, plan))
+    for _ in range(1000):
+        if ("POST", "/channels") in ari.sent:
+            break
+        await asyncio.sleep(0.001)
+    second = ari.params["/channels"]["channelId"]
+    assert second != maybe and ari.params["/channels"]["endpoint"] == "PJSIP/2101"
+    # The channel of the timed-out create shows up after all: swallowed, not an illegal event.
+    s.queue.put_nowait({"type": "StasisStart", "channel": {"id": maybe}, "args": ["leg", "c1"]})
+    s.queue.put_nowait({"type": "StasisStart", "channel": {"id": second}, "args": ["leg", "c1"]})
+    outcome = await asyncio.wait_for(task, 2)
+    assert outcome.answered and outcome.leg_id == second
+    s.caller_gone = True
+    await s.cleanup()
+    assert ("DELETE", f"/channels/{maybe}") in ari.sent and s.spare == {}
+
+
+async def test_a_call_cancelled_while_its_legs_are_being_created_still_hangs_them_up():
+    """Shutdown (or the caller's channel vanishing) cancels the call while its first phone's
+    channel is being created: the create is not abandoned half-way, and the cleanup hangs up
+    the channel it made."""
+    import asyncio
+
+    from ivr.route import dial, prepare
+
+    class SlowCreateAri(GatedAri):
+        async def request(self, method, path, **kw):
+            if path == "/channels/create":
+                self.sent.append((method, path))
+                await self.gate.wait()
+                return None
+            return await super().request(method, path, **kw)
+
+    ari = SlowCreateAri()
+    s = dial_session(ari)
+    b = branch("hunt", ("2101",))
+    plan = prepare(s, b)
+    task = asyncio.create_task(dial(s, b, plan))
+    await asyncio.sleep(0.01)
+    task.cancel()
+    await asyncio.gather(task, return_exceptions=True)
+    assert not plan.created.done()  # the create goes on
+    ari.gate.set()
+    s.caller_gone = True
+    await asyncio.wait_for(s.cleanup(), 2)
+    (leg,) = plan.created.result().values()
+    assert ("DELETE", f"/channels/{leg}") in ari.sent
+
+
+async def test_a_leg_given_up_on_that_enters_the_app_later_is_hung_up():
+    """A phone that answers just as we cancel it (or an originate that got no answer in time)
+    enters the app after we are done with it: it is hung up, not left in the app."""
+    import asyncio
+
+    from ivr.ari import AriError
+    from ivr.route import dial
+
+    class LostOriginateAri(GatedAri):
+        async def request(self, method, path, **kw):
+            if method == "POST" and path == "/channels":
+                self.sent.append((method, path))
+                self.params[path] = kw.get("params") or {}
+                raise AriError(0, method, path, "websocket closed")
+            return await super().request(method, path, **kw)
+
+    ari = LostOriginateAri()
+    ari.gate.set()
+    s = dial_session(ari)
+    outcome = await asyncio.wait_for(dial(s, branch("hunt", ("2101",))), 2)
+    leg = ari.params["/channels"]["channelId"]
+    assert not outcome.answered and outcome.results == {"2101": "unreachable"}
+    assert ("DELETE", f"/channels/{leg}") in ari.sent  # in case the originate went through
+    ari.sent.clear()
+    s.unexpected({"type": "StasisStart", "channel": {"id": leg}, "args": ["leg", "c1"]})
+    await asyncio.gather(*s.in_flight)
+    assert ari.sent == [("DELETE", f"/channels/{leg}")]
+
+
+async def test_ringback_starts_before_waiting_for_a_created_leg_that_is_late():
+    """The announcement is over but the created leg has not entered the app yet: the caller
+    hears ringback during the wait, not silence; the leg is rung once it is in."""
+    import asyncio
+
+    from ivr.route import dial, prepare
+
+    ari = GatedAri()
+    ari.gate.set()
+    s = dial_session(ari)
+    b = branch("hunt", ("2101",))
+    plan = prepare(s, b)
+    (leg,) = (await plan.created).values()
+    task = asyncio.create_task(dial(s, b, plan))
+    for _ in range(1000):
+        if ("POST", "/channels/c1/ring") in ari.sent:
+            break
+        await asyncio.sleep(0.001)
+    assert ("POST", "/channels/c1/ring") in ari.sent and ("POST", f"/channels/{leg}/dial") not in ari.sent
+    s.queue.put_nowait({"type": "StasisStart", "channel": {"id": leg}, "args": ["leg", "c1"]})
+    for _ in range(1000):
+        if ("POST", f"/channels/{leg}/dial") in ari.sent:
+            break
+        await asyncio.sleep(0.001)
+    assert ari.sent.count(("POST", "/channels/c1/ring")) == 1
+    s.queue.put_nowait({"type": "Dial", "peer": {"id": leg}, "dialstatus": "ANSWER"})
+    outcome = await asyncio.wait_for(task, 2)
+    assert outcome.answered and outcome.leg_id == leg
