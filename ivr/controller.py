@@ -148,12 +148,12 @@ class Controller:
     async def filter_events(self) -> None:
         """Ask Asterisk not to send the events no call step uses. Best effort: an Asterisk
         without application event filters sends everything, and those events are ignored."""
-        try:
-            for app in self.settings.ari_apps:
+        for app in self.settings.ari_apps:
+            try:
                 await self.ari.request("PUT", f"/applications/{app}/eventFilter",
                                        body={"disallowed": [{"type": t} for t in sorted(NEVER_USED)]})
-        except AriError as e:
-            log.warning("ari event filter not set (all events will come): %s", e)
+            except AriError as e:
+                log.warning("ari event filter of %s not set (all its events will come): %s", app, e)
 
     async def reconcile(self) -> None:
         """After a (re)connection: calls whose channel died while we were away are finalised.
