@@ -90,6 +90,38 @@ async def test_hotline_call_from_trunk_enters_stasis(pbx):
     assert result.final_status != 200 or result.hung_up_by == "callee"
 
 
+async def test_a_controller_with_fewer_lanes_still_gets_every_call(pbx):
+    """The dialplan spreads calls over the lanes it was rendered for; a controller that registers
+    only the first (an older one, or fewer TONGDAI_ARI_LANES, before the next render) still gets
+    every call instead of some callers hearing the apology."""
+    s = pbx.settings
+    assert s.ari_lanes > 1
+    auth = basic_auth(pbx.secrets.ari_user, pbx.secrets.ari_password)
+    base = f"http://127.0.0.1:{s.ari_port}/ari"
+    lanes = []
+    async with aiohttp.ClientSession(headers=auth) as http:
+        async with http.ws_connect(f"ws://127.0.0.1:{s.ari_port}/ari/events?app={s.ari_app}&subscribeAll=false") as ws:
+            # The lane is random: call until one picked another lane (1 in 4**12 that none does).
+            for n in range(12):
+                call = asyncio.create_task(sipp.call(**pbx.peer(), to=pbx.routing.hotline.number,
+                                                     from_user=f"090100{n:04d}", hold_ms=20000, timeout=40))
+                async with asyncio.timeout(15):
+                    async for msg in ws:
+                        ev = json.loads(msg.data)
+                        if ev.get("type") == "StasisStart":
+                            break
+                cid = ev["channel"]["id"]
+                assert ev["application"] == s.ari_app
+                async with http.get(f"{base}/channels/{cid}/variable", params={"variable": "LANE"}) as r:
+                    lanes.append(int((await r.json())["value"]))
+                async with http.delete(f"{base}/channels/{cid}") as r:
+                    assert r.status == 204
+                await call
+                if lanes[-1] > 1:
+                    break
+    assert lanes[-1] > 1, lanes
+
+
 async def test_trunk_may_only_call_the_hotline(pbx):
     result = await sipp.call(**pbx.peer(), to="3002", from_user="0901234567", hold_ms=500, timeout=15)
     assert not result.answered and result.final_status in (403, 404), result
