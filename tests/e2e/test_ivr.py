@@ -200,11 +200,23 @@ async def test_tongdai_call_command(ivr, tmp_path):
 async def test_caller_leaving_during_the_announcement_rings_nobody(ivr):
     """The first phone's channel is created while the branch announcement plays (route.prepare);
     a caller who hangs up then leaves no channel behind in Asterisk, and no phone rings."""
+    seen: set[str] = set()
+
+    async def watch():  # the desk phone's channel, as Asterisk lists it during the call
+        while True:
+            seen.update(c["id"] for c in await ivr.service._ari.request("GET", "/channels") if "-leg" in c["id"])
+            await asyncio.sleep(0.05)
+
     async with phones(ivr, {"2401": ("answer", {"hangup_after_ms": 2000})}) as ph:
-        # digit 4 at 0.5 s, hang up at 0.9 s: "Nhánh bốn. Xin chờ." lasts over a second
-        res, (call, events, legs) = await place(ivr, "4", hold_ms=900)
+        watcher = asyncio.create_task(watch())
+        try:
+            # digit 4 at 0.5 s, hang up at 0.9 s: "Nhánh bốn. Xin chờ." lasts over a second
+            res, (call, events, legs) = await place(ivr, "4", hold_ms=900)
+        finally:
+            watcher.cancel()
         await asyncio.sleep(1.5)  # time enough for a wrong INVITE to arrive
         stats = ph["2401"].stats()
+    assert any(leg.startswith(call.id) for leg in seen), seen  # it was created, then hung up
     assert res.answered and res.hung_up_by == "caller", res
     assert call.disposition == "abandoned" and call.ended_in == "dialing", (call.disposition, call.ended_in)
     assert stats.invites_received == 0, stats
