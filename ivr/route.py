@@ -238,17 +238,17 @@ async def _create_legs(session: "CallSession", extensions: list[str]) -> dict[st
     legs: dict[str, str] = {}
 
     async def create(ext: str) -> None:
-        if not await _reachable(session, ext):
-            return  # dial() originates it, which records it unreachable
-        leg_id = session.new_id("leg")
-        session.spare[leg_id] = False
-        session.ctl.own(leg_id, session)  # before the channel exists: no event can be missed
-        params = {"endpoint": f"PJSIP/{ext}", "app": session.app, "appArgs": f"leg,{session.id}",
-                  "channelId": leg_id, "originator": session.id}
         try:
+            if not await _reachable(session, ext):
+                return  # dial() originates it, which records it unreachable
+            leg_id = session.new_id("leg")
+            session.spare[leg_id] = False
+            session.ctl.own(leg_id, session)  # before the channel exists: no event can be missed
+            params = {"endpoint": f"PJSIP/{ext}", "app": session.app, "appArgs": f"leg,{session.id}",
+                      "channelId": leg_id, "originator": session.id}
             await session.ari.request("POST", "/channels/create", params=params)
         except Exception as e:
-            # Left to dial(): its originate records why the phone cannot ring. The id stays in
+            # Left to dial(): its originate records why the phone cannot ring. A leg id stays in
             # ``spare``: after a timeout or a dropped websocket Asterisk may have created the
             # channel all the same, and a created channel never rung would stay in the app for
             # good; the call's cleanup hangs it up (a 404 if it does not exist).
@@ -256,13 +256,7 @@ async def _create_legs(session: "CallSession", extensions: list[str]) -> dict[st
             return
         legs[ext] = leg_id
 
-    async def safely(ext: str) -> None:
-        try:
-            await create(ext)
-        except Exception as e:  # e.g. the endpoint look-up failed: dial() originates this one
-            log.info("call=%s leg for %s not prepared: %s", session.id, ext, e)
-
-    await asyncio.gather(*(safely(ext) for ext in extensions))
+    await asyncio.gather(*(create(ext) for ext in extensions))
     return legs
 
 
