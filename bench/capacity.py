@@ -211,6 +211,15 @@ def parse_trace(path: Path) -> list[Msg]:
     return out
 
 
+# Where the project's post-dial delay goes, step by step (SIPp's traces and the call log's
+# timeline, both stamped by this machine's clock): the end of the menu digit → the controller has
+# its DTMF event ("digit") → it has asked for the announcement ("reaction") → it has the
+# announcement's PlaybackFinished and starts ringing, less the announcement's length
+# ("announcement") → Asterisk has answered its /dial ("dial") → the INVITE reaches the desk phone
+# ("invite"). The controller's own work is "reaction"; the rest is Asterisk and the way there.
+POST_DIAL_STEPS = ("digit", "reaction", "announcement", "dial", "invite")
+
+
 def _status(m: Msg) -> int | None:
     if m.first.startswith("SIP/2.0 "):
         try:
@@ -279,6 +288,7 @@ class LevelResult:
     answer_latency_ms: dict = field(default_factory=dict)
     post_dial_delay_ms: dict = field(default_factory=dict)
     pdd_over_announcement_ms: dict = field(default_factory=dict)
+    post_dial_steps_ms: dict = field(default_factory=dict)  # project only: see POST_DIAL_STEPS
     asterisk_cpu_s_per_call: float = 0.0
     controller_cpu_s_per_call: float = 0.0
     sipp_cpu_s_per_call: float = 0.0
@@ -566,6 +576,8 @@ class Bench:
                     cur["answered"] = True
         surveyed = self.surveys(res.variant, prefix)
 
+        timeline = self.timelines(prefix) if res.variant == "project" else {}
+        steps: dict[str, list[float]] = {k: [] for k in POST_DIAL_STEPS}
         answer_lat, pdd = [], []
         reasons: dict[str, int] = {}
         spans = []
@@ -582,7 +594,15 @@ class Bench:
             answer_lat.append(c["ok"] - c["invite"])
             d = desk.get(c["user"])
             if d and "ack" in c:
-                pdd.append(d["invite"] - (c["ack"] + self.timing.digit_end_ms / 1000))
+                digit_end = c["ack"] + self.timing.digit_end_ms / 1000
+                pdd.append(d["invite"] - digit_end)
+                tl = timeline.get(c["user"], {})
+                if len(tl) == 4:  # the steps add up to the post-dial delay less the announcement
+                    steps["digit"].append(tl["dtmf"] - digit_end)
+                    steps["reaction"].append(tl["announcement"] - tl["dtmf"])
+                    steps["announcement"].append(tl["route"] - tl["announcement"] - self.timing.announce_ms / 1000)
+                    steps["dial"].append(tl["dial"] - tl["route"])
+                    steps["invite"].append(d["invite"] - tl["dial"])
             ok = True
             if not d or not d["answered"]:
                 reasons["desk phone never answered"] = reasons.get("desk phone never answered", 0) + 1
@@ -603,11 +623,34 @@ class Bench:
         res.answer_latency_ms = percentiles(answer_lat)
         res.post_dial_delay_ms = percentiles(pdd)
         res.pdd_over_announcement_ms = percentiles([x - self.timing.announce_ms / 1000 for x in pdd])
+        if timeline:
+            res.post_dial_steps_ms = {k: percentiles(v) for k, v in steps.items()}
         events = sorted([(a, 1) for a, _ in spans] + [(b, -1) for _, b in spans])
         cur = 0
         for _, k in events:
             cur += k
             res.peak_concurrent = max(res.peak_concurrent, cur)
+
+    def timelines(self, prefix: str) -> dict[str, dict[str, float]]:
+        """Per caller, from the project's call log (read after :meth:`surveys` waited for it):
+        when the controller had the first digit, asked for the branch announcement, started
+        ringing (``route``: the announcement had finished) and had its first /dial answered."""
+        with contextlib.closing(sqlite3.connect(self.home / "tongdai.db", timeout=10)) as con:
+            rows = con.execute(
+                "SELECT c.caller, e.kind, e.at, e.detail FROM call_events e JOIN calls c ON c.id = e.call_id "
+                "WHERE c.caller LIKE ? AND e.kind IN ('dtmf', 'playback', 'route', 'dial') ORDER BY e.call_id, e.seq",
+                (prefix + "%",)).fetchall()
+        out: dict[str, dict[str, float]] = {}
+        for caller, kind, at, detail in rows:
+            if kind == "playback":
+                sounds = json.loads(detail or "{}").get("sounds") or [""]
+                if not str(sounds[0]).startswith(f"branch_{BRANCH}"):
+                    continue
+                kind = "announcement"
+            # Stored naive, in UTC (models.UTCDateTime).
+            t = dt.datetime.fromisoformat(at).replace(tzinfo=dt.timezone.utc).timestamp()
+            out.setdefault(caller, {}).setdefault(kind, t)
+        return out
 
     def surveys(self, variant: str, prefix: str) -> set[str]:
         """Callers whose survey score reached the system."""
@@ -681,7 +724,10 @@ def describe(r: LevelResult) -> str:
             f"post-dial p50/p95/p99 {p.get('p50')}/{p.get('p95')}/{p.get('p99')} ms; "
             f"CPU/call Asterisk {r.asterisk_cpu_s_per_call * 1000:.1f} ms, controller "
             f"{r.controller_cpu_s_per_call * 1000:.1f} ms; controller RSS {r.controller_peak_rss_mb:g} MB; "
-            f"machine {r.machine_busy_pct:g}% busy" + (f"; failures {r.failures}" if r.failures else ""))
+            f"machine {r.machine_busy_pct:g}% busy" + (f"; failures {r.failures}" if r.failures else "")
+            + ("\n      post-dial steps p50/p95 ms: " + "; ".join(
+                f"{k} {v.get('p50')}/{v.get('p95')}" for k, v in r.post_dial_steps_ms.items())
+               if r.post_dial_steps_ms else ""))
 
 
 def _ratio(a, b) -> str:

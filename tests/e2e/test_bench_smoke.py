@@ -47,6 +47,15 @@ def test_quick_bench_measures_both_variants(tmp_path):
         # has played, so the post-dial delay is at least that long, and not absurdly more.
         assert result["setup"]["announcement_ms"] * 0.9 <= r["post_dial_delay_ms"]["p50"] < 30000
         assert r["asterisk_cpu_s_per_call"] > 0
+    # Where the project's post-dial delay goes: every step measured for the calls that rang,
+    # none negative beyond clock jitter, and together the delay less the announcement.
+    steps = rows["project"]["post_dial_steps_ms"]
+    assert list(steps) == ["digit", "reaction", "announcement", "dial", "invite"], steps
+    for name, st in steps.items():
+        assert st["n"] == rows["project"]["post_dial_delay_ms"]["n"] and st["p50"] > -20, (name, st)
+    over = rows["project"]["pdd_over_announcement_ms"]["p50"]
+    assert abs(sum(st["p50"] for st in steps.values()) - over) < 25 + 0.25 * abs(over), (steps, over)
+    assert "post_dial_steps_ms" not in rows["baseline"] or not rows["baseline"]["post_dial_steps_ms"]
     assert rows["project"]["controller_cpu_s_per_call"] > 0
     assert rows["project"]["controller_peak_rss_mb"] > 10
     assert "targets (goals, not assertions)" in p.stdout
