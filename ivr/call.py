@@ -93,7 +93,7 @@ class CallSession:
         self.playback_id: str | None = None
         self.recording_name: str | None = None
         self.task: asyncio.Task | None = None
-        self.in_flight: set[asyncio.Task] = set()  # request_soon requests, route.prepare's creates
+        self.in_flight: set[asyncio.Task] = set()  # in_background: request_soon, route.prepare's creates
         self.vanished = False  # set by Controller.reconcile: the channel died while we were away
         self.throttled = False  # set by the controller: this number calls too often
         self._seq = 0
@@ -164,9 +164,14 @@ class CallSession:
         interrupted): the next step's request leaves at once instead of one round trip later,
         and Asterisk may serve the two on different websockets. A failure is logged; cleanup
         waits for whatever is still in flight."""
-        task = asyncio.create_task(self._request_logged(method, path, kw))
+        self.in_background(self._request_logged(method, path, kw))
+
+    def in_background(self, coro, name: str | None = None) -> asyncio.Task:
+        """Run ``coro`` beside the call's steps; the cleanup waits for it before hanging up."""
+        task = asyncio.create_task(coro, name=name)
         self.in_flight.add(task)
         task.add_done_callback(self.in_flight.discard)
+        return task
 
     async def _request_logged(self, method: str, path: str, kw: dict) -> None:
         try:

@@ -106,10 +106,8 @@ def prepare(session: "CallSession", branch: "Branch") -> Plan:
     never rung (the caller left meanwhile) are hung up by the call's cleanup.
     """
     groups = session.ctl.route_state.order(branch)
-    task = asyncio.create_task(_create_legs(session, groups[0]), name=f"prepare-{session.id}")
-    session.in_flight.add(task)  # cleanup waits for it, then hangs up what it created
-    task.add_done_callback(session.in_flight.discard)
-    return Plan(groups, task)
+    # In the background: the cleanup waits for it, then hangs up what it created.
+    return Plan(groups, session.in_background(_create_legs(session, groups[0]), name=f"prepare-{session.id}"))
 
 
 async def dial(session: "CallSession", branch: "Branch", plan: Plan | None = None) -> DialOutcome:
@@ -138,7 +136,7 @@ async def _ring(session: "CallSession", extensions: list[str], ring_timeout: int
     ``created``: legs of these extensions already created by :func:`prepare` (dialled here);
     the others are originated."""
     loop = asyncio.get_running_loop()
-    if ringback and any(not session.spare.get(leg, True) for leg in created.values()):
+    if ringback and _outside(session, created.values()):
         # Rare: a created leg has not entered the app yet (a slow Asterisk). The caller hears
         # ringback while we wait, not silence.
         await session.ari.request("POST", f"/channels/{session.id}/ring")
@@ -260,11 +258,16 @@ async def _create_legs(session: "CallSession", extensions: list[str]) -> dict[st
     return legs
 
 
+def _outside(session: "CallSession", legs) -> bool:
+    """Whether any of these created legs has not entered the app yet."""
+    return any(not session.spare.get(leg, True) for leg in legs)
+
+
 async def _entered(session: "CallSession", legs: set[str], deadline: float) -> None:
     """Wait until the created ``legs`` have entered the app (a channel outside it cannot be
     dialled); they nearly always have, during the announcement."""
     loop = asyncio.get_running_loop()
-    while any(not session.spare.get(leg, True) for leg in legs):
+    while _outside(session, legs):
         ev = await session.next_event(max(0.0, deadline - loop.time()))
         if ev is None:
             return  # the /dial that follows fails and says why

@@ -86,16 +86,15 @@ def dial_session(ari):
     async def hangup_channel(cid):
         await ari.request("DELETE", f"/channels/{cid}")
 
-    def request_soon(method, path, **kw):
-        task = asyncio.ensure_future(ari.request(method, path, **kw))
-        s.in_flight.add(task)
-        task.add_done_callback(s.in_flight.discard)
-
-    # The real CallSession's event triage (strict: an illegal event raises) and cleanup.
+    # The real CallSession's background requests, event triage (strict: an illegal event
+    # raises) and cleanup.
     from ivr.call import CallSession, State
 
     s.state, s.playback_id, s.recording_name, s.bridges = State.DIALING, None, None, set()
-    s.new_id, s.next_event, s.hangup_channel, s.request_soon = new_id, next_event, hangup_channel, request_soon
+    s.new_id, s.next_event, s.hangup_channel = new_id, next_event, hangup_channel
+    s.in_background = lambda coro, name=None: CallSession.in_background(s, coro, name)
+    s._request_logged = lambda method, path, kw: CallSession._request_logged(s, method, path, kw)
+    s.request_soon = lambda method, path, **kw: CallSession.request_soon(s, method, path, **kw)
     s.unexpected = lambda ev: CallSession.unexpected(s, ev)
     s.cleanup = lambda: CallSession.cleanup(s)
     return s
