@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from typing import TYPE_CHECKING
 
 from .calllog import utcnow
@@ -9,15 +10,26 @@ from .common import CallerHangup
 
 if TYPE_CHECKING:
     from .call import CallSession
+    from .route import Plan
 
 
-async def run(session: "CallSession", leg_id: str, extension: str) -> str:
-    """Bridge caller and leg; return who hung up: ``caller`` or ``agent``."""
-    bridge_id = session.new_id("br")
-    session.bridges.add(bridge_id)
+async def run(session: "CallSession", leg_id: str, extension: str, plan: "Plan | None" = None) -> str:
+    """Bridge caller and leg; return who hung up: ``caller`` or ``agent``.
+
+    ``plan``: route.prepare's, whose bridge the call uses when it was made; a leg that already
+    joined it (a prepared phone) stays there and only the caller is added."""
+    # shield: a call cancelled here must not cancel the background tasks the cleanup waits for.
+    if plan is not None and await asyncio.shield(plan.made):
+        bridge_id = plan.bridge
+        joined = plan.joined.get(leg_id)
+        in_bridge = joined is not None and await asyncio.shield(joined)
+    else:
+        bridge_id, in_bridge = session.new_id("br"), False
+        session.bridges.add(bridge_id)
+        await session.ari.request("POST", f"/bridges/{bridge_id}", params={"type": "mixing", "name": f"call-{session.id}"})
     # Ringback was already stopped when route.dial returned (its finally), so no DELETE /ring here.
-    await session.ari.request("POST", f"/bridges/{bridge_id}", params={"type": "mixing", "name": f"call-{session.id}"})
-    await session.ari.request("POST", f"/bridges/{bridge_id}/addChannel", params={"channel": f"{session.id},{leg_id}"})
+    channels = session.id if in_bridge else f"{session.id},{leg_id}"
+    await session.ari.request("POST", f"/bridges/{bridge_id}/addChannel", params={"channel": channels})
     rec = session.rec
     rec.answered_at = utcnow()
     rec.answered_by = extension

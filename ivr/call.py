@@ -89,6 +89,7 @@ class CallSession:
         self.legs: dict[str, LegRecord] = {}
         self.live_legs: set[str] = set()
         self.spare: dict[str, bool] = {}  # legs created by route.prepare, not rung yet -> entered the app
+        self._entering: dict[str, asyncio.Future] | None = {}  # leg_entered() waiters; None once cleaning up
         self.bridges: set[str] = set()
         self.playback_id: str | None = None
         self.recording_name: str | None = None
@@ -150,6 +151,9 @@ class CallSession:
             # the call is in; nothing else of it matters until it is dialled.
             if t == "StasisStart":
                 self.spare[ch] = True
+                waiter = self._entering.pop(ch, None) if self._entering is not None else None
+                if waiter is not None and not waiter.done():
+                    waiter.set_result(True)
             return
         if t == "ChannelDtmfReceived":
             log.info("call=%s digit %r ignored in %s", self.id, ev.get("digit"), self.state.value)
@@ -158,6 +162,20 @@ class CallSession:
         if self.ctl.strict:
             raise IllegalEvent(msg)
         log.warning(msg)
+
+    async def leg_entered(self, leg_id: str, timeout: float) -> bool:
+        """Whether a leg created by route.prepare has entered the app (its StasisStart, which
+        the step in progress hands to :meth:`unexpected`), waiting up to ``timeout``; False at
+        once when the call ends meanwhile."""
+        if self.spare.get(leg_id):
+            return True
+        if self._entering is None:  # the cleanup has begun
+            return False
+        waiter = self._entering.setdefault(leg_id, asyncio.get_running_loop().create_future())
+        try:
+            return await asyncio.wait_for(asyncio.shield(waiter), timeout)
+        except asyncio.TimeoutError:
+            return False
 
     def request_soon(self, method: str, path: str, **kw: Any) -> None:
         """Send a request whose answer no step waits for (stopping a prompt the caller
@@ -266,7 +284,7 @@ class CallSession:
             outcome = await route.dial(self, branch, plan)
             if outcome.answered:
                 self.transition(State.BRIDGED, f"answered by {outcome.extension}")
-                who = await bridge.run(self, outcome.leg_id, outcome.extension)
+                who = await bridge.run(self, outcome.leg_id, outcome.extension, plan)
                 if who == "caller":
                     return await self.end("caller")
                 if r.survey.enabled:
@@ -348,6 +366,10 @@ class CallSession:
 
     async def cleanup(self) -> None:
         """Hang up every leg, destroy every bridge, hang up the caller. Never raises."""
+        entering, self._entering = self._entering or {}, None
+        for waiter in entering.values():  # nothing waits for a leg any more
+            if not waiter.done():
+                waiter.set_result(False)
         if self.in_flight:
             await asyncio.gather(*self.in_flight, return_exceptions=True)
         for leg in list(self.live_legs) + list(self.spare):

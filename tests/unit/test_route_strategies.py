@@ -96,6 +96,8 @@ def dial_session(ari):
     s._request_logged = lambda method, path, kw: CallSession._request_logged(s, method, path, kw)
     s.request_soon = lambda method, path, **kw: CallSession.request_soon(s, method, path, **kw)
     s.unexpected = lambda ev: CallSession.unexpected(s, ev)
+    s._entering = {}
+    s.leg_entered = lambda leg, timeout: CallSession.leg_entered(s, leg, timeout)
     s.cleanup = lambda: CallSession.cleanup(s)
     return s
 
@@ -362,3 +364,73 @@ async def test_ringback_starts_before_waiting_for_a_created_leg_that_is_late():
     s.queue.put_nowait({"type": "Dial", "peer": {"id": leg}, "dialstatus": "ANSWER"})
     outcome = await asyncio.wait_for(task, 2)
     assert outcome.answered and outcome.leg_id == leg
+
+
+async def test_a_prepared_leg_rings_from_the_calls_bridge_and_only_the_caller_joins_on_answer():
+    """A created leg joins the call's bridge once it is in the app, during the announcement:
+    Asterisk then dials it from there instead of from its shared dial bridge. When it answers,
+    only the caller is added. A leg that never entered is added with the caller, as before."""
+    import asyncio
+
+    from ivr import bridge
+    from ivr.route import dial, prepare
+
+    class Ari(GatedAri):
+        def __init__(self):
+            super().__init__()
+            self.adds: list[str] = []
+
+        async def request(self, method, path, **kw):
+            if path.endswith("/addChannel"):
+                self.adds.append((kw.get("params") or {})["channel"])
+            return await super().request(method, path, **kw)
+
+    for enters in (True, False):
+        ari = Ari()
+        ari.gate.set()
+        s = dial_session(ari)
+        b = branch("hunt", ("2101",))
+        plan = prepare(s, b)
+        (leg,) = (await asyncio.wait_for(plan.created, 2)).values()
+        assert ("POST", f"/bridges/{plan.bridge}") in ari.sent and plan.bridge in s.bridges
+        assert ari.adds == []  # not before the leg is in the app (Asterisk would refuse it)
+        if enters:
+            s.unexpected({"type": "StasisStart", "channel": {"id": leg}, "args": ["leg", "c1"]})
+            assert await asyncio.wait_for(plan.joined[leg], 2) is True
+            assert ari.adds == [leg]
+        else:
+            s.spare[leg] = True  # dial() must not wait for it here; the join has given up
+            s._entering.pop(leg).set_result(False)
+            assert await asyncio.wait_for(plan.joined[leg], 2) is False
+        task = asyncio.create_task(dial(s, b, plan))
+        for _ in range(1000):
+            if ("POST", f"/channels/{leg}/dial") in ari.sent:
+                break
+            await asyncio.sleep(0.001)
+        s.queue.put_nowait({"type": "Dial", "peer": {"id": leg}, "dialstatus": "ANSWER"})
+        outcome = await asyncio.wait_for(task, 2)
+        assert outcome.answered and outcome.leg_id == leg
+        talk = asyncio.create_task(bridge.run(s, leg, "2101", plan))
+        s.queue.put_nowait({"type": "ChannelDestroyed", "channel": {"id": leg}})
+        assert await asyncio.wait_for(talk, 2) == "agent"
+        assert ari.adds == ([leg, "c1"] if enters else [f"c1,{leg}"])
+        assert sum(1 for m, p in ari.sent if m == "POST" and p.startswith("/bridges/") and p.count("/") == 2) == 1
+
+
+async def test_the_cleanup_does_not_wait_for_a_leg_that_never_enters():
+    """The caller leaves during the announcement before the created leg is in the app: the
+    cleanup ends the join's wait at once instead of after its timeout."""
+    import asyncio
+
+    from ivr.route import prepare
+
+    ari = GatedAri()
+    ari.gate.set()
+    s = dial_session(ari)
+    plan = prepare(s, branch("hunt", ("2101",)))
+    (leg,) = (await asyncio.wait_for(plan.created, 2)).values()
+    await asyncio.sleep(0.01)  # the join is waiting for the leg's StasisStart
+    s.caller_gone = True
+    await asyncio.wait_for(s.cleanup(), 1)  # well under the join's 5 s
+    assert plan.joined[leg].result() is False
+    assert ("DELETE", f"/channels/{leg}") in ari.sent and ("DELETE", f"/bridges/{plan.bridge}") in ari.sent
