@@ -10,9 +10,9 @@ Each leg has a client-chosen id and is registered with the call before the reque
 of it can be missed. The caller hears ringback meanwhile.
 
 The phones rung first are *prepared* (:func:`prepare`) while the caller hears the branch
-announcement: their channels are created (``/channels/create``, no INVITE yet), enter the app
-at once and join the call's bridge (see :func:`_join`), and ringing them after the announcement
-is one light ``/dial``. Creating a channel was
+announcement: their channels are created (``/channels/create``, no INVITE yet) and enter the app
+at once (a phone rung alone also joins the call's bridge, see :func:`_join`), and ringing them
+after the announcement is one light ``/dial``. Creating a channel was
 the heaviest request of a call under load (the bench at 300 calls: p50 10 ms, p95 60-330 ms, the
 largest part of the post-dial delay the controller added); now it happens while the caller
 listens anyway. Later phones (hunt order) are originated when their turn comes
@@ -255,10 +255,11 @@ async def _join(session: "CallSession", leg_id: str, plan: Plan) -> bool:
     Why: Asterisk dials an ARI channel that is in no bridge from its one *dial bridge*, shared
     by every ringing ARI channel: each /dial first joins it (a thread and that bridge's lock),
     and the answered leg leaves it again for the call's bridge. Under load that join delayed the
-    INVITE (bench, 300 calls: the ``invite`` step's p95 was 170-850 ms). A leg already in the
-    call's bridge is dialled at once, and when it answers only the caller still has to join.
-    Done while the caller hears the announcement; if it is not done by the time the leg rings,
-    Asterisk runs the two commands in the order they reach the channel, both ways correct.
+    INVITE (bench, 300 calls: the ``invite`` step's p95 was 150-890 ms; 33-66 ms with the leg
+    joined ahead). A leg already in the call's bridge is dialled at once, and when it answers
+    only the caller still has to join. Done while the caller hears the announcement; if it is
+    not done by the time the leg rings, Asterisk runs the two commands in the order they reach
+    the channel, and both orders work (a leg in the dial bridge is moved, as it always was).
     """
     try:
         if not await plan.made or not await session.leg_entered(leg_id, 5.0):
@@ -271,8 +272,8 @@ async def _join(session: "CallSession", leg_id: str, plan: Plan) -> bool:
 
 
 async def _create_legs(session: "CallSession", extensions: list[str], plan: Plan) -> dict[str, str]:
-    """Create (not ring) a channel per reachable extension, and have each join the call's bridge;
-    ``{extension: leg id}`` once they are created (joining goes on in the background)."""
+    """Create (not ring) a channel per reachable extension (a lone one also joins the call's
+    bridge, in the background); ``{extension: leg id}`` once they are created."""
     legs: dict[str, str] = {}
 
     async def create(ext: str) -> None:
@@ -293,7 +294,11 @@ async def _create_legs(session: "CallSession", extensions: list[str], plan: Plan
             log.info("call=%s leg for %s not created: %s", session.id, ext, e)
             return
         legs[ext] = leg_id
-        plan.joined[leg_id] = session.in_background(_join(session, leg_id, plan), name=f"join-{leg_id}")
+        if len(extensions) == 1:
+            # Only a phone rung alone: phones rung together would share the bridge before one of
+            # them answers (a mixing thread while they ring, two desks joined if two answer at
+            # once); they ring from the dial bridge.
+            plan.joined[leg_id] = session.in_background(_join(session, leg_id, plan), name=f"join-{leg_id}")
 
     await asyncio.gather(*(create(ext) for ext in extensions))
     return legs

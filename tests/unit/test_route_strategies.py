@@ -434,3 +434,22 @@ async def test_the_cleanup_does_not_wait_for_a_leg_that_never_enters():
     await asyncio.wait_for(s.cleanup(), 1)  # well under the join's 5 s
     assert plan.joined[leg].result() is False
     assert ("DELETE", f"/channels/{leg}") in ari.sent and ("DELETE", f"/bridges/{plan.bridge}") in ari.sent
+
+
+async def test_phones_rung_together_do_not_wait_in_the_calls_bridge():
+    """Ringall: the legs ring from Asterisk's dial bridge, not the call's (two desks answering at
+    once must not hear each other), and the one that answers joins with the caller."""
+    import asyncio
+
+    from ivr.route import prepare
+
+    ari = GatedAri()
+    ari.gate.set()
+    s = dial_session(ari)
+    plan = prepare(s, branch("ringall", ("2101", "2102")))
+    legs = (await asyncio.wait_for(plan.created, 2)).values()
+    assert len(legs) == 2 and plan.joined == {}
+    for leg in legs:
+        s.unexpected({"type": "StasisStart", "channel": {"id": leg}, "args": ["leg", "c1"]})
+    await asyncio.sleep(0.01)
+    assert not any(p.endswith("/addChannel") for _, p in ari.sent)
