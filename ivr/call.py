@@ -175,6 +175,8 @@ class CallSession:
         try:
             return await asyncio.wait_for(asyncio.shield(waiter), timeout)
         except asyncio.TimeoutError:
+            if self._entering is not None and self._entering.get(leg_id) is waiter:
+                del self._entering[leg_id]
             return False
 
     def request_soon(self, method: str, path: str, **kw: Any) -> None:
@@ -293,6 +295,8 @@ class CallSession:
                 else:
                     await self.say(["thanks"])
                 return await self.end("system")
+            if plan is not None:
+                route.release(self, plan)
             self.rec.disposition = outcome.disposition
             self.rec.event("no_answer", branch=branch.digit, results=outcome.results)
             action = branch.no_answer
@@ -370,7 +374,7 @@ class CallSession:
         for waiter in entering.values():  # nothing waits for a leg any more
             if not waiter.done():
                 waiter.set_result(False)
-        if self.in_flight:
+        while self.in_flight:  # what it waits for may start more (a created leg's join)
             await asyncio.gather(*self.in_flight, return_exceptions=True)
         for leg in list(self.live_legs) + list(self.spare):
             await self.hangup_channel(leg)

@@ -104,6 +104,21 @@ class DialOutcome:
         return "busy" if vals and vals <= {"busy"} else "no_answer"
 
 
+def release(session: "CallSession", plan: Plan) -> None:
+    """The plan's branch did not answer: destroy its bridge now (once it exists) rather than
+    at the end of the call; a failover to another branch prepares its own."""
+
+    async def destroy() -> None:
+        try:
+            if await plan.made:
+                await session.ari.request("DELETE", f"/bridges/{plan.bridge}", ok_missing=True)
+        except AriError as e:
+            log.warning("call=%s bridge %s not destroyed: %s", session.id, plan.bridge, e)
+
+    session.bridges.discard(plan.bridge)
+    session.in_background(destroy())
+
+
 def prepare(session: "CallSession", branch: "Branch") -> Plan:
     """Fix the ring order and start creating the channels of the phones rung first (no INVITE).
 
@@ -262,7 +277,9 @@ async def _join(session: "CallSession", leg_id: str, plan: Plan) -> bool:
     the channel, and both orders work (a leg in the dial bridge is moved, as it always was).
     """
     try:
-        if not await plan.made or not await session.leg_entered(leg_id, 5.0):
+        if not await plan.made or leg_id in session.legs:
+            return False  # no bridge, or the bridge came too late: the leg rings already
+        if not await session.leg_entered(leg_id, 5.0):
             return False
         await session.ari.request("POST", f"/bridges/{plan.bridge}/addChannel", params={"channel": leg_id})
         return True

@@ -453,3 +453,53 @@ async def test_phones_rung_together_do_not_wait_in_the_calls_bridge():
         s.unexpected({"type": "StasisStart", "channel": {"id": leg}, "args": ["leg", "c1"]})
     await asyncio.sleep(0.01)
     assert not any(p.endswith("/addChannel") for _, p in ari.sent)
+
+
+async def test_a_bridge_made_after_the_leg_rings_is_not_waited_for():
+    """The call's bridge is made only after the announcement, when the leg rings already: the
+    join gives up at once (no wait for a StasisStart that came long ago), and on answer the leg
+    and the caller are added together. A branch that did not answer gets its bridge destroyed."""
+    import asyncio
+
+    from ivr import bridge
+    from ivr.route import dial, prepare, release
+
+    class SlowBridgeAri(GatedAri):
+        def __init__(self):
+            super().__init__()
+            self.bridge_gate = asyncio.Event()
+            self.adds: list[str] = []
+
+        async def request(self, method, path, **kw):
+            if method == "POST" and path.startswith("/bridges/") and path.count("/") == 2:
+                self.sent.append((method, path))
+                await self.bridge_gate.wait()
+                return None
+            if path.endswith("/addChannel"):
+                self.adds.append((kw.get("params") or {})["channel"])
+            return await super().request(method, path, **kw)
+
+    ari = SlowBridgeAri()
+    ari.gate.set()
+    s = dial_session(ari)
+    b = branch("hunt", ("2101",))
+    plan = prepare(s, b)
+    (leg,) = (await asyncio.wait_for(plan.created, 2)).values()
+    s.unexpected({"type": "StasisStart", "channel": {"id": leg}, "args": ["leg", "c1"]})
+    task = asyncio.create_task(dial(s, b, plan))
+    for _ in range(1000):
+        if ("POST", f"/channels/{leg}/dial") in ari.sent:
+            break
+        await asyncio.sleep(0.001)
+    ari.bridge_gate.set()  # the bridge exists only now
+    assert await asyncio.wait_for(plan.joined[leg], 0.5) is False
+    s.queue.put_nowait({"type": "Dial", "peer": {"id": leg}, "dialstatus": "ANSWER"})
+    outcome = await asyncio.wait_for(task, 2)
+    talk = asyncio.create_task(bridge.run(s, leg, "2101", plan))
+    s.queue.put_nowait({"type": "ChannelDestroyed", "channel": {"id": leg}})
+    assert await asyncio.wait_for(talk, 2) == "agent" and outcome.answered
+    assert ari.adds == [f"c1,{leg}"]
+    release(s, plan)
+    assert plan.bridge not in s.bridges
+    await asyncio.wait_for(s.cleanup(), 2)
+    assert ("DELETE", f"/bridges/{plan.bridge}") in ari.sent
