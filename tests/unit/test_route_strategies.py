@@ -102,6 +102,35 @@ def dial_session(ari):
     return s
 
 
+async def until_sent(ari, request: tuple[str, str]) -> None:
+    """Wait (up to about a second) until ``ari`` has been sent ``request``."""
+    import asyncio
+
+    for _ in range(1000):
+        if request in ari.sent:
+            return
+        await asyncio.sleep(0.001)
+
+
+async def prepared(ari, strategy: str = "hunt", targets=("2101",)):
+    """A call past route.prepare (the gate open): its session, branch, plan and created legs."""
+    import asyncio
+
+    from ivr.route import prepare
+
+    ari.gate.set()
+    s = dial_session(ari)
+    b = branch(strategy, targets)
+    plan = prepare(s, b)
+    legs = list((await asyncio.wait_for(plan.created, 2)).values())
+    return s, b, plan, legs
+
+
+def entered(s, leg: str) -> None:
+    """The leg's StasisStart, handed to the call by the step in progress (the announcement)."""
+    s.unexpected({"type": "StasisStart", "channel": {"id": leg}, "args": ["leg", "c1"]})
+
+
 async def test_ringing_goes_out_with_the_originates_and_the_answer_is_the_legs_stasis_start():
     """Ringback and every phone's originate leave together (one round trip after the
     announcement); a Dial ANSWER is not yet an answer: the leg can join a bridge only once
@@ -373,29 +402,15 @@ async def test_a_prepared_leg_rings_from_the_calls_bridge_and_only_the_caller_jo
     import asyncio
 
     from ivr import bridge
-    from ivr.route import dial, prepare
-
-    class Ari(GatedAri):
-        def __init__(self):
-            super().__init__()
-            self.adds: list[str] = []
-
-        async def request(self, method, path, **kw):
-            if path.endswith("/addChannel"):
-                self.adds.append((kw.get("params") or {})["channel"])
-            return await super().request(method, path, **kw)
+    from ivr.route import dial
 
     for enters in (True, False):
-        ari = Ari()
-        ari.gate.set()
-        s = dial_session(ari)
-        b = branch("hunt", ("2101",))
-        plan = prepare(s, b)
-        (leg,) = (await asyncio.wait_for(plan.created, 2)).values()
+        ari = AddsAri()
+        s, b, plan, (leg,) = await prepared(ari)
         assert ("POST", f"/bridges/{plan.bridge}") in ari.sent and plan.bridge in s.bridges
         assert ari.adds == []  # not before the leg is in the app (Asterisk would refuse it)
         if enters:
-            s.unexpected({"type": "StasisStart", "channel": {"id": leg}, "args": ["leg", "c1"]})
+            entered(s, leg)
             assert await asyncio.wait_for(plan.joined[leg], 2) is True
             assert ari.adds == [leg]
         else:
@@ -403,10 +418,7 @@ async def test_a_prepared_leg_rings_from_the_calls_bridge_and_only_the_caller_jo
             s._entering.pop(leg).set_result(False)
             assert await asyncio.wait_for(plan.joined[leg], 2) is False
         task = asyncio.create_task(dial(s, b, plan))
-        for _ in range(1000):
-            if ("POST", f"/channels/{leg}/dial") in ari.sent:
-                break
-            await asyncio.sleep(0.001)
+        await until_sent(ari, ("POST", f"/channels/{leg}/dial"))
         s.queue.put_nowait({"type": "Dial", "peer": {"id": leg}, "dialstatus": "ANSWER"})
         outcome = await asyncio.wait_for(task, 2)
         assert outcome.answered and outcome.leg_id == leg
@@ -417,18 +429,32 @@ async def test_a_prepared_leg_rings_from_the_calls_bridge_and_only_the_caller_jo
         assert sum(1 for m, p in ari.sent if m == "POST" and p.startswith("/bridges/") and p.count("/") == 2) == 1
 
 
+class AddsAri(GatedAri):
+    """Also records what each addChannel adds, and can hold the bridge's creation back."""
+
+    def __init__(self):
+        import asyncio
+
+        super().__init__()
+        self.adds: list[str] = []
+        self.bridge_gate = asyncio.Event()
+        self.bridge_gate.set()
+
+    async def request(self, method, path, **kw):
+        if method == "POST" and path.startswith("/bridges/") and path.count("/") == 2:
+            await self.bridge_gate.wait()
+        if path.endswith("/addChannel"):
+            self.adds.append((kw.get("params") or {})["channel"])
+        return await super().request(method, path, **kw)
+
+
 async def test_the_cleanup_does_not_wait_for_a_leg_that_never_enters():
     """The caller leaves during the announcement before the created leg is in the app: the
     cleanup ends the join's wait at once instead of after its timeout."""
     import asyncio
 
-    from ivr.route import prepare
-
     ari = GatedAri()
-    ari.gate.set()
-    s = dial_session(ari)
-    plan = prepare(s, branch("hunt", ("2101",)))
-    (leg,) = (await asyncio.wait_for(plan.created, 2)).values()
+    s, _, plan, (leg,) = await prepared(ari)
     await asyncio.sleep(0.01)  # the join is waiting for the leg's StasisStart
     s.caller_gone = True
     await asyncio.wait_for(s.cleanup(), 1)  # well under the join's 5 s
@@ -441,16 +467,11 @@ async def test_phones_rung_together_do_not_wait_in_the_calls_bridge():
     once must not hear each other), and the one that answers joins with the caller."""
     import asyncio
 
-    from ivr.route import prepare
-
     ari = GatedAri()
-    ari.gate.set()
-    s = dial_session(ari)
-    plan = prepare(s, branch("ringall", ("2101", "2102")))
-    legs = (await asyncio.wait_for(plan.created, 2)).values()
+    s, _, plan, legs = await prepared(ari, "ringall", ("2101", "2102"))
     assert len(legs) == 2 and plan.joined == {}
     for leg in legs:
-        s.unexpected({"type": "StasisStart", "channel": {"id": leg}, "args": ["leg", "c1"]})
+        entered(s, leg)
     await asyncio.sleep(0.01)
     assert not any(p.endswith("/addChannel") for _, p in ari.sent)
 
@@ -462,35 +483,14 @@ async def test_a_bridge_made_after_the_leg_rings_is_not_waited_for():
     import asyncio
 
     from ivr import bridge
-    from ivr.route import dial, prepare, release
+    from ivr.route import dial, release
 
-    class SlowBridgeAri(GatedAri):
-        def __init__(self):
-            super().__init__()
-            self.bridge_gate = asyncio.Event()
-            self.adds: list[str] = []
-
-        async def request(self, method, path, **kw):
-            if method == "POST" and path.startswith("/bridges/") and path.count("/") == 2:
-                self.sent.append((method, path))
-                await self.bridge_gate.wait()
-                return None
-            if path.endswith("/addChannel"):
-                self.adds.append((kw.get("params") or {})["channel"])
-            return await super().request(method, path, **kw)
-
-    ari = SlowBridgeAri()
-    ari.gate.set()
-    s = dial_session(ari)
-    b = branch("hunt", ("2101",))
-    plan = prepare(s, b)
-    (leg,) = (await asyncio.wait_for(plan.created, 2)).values()
-    s.unexpected({"type": "StasisStart", "channel": {"id": leg}, "args": ["leg", "c1"]})
+    ari = AddsAri()
+    ari.bridge_gate.clear()
+    s, b, plan, (leg,) = await prepared(ari)
+    entered(s, leg)
     task = asyncio.create_task(dial(s, b, plan))
-    for _ in range(1000):
-        if ("POST", f"/channels/{leg}/dial") in ari.sent:
-            break
-        await asyncio.sleep(0.001)
+    await until_sent(ari, ("POST", f"/channels/{leg}/dial"))
     ari.bridge_gate.set()  # the bridge exists only now
     assert await asyncio.wait_for(plan.joined[leg], 0.5) is False
     s.queue.put_nowait({"type": "Dial", "peer": {"id": leg}, "dialstatus": "ANSWER"})
