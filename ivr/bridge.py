@@ -13,6 +13,12 @@ if TYPE_CHECKING:
     from .route import Plan
 
 
+async def create(session: "CallSession", bridge_id: str) -> None:
+    """Create the call's mixing bridge; the call's cleanup destroys it."""
+    session.bridges.add(bridge_id)
+    await session.ari.request("POST", f"/bridges/{bridge_id}", params={"type": "mixing", "name": f"call-{session.id}"})
+
+
 async def run(session: "CallSession", leg_id: str, extension: str, plan: "Plan | None" = None) -> str:
     """Bridge caller and leg; return who hung up: ``caller`` or ``agent``.
 
@@ -25,8 +31,7 @@ async def run(session: "CallSession", leg_id: str, extension: str, plan: "Plan |
         in_bridge = joined is not None and await asyncio.shield(joined)
     else:
         bridge_id, in_bridge = session.new_id("br"), False
-        session.bridges.add(bridge_id)
-        await session.ari.request("POST", f"/bridges/{bridge_id}", params={"type": "mixing", "name": f"call-{session.id}"})
+        await create(session, bridge_id)
     # Ringback was already stopped when route.dial returned (its finally), so no DELETE /ring here.
     channels = session.id if in_bridge else f"{session.id},{leg_id}"
     await session.ari.request("POST", f"/bridges/{bridge_id}/addChannel", params={"channel": channels})

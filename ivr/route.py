@@ -27,6 +27,7 @@ import time
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
+from . import bridge
 from .ari import AriError
 from .calllog import LegRecord, utcnow
 
@@ -127,7 +128,6 @@ def prepare(session: "CallSession", branch: "Branch") -> Plan:
     """
     groups = session.ctl.route_state.order(branch)
     bridge_id = session.new_id("br")
-    session.bridges.add(bridge_id)  # the cleanup destroys it
     plan = Plan(groups, bridge_id, session.in_background(_make_bridge(session, bridge_id)))
     # In the background: the cleanup waits for it, then hangs up what it created.
     plan.created = session.in_background(_create_legs(session, groups[0], plan), name=f"prepare-{session.id}")
@@ -257,7 +257,7 @@ def _new_leg(session: "CallSession", ext: str, leg_id: str) -> None:
 
 async def _make_bridge(session: "CallSession", bridge_id: str) -> bool:
     try:
-        await session.ari.request("POST", f"/bridges/{bridge_id}", params={"type": "mixing", "name": f"call-{session.id}"})
+        await bridge.create(session, bridge_id)
         return True
     except AriError as e:
         log.info("call=%s bridge not created ahead: %s", session.id, e)
