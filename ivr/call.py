@@ -295,8 +295,6 @@ class CallSession:
                 else:
                     await self.say(["thanks"])
                 return await self.end("system")
-            if plan is not None:
-                route.release(self, plan)
             self.rec.disposition = outcome.disposition
             self.rec.event("no_answer", branch=branch.digit, results=outcome.results)
             action = branch.no_answer

@@ -106,8 +106,8 @@ class DialOutcome:
 
 
 def release(session: "CallSession", plan: Plan) -> None:
-    """The plan's branch did not answer: destroy its bridge now (once it exists) rather than
-    at the end of the call; a failover to another branch prepares its own."""
+    """The plan's branch did not answer (:func:`dial` calls this): destroy its bridge now, once
+    it exists, rather than at the end of the call; a failover to another branch prepares its own."""
 
     async def destroy() -> None:
         try:
@@ -147,6 +147,8 @@ async def dial(session: "CallSession", branch: "Branch", plan: Plan | None = Non
             if await _ring(session, group, branch.ring_timeout, outcome, ringback=i == 0,
                            created=created if i == 0 else {}):
                 return outcome
+        if plan:
+            release(session, plan)
         return outcome
     finally:
         if not session.caller_gone:

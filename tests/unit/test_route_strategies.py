@@ -503,3 +503,21 @@ async def test_a_bridge_made_after_the_leg_rings_is_not_waited_for():
     assert plan.bridge not in s.bridges
     await asyncio.wait_for(s.cleanup(), 2)
     assert ("DELETE", f"/bridges/{plan.bridge}") in ari.sent
+
+
+async def test_a_branch_that_did_not_answer_gives_its_bridge_back():
+    """dial() destroys the prepared bridge of a branch nobody answered, not the call's cleanup."""
+    import asyncio
+
+    from ivr.route import dial
+
+    ari = GatedAri()
+    s, b, plan, (leg,) = await prepared(ari)
+    entered(s, leg)
+    task = asyncio.create_task(dial(s, b, plan))
+    await until_sent(ari, ("POST", f"/channels/{leg}/dial"))
+    s.queue.put_nowait({"type": "Dial", "peer": {"id": leg}, "dialstatus": "BUSY"})
+    outcome = await asyncio.wait_for(task, 2)
+    assert not outcome.answered and plan.bridge not in s.bridges
+    await asyncio.wait_for(asyncio.gather(*s.in_flight), 2)
+    assert ("DELETE", f"/bridges/{plan.bridge}") in ari.sent
