@@ -81,6 +81,10 @@ class CallSession:
         self.ctl = ctl
         self.ari = ctl.ari
         self.id: str = channel["id"]
+        # The channel's name, for the parameters Asterisk resolves with ast_channel_get_by_name()
+        # (/dial's caller, an originator): a name is a hashed lookup, while a uniqueid is found by
+        # locking every channel in turn (Debian's Asterisk has only the ao2_legacy channel storage).
+        self.name: str = channel.get("name") or self.id
         self.app = app  # the ARI application (lane) the call entered; its desk legs join the same
         self.routing: "Routing" = ctl.routing  # a snapshot: a reload affects new calls only
         self.queue: asyncio.Queue[dict] = asyncio.Queue()

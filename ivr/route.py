@@ -303,7 +303,7 @@ async def _create_legs(session: "CallSession", extensions: list[str], plan: Plan
             session.spare[leg_id] = False
             session.ctl.own(leg_id, session)  # before the channel exists: no event can be missed
             params = {"endpoint": f"PJSIP/{ext}", "app": session.app, "appArgs": f"leg,{session.id}",
-                      "channelId": leg_id, "originator": session.id}
+                      "channelId": leg_id, "originator": session.name}
             await session.ari.request("POST", "/channels/create", params=params)
         except Exception as e:
             # Left to dial(): its originate records why the phone cannot ring. A leg id stays in
@@ -346,7 +346,7 @@ async def _dial_created(session: "CallSession", ext: str, leg_id: str, ring_time
     _new_leg(session, ext, leg_id)
     try:
         await session.ari.request("POST", f"/channels/{leg_id}/dial",
-                                  params={"caller": session.id, "timeout": ring_timeout})
+                                  params={"caller": session.name, "timeout": ring_timeout})
     except AriError as e:
         _finish(session, leg_id, "unreachable", outcome)
         session.rec.event("dial_result", extension=ext, result="unreachable", error=str(e))
@@ -370,7 +370,7 @@ async def _originate(session: "CallSession", ext: str, ring_timeout: int, outcom
         "channelId": leg_id, "timeout": ring_timeout,
         # The originator's caller id becomes the leg's connected line: the desk phone shows
         # who is calling (tested), and the leg shares the call's linkedid.
-        "originator": session.id,
+        "originator": session.name,
     }
     try:
         # One request: Asterisk subscribes our app to the new channel, then dials it (the INVITE

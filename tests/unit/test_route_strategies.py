@@ -72,7 +72,7 @@ def dial_session(ari):
     ctl = SimpleNamespace(route_state=RouteState(), settings=SimpleNamespace(ari_app="tongdai"), presence=None,
                           owners={}, strict=True)
     ctl.own = lambda cid, s: ctl.owners.__setitem__(cid, s)
-    s = SimpleNamespace(id="c1", app="tongdai-3", ari=ari, ctl=ctl, queue=asyncio.Queue(), legs={}, live_legs=set(),
+    s = SimpleNamespace(id="c1", name="PJSIP/caller-00000001", app="tongdai-3", ari=ari, ctl=ctl, queue=asyncio.Queue(), legs={}, live_legs=set(),
                         spare={}, in_flight=set(), caller_gone=False,
                         rec=CallRecord(id="c1", caller="0909", hotline="1022", started_at=utcnow()), seq=0)
 
@@ -210,7 +210,9 @@ async def test_prepared_phones_ring_with_one_dial_and_their_dial_answer_is_the_a
     assert ("POST", "/channels/create") in ari.sent and not any(p.endswith("/dial") for _, p in ari.sent)
     create = ari.params["/channels/create"]
     assert create["endpoint"] == "PJSIP/2101" and create["app"] == "tongdai-3" and create["channelId"] == leg
-    assert create["originator"] == "c1"  # the desk phone shows the caller (tested end to end)
+    # The desk phone shows the caller (tested end to end); by the caller's channel name, which
+    # Asterisk finds by hash (its uniqueid only by a scan of every channel).
+    assert create["originator"] == "PJSIP/caller-00000001"
     # The leg entered the app during the announcement (the announcement's step hands the event
     # to CallSession.unexpected, which marks it).
     s.unexpected({"type": "StasisStart", "channel": {"id": leg}, "args": ["leg", "c1"]})
@@ -221,7 +223,7 @@ async def test_prepared_phones_ring_with_one_dial_and_their_dial_answer_is_the_a
             break
         await asyncio.sleep(0.001)
     assert ("POST", f"/channels/{leg}/dial") in ari.sent and ("POST", "/channels/c1/ring") in ari.sent, ari.sent
-    assert ari.params[f"/channels/{leg}/dial"] == {"caller": "c1", "timeout": 20}
+    assert ari.params[f"/channels/{leg}/dial"] == {"caller": "PJSIP/caller-00000001", "timeout": 20}
     assert ("POST", "/channels") not in ari.sent  # nothing originated for the first phone
     assert leg not in s.spare and leg in s.live_legs
     ari.gate.set()
