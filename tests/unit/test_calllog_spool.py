@@ -223,3 +223,33 @@ async def test_concurrent_drains_never_cut_a_record_appended_meanwhile(tmp_path)
     # Whatever the interleaving, record 2 is either written or still waiting; never dropped.
     assert 2 in written or spool.pending() == 1
     assert {0, 1} <= set(written)
+
+
+async def test_a_streaming_export_does_not_hold_up_the_call_log(db_settings):
+    """An export (or report) reading while calls come in: on SQLite its read used to hold off
+    every write until its last row, so call log writes waited out the lock and were spooled."""
+    from sqlalchemy import select
+
+    from ivr import export
+    from models import Call
+
+    s = db_settings
+    await asyncio.to_thread(db.upgrade, s)
+    engine = db.engine(s)
+    log = CallLog(engine, s.home / "spool" / "calllog.jsonl", write_timeout=2, linger=0)
+    log.start()
+    try:
+        for i in range(300):
+            log.closed(record(i))
+        await log.flush()
+        reading = export.iter_batches(s, select(Call.id).order_by(Call.id), batch=20)
+        assert len(next(reading)) == 20  # the export is mid-way through the table
+        late = record(300)
+        log.closed(late)
+        await log.flush()
+        assert log.failures == 0 and log.spool.pending() == 0
+        assert sum(len(b) for b in reading) == 280  # the export goes on to its end
+        assert await scalar(s.database_url, "select count(*) from calls where id = 'c300'") == (1,)
+    finally:
+        await log.close()
+        await engine.dispose()
