@@ -48,11 +48,13 @@ def use_wal(dbapi_conn) -> None:
     In SQLite's default mode a reader holds off every writer until it has read its last row, so
     a `tongdai export` or report streaming a year of calls sent each call log write meanwhile to
     the spool after the 5 s lock wait. With the WAL, readers and the one writer go on together;
-    the default ``synchronous=FULL`` still syncs each commit. Switching needs the file to itself:
-    if another connection is busy, the next connection tries again.
+    ``synchronous=FULL`` (per connection; some builds lower it in WAL mode) still syncs each
+    commit. Switching needs the file to itself: if another connection is busy, the next
+    connection tries again.
     """
     cur = dbapi_conn.cursor()
     try:
+        cur.execute("PRAGMA synchronous=FULL")
         cur.execute("PRAGMA journal_mode=WAL")
         mode = cur.fetchone()[0]
         if mode not in ("wal", "memory"):

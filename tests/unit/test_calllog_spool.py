@@ -10,11 +10,12 @@ import sqlite3
 import time
 
 import pytest
-from sqlalchemy import pool, text
+from sqlalchemy import pool, select, text
 from sqlalchemy.ext.asyncio import create_async_engine
 
-from ivr import db
+from ivr import db, export
 from ivr.calllog import CallLog, CallRecord, LegRecord, utcnow
+from models import Call
 
 
 def record(i: int) -> CallRecord:
@@ -228,11 +229,6 @@ async def test_concurrent_drains_never_cut_a_record_appended_meanwhile(tmp_path)
 async def test_a_streaming_export_does_not_hold_up_the_call_log(db_settings):
     """An export (or report) reading while calls come in: on SQLite its read used to hold off
     every write until its last row, so call log writes waited out the lock and were spooled."""
-    from sqlalchemy import select
-
-    from ivr import export
-    from models import Call
-
     s = db_settings
     await asyncio.to_thread(db.upgrade, s)
     engine = db.engine(s)
@@ -244,8 +240,7 @@ async def test_a_streaming_export_does_not_hold_up_the_call_log(db_settings):
         await log.flush()
         reading = export.iter_batches(s, select(Call.id).order_by(Call.id), batch=20)
         assert len(next(reading)) == 20  # the export is mid-way through the table
-        late = record(300)
-        log.closed(late)
+        log.closed(record(300))
         await log.flush()
         assert log.failures == 0 and log.spool.pending() == 0
         assert sum(len(b) for b in reading) == 280  # the export goes on to its end
