@@ -14,7 +14,7 @@ import importlib.util
 import subprocess
 import sys
 
-from . import capacity
+from tests import capacity
 
 
 def main(argv: list[str]) -> int:

@@ -50,13 +50,17 @@ from pathlib import Path
 
 import jinja2
 
-from dialplan import render as rd
-from ivr import calendar as cal
-from ivr import db, prompts, sipp
-from ivr import routing as rt
-from ivr import secrets as sec_mod
-from ivr.pbx import Layout, PbxError
-from ivr.settings import REPO_ROOT, Settings
+from ivr.dialplan import render as rd
+from ivr.config import hours as cal
+from ivr.records import db
+from ivr.pbx import sounds as prompts
+from ivr.pbx import sipp
+from ivr.config import routing as rt
+from ivr.config import credentials as sec_mod
+from ivr.pbx.asterisk import Layout, PbxError
+from ivr.config.settings import Settings
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
 
 HERE = Path(__file__).resolve().parent
 RESULTS = HERE / "results"
@@ -892,7 +896,7 @@ def main(argv: list[str] | None = None) -> int:
     for line in summary(result):
         print(line)
     if bench.profiles:
-        from .profile import report
+        from tests.profile import report
 
         for prof in bench.profiles:
             if Path(prof).exists():

@@ -6,19 +6,22 @@ sorted iteration), so ``diff`` shows exactly what an edit changes.
 
 from __future__ import annotations
 
+import importlib.resources
 import os
 import tempfile
 from pathlib import Path
 
 import jinja2
 
-from ivr import guard, presence
-from ivr.pbx import Layout
-from ivr.routing import Routing
-from ivr.secrets import Secrets
-from ivr.settings import REPO_ROOT, Settings
+from ivr.pbx import guard
+from ivr.pbx import presence
+from ivr.pbx.asterisk import Layout
+from ivr.config.routing import Routing
+from ivr.config.credentials import Secrets
+from ivr.config.settings import Settings
 
-TEMPLATES = REPO_ROOT / "asterisk" / "templates"
+# The repository's asterisk/templates, installed as package data of ivr.asterisk.
+TEMPLATES = Path(str(importlib.resources.files("ivr.asterisk") / "templates"))
 
 FILES = (
     "asterisk.conf",

@@ -1,3 +1,3 @@
-from .cli import main
+from ivr.cli import main
 
 main(prog_name="tongdai")

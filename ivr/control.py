@@ -20,10 +20,10 @@ from typing import TYPE_CHECKING
 import aiohttp
 from aiohttp import web
 
-from .calllog import utcnow
+from ivr.records.calllog import utcnow
 
 if TYPE_CHECKING:
-    from .server import Service
+    from ivr.server import Service
 
 log = logging.getLogger("tongdai.control")
 

@@ -16,18 +16,18 @@ import signal
 import sys
 from pathlib import Path
 
-from . import cases as cases_mod
-from . import db
-from . import routing as rt
-from . import secrets as secrets_mod
-from .ari import Ari
-from .calllog import CallLog, last_presence, utcnow
-from .control import ControlServer, duration
-from .controller import Controller
-from .guard import Guard
-from .pbx import Layout
-from .presence import Presence
-from .settings import Settings
+from ivr.records import cases as cases_mod
+from ivr.records import db
+from ivr.config import routing as rt
+from ivr.config import credentials as secrets_mod
+from ivr.pbx.ari import Ari
+from ivr.records.calllog import CallLog, last_presence, utcnow
+from ivr.control import ControlServer, duration
+from ivr.call.dispatcher import Controller
+from ivr.pbx.guard import Guard
+from ivr.pbx.asterisk import Layout
+from ivr.pbx.presence import Presence
+from ivr.config.settings import Settings
 
 log = logging.getLogger("tongdai.server")
 
@@ -116,7 +116,7 @@ class Service:
         self.control = ControlServer(self)
         await self.control.start()
         self.started_at = utcnow()
-        from .zalo.service import maybe_start
+        from ivr.zalo.service import maybe_start
 
         try:
             self.zalo = await maybe_start(s, self.engine, lambda: self.controller.routing)

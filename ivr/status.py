@@ -10,10 +10,10 @@ import asyncio
 import datetime as dt
 from zoneinfo import ZoneInfo
 
-from . import control
-from . import routing as rt
-from . import secrets as secrets_mod
-from .settings import Settings
+from ivr import control
+from ivr.config import routing as rt
+from ivr.config import credentials as secrets_mod
+from ivr.config.settings import Settings
 
 STATE_VI = {
     "answering": "đang trả lời", "greeting": "lời chào", "menu": "đang chọn", "dialing": "đang đổ chuông",
@@ -31,13 +31,13 @@ async def gather(settings: Settings, routing: rt.Routing) -> dict:
         why = str(e)
     st = {"source": "ami", "controller": {"running": False, "why": why}, "ari": {"connected": False},
           "ami": {"connected": False}, "asterisk": {"version": None}, "calls": [], "phones": {}}
-    from .presence import Presence
+    from ivr.pbx.presence import Presence
 
     sec = secrets_mod.load(settings.secrets_path, list(routing.extensions))
     history: dict = {}
     try:
-        from . import db
-        from .calllog import last_presence
+        from ivr.records import db
+        from ivr.records.calllog import last_presence
 
         engine = db.engine(settings)
         try:

@@ -6,7 +6,7 @@ from alembic import context
 from sqlalchemy import pool
 from sqlalchemy.ext.asyncio import async_engine_from_config
 
-from models import Base
+from ivr.models import Base
 
 config = context.config
 target_metadata = Base.metadata

@@ -45,7 +45,7 @@ class Base(DeclarativeBase):
     metadata = MetaData(naming_convention=NAMING_CONVENTION)
 
 
-from .calls import Call, CallEvent, CallLeg  # noqa: E402,F401
-from .cases import Case, CaseAssignment, CaseEvent  # noqa: E402,F401
-from .presence import RegistrationEvent  # noqa: E402,F401
-from .zalo import OutboxItem, SurveyAnswer, SurveyRecipient, ZaloEvent, ZaloUser  # noqa: E402,F401
+from ivr.models.calls import Call, CallEvent, CallLeg  # noqa: E402,F401
+from ivr.models.cases import Case, CaseAssignment, CaseEvent  # noqa: E402,F401
+from ivr.models.presence import RegistrationEvent  # noqa: E402,F401
+from ivr.models.zalo import OutboxItem, SurveyAnswer, SurveyRecipient, ZaloEvent, ZaloUser  # noqa: E402,F401

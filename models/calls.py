@@ -11,7 +11,8 @@ import datetime as dt
 from sqlalchemy import JSON, CheckConstraint, Float, ForeignKey, Integer, String, UniqueConstraint
 from sqlalchemy.orm import Mapped, mapped_column, relationship
 
-from . import Base, UTCDateTime
+from ivr.models import Base
+from ivr.models import UTCDateTime
 
 DISPOSITIONS = (
     "in_progress",

@@ -11,7 +11,8 @@ import datetime as dt
 from sqlalchemy import Boolean, CheckConstraint, ForeignKey, Integer, String, Text, UniqueConstraint
 from sqlalchemy.orm import Mapped, mapped_column, relationship
 
-from . import Base, UTCDateTime
+from ivr.models import Base
+from ivr.models import UTCDateTime
 
 CHANNELS = ("phone", "zalo", "web")
 CATEGORIES = ("procedure", "regulation", "misconduct", "question", "other")

@@ -13,7 +13,8 @@ import datetime as dt
 from sqlalchemy import JSON, Boolean, CheckConstraint, ForeignKey, Integer, String, Text, UniqueConstraint
 from sqlalchemy.orm import Mapped, mapped_column, relationship
 
-from . import Base, UTCDateTime
+from ivr.models import Base
+from ivr.models import UTCDateTime
 
 
 def _in(col: str, values: tuple[str, ...]) -> str:

@@ -13,7 +13,7 @@ import socket
 
 import pytest
 
-from ivr.settings import Settings
+from ivr.config.settings import Settings
 
 from .pg import PgCluster, PgError, find_bindir
 
@@ -39,7 +39,7 @@ def free_port(kind: int = socket.SOCK_DGRAM) -> int:
 def sipp_traces(tmp_path_factory):
     """SIPp's trace directories under pytest's temporary directory (it keeps the last three
     runs), not one new directory in /tmp per call and phone, kept for ever."""
-    from ivr import sipp
+    from ivr.pbx import sipp
 
     sipp.TRACE_ROOT = tmp_path_factory.mktemp("sipp")
     yield sipp.TRACE_ROOT

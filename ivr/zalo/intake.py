@@ -30,16 +30,16 @@ from sqlalchemy import select
 from sqlalchemy.exc import DBAPIError, IntegrityError
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
-from models.cases import Case, CaseEvent
-from models.zalo import ZaloEvent, ZaloUser
+from ivr.models.cases import Case, CaseEvent
+from ivr.models.zalo import ZaloEvent, ZaloUser
 
-from .. import cases as cases_mod
-from ..routing import Routing
-from ..settings import ZaloSettings
-from .outbox import enqueue
-from .surveys import Surveys, normalize_phone
-from .tokens import utcnow
-from .webhook import event_time
+from ivr.records import cases as cases_mod
+from ivr.config.routing import Routing
+from ivr.config.settings import ZaloSettings
+from ivr.zalo.outbox import enqueue
+from ivr.zalo.surveys import Surveys, normalize_phone
+from ivr.zalo.tokens import utcnow
+from ivr.zalo.webhook import event_time
 
 log = logging.getLogger("tongdai.zalo.intake")
 

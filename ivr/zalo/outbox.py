@@ -35,11 +35,11 @@ from typing import Callable
 from sqlalchemy import and_, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
-from models.cases import Case, CaseEvent
-from models.zalo import OutboxItem, SurveyRecipient
+from ivr.models.cases import Case, CaseEvent
+from ivr.models.zalo import OutboxItem, SurveyRecipient
 
-from .api import TEXT_LIMIT, Result, TokenError, ZaloApi
-from .tokens import TokenManager, utcnow
+from ivr.zalo.api import TEXT_LIMIT, Result, TokenError, ZaloApi
+from ivr.zalo.tokens import TokenManager, utcnow
 
 log = logging.getLogger("tongdai.zalo.outbox")
 

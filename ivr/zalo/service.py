@@ -16,15 +16,15 @@ import aiohttp
 from aiohttp import web
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from ..routing import Routing
-from ..settings import Settings
-from ..spool import Spool
-from .api import ZaloApi
-from .intake import Intake
-from .outbox import Outbox, QuietHours
-from .surveys import Surveys
-from .tokens import TokenManager, TokenStore, utcnow
-from .webhook import PATH, Webhook
+from ivr.config.routing import Routing
+from ivr.config.settings import Settings
+from ivr.records.spool import Spool
+from ivr.zalo.api import ZaloApi
+from ivr.zalo.intake import Intake
+from ivr.zalo.outbox import Outbox, QuietHours
+from ivr.zalo.surveys import Surveys
+from ivr.zalo.tokens import TokenManager, TokenStore, utcnow
+from ivr.zalo.webhook import PATH, Webhook
 
 log = logging.getLogger("tongdai.zalo")
 

@@ -34,11 +34,11 @@ from pathlib import Path
 from sqlalchemy import func, select, update
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
-from models.calls import Call
-from models.zalo import SurveyAnswer, SurveyRecipient, ZaloUser
+from ivr.models.calls import Call
+from ivr.models.zalo import SurveyAnswer, SurveyRecipient, ZaloUser
 
-from ..settings import ZaloSettings
-from .outbox import enqueue
+from ivr.config.settings import ZaloSettings
+from ivr.zalo.outbox import enqueue
 
 COLUMNS = ("phone", "name", "procedure", "office", "completed_at")
 QUESTIONS = (

@@ -32,7 +32,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
-from .api import TokenError, ZaloApi
+from ivr.zalo.api import TokenError, ZaloApi
 
 log = logging.getLogger("tongdai.zalo.tokens")
 

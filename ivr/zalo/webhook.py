@@ -30,9 +30,9 @@ from typing import Callable
 
 from aiohttp import web
 
-from ..settings import ZaloSettings
-from ..spool import Spool
-from .tokens import utcnow
+from ivr.config.settings import ZaloSettings
+from ivr.records.spool import Spool
+from ivr.zalo.tokens import utcnow
 
 log = logging.getLogger("tongdai.zalo.webhook")
 

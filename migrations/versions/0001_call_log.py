@@ -6,7 +6,7 @@ Create Date: 2026-11-28 04:20:03.335064
 """
 from alembic import op
 import sqlalchemy as sa
-import models
+from ivr import models
 
 
 revision = '0001'

@@ -6,7 +6,7 @@ Create Date: 2026-11-28 04:53:16.923012
 """
 from alembic import op
 import sqlalchemy as sa
-import models
+from ivr import models
 
 
 revision = '0002'

@@ -6,7 +6,7 @@ Create Date: 2026-11-28 10:18:16.687193
 """
 from alembic import op
 import sqlalchemy as sa
-import models
+from ivr import models
 
 
 revision = '0004'

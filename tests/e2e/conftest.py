@@ -22,16 +22,19 @@ from pathlib import Path
 import aiohttp
 import pytest
 
-from ivr import calendar as cal
-from ivr import db, prompts, sipp
-from ivr.calllog import load_call
+from ivr.config import hours as cal
+from ivr.records import db
+from ivr.pbx import sounds as prompts
+from ivr.pbx import sipp
+from ivr.records.calllog import load_call
 from ivr.server import Service
 
-from dialplan import render as rd
-from ivr import routing as rt
-from ivr import secrets as sec_mod
-from ivr.pbx import Layout, PbxError
-from ivr.settings import REPO_ROOT, Settings
+from ivr.dialplan import render as rd
+from ivr.config import routing as rt
+from ivr.config import credentials as sec_mod
+from ivr.pbx.asterisk import Layout, PbxError
+from ivr.config.settings import Settings
+from tests.paths import REPO_ROOT
 
 REQUIRED = bool(os.environ.get("TONGDAI_REQUIRE_E2E")) or os.environ.get("CI", "").lower() == "true"
 
@@ -336,7 +339,7 @@ async def place(ivr: Ivr, digits: str | None, *, hold_ms: int = 4000, wait_for_b
 async def wait_row(ivr: Ivr, caller: str):
     from sqlalchemy import select
 
-    from models import Call
+    from ivr.models import Call
 
     for _ in range(100):
         await ivr.service.calllog.flush()
@@ -366,7 +369,7 @@ def talking(controller) -> bool:
     """A call is bridged with a desk phone. BRIDGED is entered before the bridge requests;
     ``answered_by`` is set once they succeeded (a test that acts on BRIDGED alone may act before
     the caller and the desk are connected)."""
-    from ivr.call import State
+    from ivr.call.session import State
 
     return any(s.state is State.BRIDGED and s.rec.answered_by for s in controller.sessions.values())
 

@@ -16,7 +16,7 @@ import sys
 
 import pytest
 
-from ivr.settings import REPO_ROOT
+from tests.paths import REPO_ROOT
 
 from .conftest import need
 

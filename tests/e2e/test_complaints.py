@@ -8,8 +8,8 @@ import wave
 
 import pytest
 
-from ivr import calendar as cal
-from ivr import cases as cm
+from ivr.config import hours as cal
+from ivr.records import cases as cm
 
 from .conftest import kinds, phones, place
 

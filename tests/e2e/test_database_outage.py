@@ -12,9 +12,13 @@ import pytest
 from sqlalchemy import pool, select, text
 from sqlalchemy.ext.asyncio import create_async_engine
 
-from ivr import cases as cm
-from ivr import db, sipp
-from models import Call, CallEvent, CallLeg, Case
+from ivr.records import cases as cm
+from ivr.records import db
+from ivr.pbx import sipp
+from ivr.models import Call
+from ivr.models import CallEvent
+from ivr.models import CallLeg
+from ivr.models import Case
 
 from .conftest import controller_on, new_caller, phones
 

@@ -12,8 +12,8 @@ import re
 import aiohttp
 import pytest
 
-from ivr import sipp
-from ivr.ari import Ari, AriError
+from ivr.pbx import sipp
+from ivr.pbx.ari import Ari, AriError
 
 from .conftest import basic_auth, sample_channelstats
 

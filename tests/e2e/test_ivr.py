@@ -9,9 +9,9 @@ import sys
 
 import pytest
 
-from ivr import sipp
-from ivr.calllog import load_call
-from ivr.settings import REPO_ROOT
+from ivr.pbx import sipp
+from ivr.records.calllog import load_call
+from tests.paths import REPO_ROOT
 
 from .conftest import kinds, max_channelstats, phones, place, sample_channelstats
 
@@ -226,7 +226,7 @@ async def test_caller_leaving_during_the_announcement_rings_nobody(ivr):
 
 
 async def test_unhandled_error_gets_apology_and_clean_hangup(ivr, monkeypatch):
-    from ivr import route
+    from ivr.call import route
 
     async def broken_dial(session, branch, plan=None):
         raise RuntimeError("simulated bug in routing")
@@ -259,7 +259,7 @@ async def test_garbage_and_odd_caller_numbers_do_not_break_calls(ivr):
 async def wait_row_any(ivr, pred):
     from sqlalchemy import select
 
-    from models import Call
+    from ivr.models import Call
 
     for _ in range(100):
         await ivr.service.calllog.flush()

@@ -13,9 +13,9 @@ from pathlib import Path
 import pytest
 from sqlalchemy import select
 
-from ivr import secrets as sec_mod
+from ivr.config import credentials as sec_mod
 from ivr.server import Service
-from models import RegistrationEvent
+from ivr.models import RegistrationEvent
 
 from .conftest import wait_for, REPO_ROOT, kinds, new_caller, phones, place, routing_text_for_tests, talking, wait_row
 
@@ -145,7 +145,7 @@ async def test_apply_new_target_while_a_call_is_bridged(ivr, tmp_path):
         assert call1.disposition == "answered" and call1.answered_by == "2401" and call1.talk_s > 6
         assert res1.hung_up_by == "callee"
         new_secrets = sec_mod.load(ivr.settings.secrets_path)
-        from ivr import sipp
+        from ivr.pbx import sipp
         async with sipp.DeskPhone(**ivr.pbx.peer(), user="2404", password=new_secrets.sip_password("2404"),
                                   mode="answer", hangup_after_ms=1000):
             await wait_for(lambda: ivr.service.presence.reachable("2404"), 5, "the new phone registered")
@@ -190,7 +190,7 @@ async def test_sigterm_lets_the_call_finish_and_exits_zero(ivr, tmp_path):
         write_routing(routing_file, good)
         proc.send_signal(signal.SIGHUP)
         await wait_for(lambda: any("routing reloaded" in ln for ln in lines), 5, "the reload")
-        from ivr import sipp
+        from ivr.pbx import sipp
         caller = new_caller()
         async with phones(ivr, {"2601": ("answer", {"hangup_after_ms": 6000})}):
             first = asyncio.create_task(sipp.call(**ivr.pbx.peer(), to=ivr.routing.hotline.number, from_user=caller,
@@ -228,7 +228,7 @@ async def test_sigterm_lets_the_call_finish_and_exits_zero(ivr, tmp_path):
 async def test_repeated_failed_registrations_block_the_address_for_a_while(ivr):
     import dataclasses
 
-    from ivr import sipp
+    from ivr.pbx import sipp
 
     ctl = ivr.service.controller
     lim = ctl.routing.limits

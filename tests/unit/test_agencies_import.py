@@ -6,9 +6,9 @@ import shutil
 
 from click.testing import CliRunner
 
-from ivr import routing as rt
+from ivr.config import routing as rt
 from ivr.cli import main
-from ivr.settings import REPO_ROOT
+from tests.paths import REPO_ROOT
 
 
 def _copy(tmp_path):

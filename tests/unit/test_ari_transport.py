@@ -10,7 +10,7 @@ import json
 import pytest
 from aiohttp import web
 
-from ivr.ari import Ari, AriError
+from ivr.pbx.ari import Ari, AriError
 
 
 class FakeAsterisk:

@@ -7,9 +7,9 @@ import zoneinfo
 
 import pytest
 
-from ivr import calendar as cal
-from ivr import routing as rt
-from ivr.settings import REPO_ROOT
+from ivr.config import hours as cal
+from ivr.config import routing as rt
+from tests.paths import REPO_ROOT
 
 VN = zoneinfo.ZoneInfo("Asia/Ho_Chi_Minh")
 TEXT = (REPO_ROOT / "routing.yaml").read_text(encoding="utf-8")

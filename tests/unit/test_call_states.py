@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from ivr.call import TRANSITIONS, State, _clean_number
-from ivr.common import IllegalTransition
+from ivr.call.session import TRANSITIONS, State, _clean_number
+from ivr.call.errors import IllegalTransition
 
 
 class FakeCtl:
@@ -17,9 +17,9 @@ class FakeCtl:
 
 
 def session():
-    from ivr import routing as rt
-    from ivr.call import CallSession
-    from ivr.settings import REPO_ROOT
+    from ivr.config import routing as rt
+    from ivr.call.session import CallSession
+    from tests.paths import REPO_ROOT
 
     ctl = FakeCtl(rt.load(REPO_ROOT / "routing.yaml"))
     return CallSession(ctl, {"id": "c1", "caller": {"number": "0909 123;drop table", "name": "x\x00y"}})
@@ -47,7 +47,7 @@ def test_every_state_can_end():
 
 
 def test_unexpected_event_is_loud_in_strict_mode():
-    from ivr.common import IllegalEvent
+    from ivr.call.errors import IllegalEvent
 
     s = session()
     s.state = State.MENU
@@ -68,7 +68,7 @@ def test_caller_numbers_are_sanitised():
 async def test_a_request_on_a_channel_that_just_hung_up_is_a_hangup_not_an_error():
     """The caller hangs up between an event and our next request: Asterisk answers 404 before
     the StasisEnd arrives. That ends the call as abandoned, without the fallback's apology."""
-    from ivr.ari import AriError
+    from ivr.pbx.ari import AriError
 
     class GoneAri:
         def __init__(self):
@@ -101,7 +101,7 @@ async def test_an_interrupted_prompt_is_stopped_without_waiting_for_asterisk():
     next prompt's request need not wait for it), and cleanup waits for that DELETE."""
     import asyncio
 
-    from ivr import prompt
+    from ivr.call import prompt
 
     class SlowStopAri:
         def __init__(self):

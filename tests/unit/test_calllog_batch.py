@@ -8,8 +8,8 @@ import sqlite3
 
 from sqlalchemy.ext.asyncio import create_async_engine
 
-from ivr import db
-from ivr.calllog import CallLog
+from ivr.records import db
+from ivr.records.calllog import CallLog
 
 from .test_calllog_spool import record
 

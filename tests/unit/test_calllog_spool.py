@@ -13,9 +13,10 @@ import pytest
 from sqlalchemy import pool, select, text
 from sqlalchemy.ext.asyncio import create_async_engine
 
-from ivr import db, export
-from ivr.calllog import CallLog, CallRecord, LegRecord, utcnow
-from models import Call
+from ivr.records import db
+from ivr.records import export
+from ivr.records.calllog import CallLog, CallRecord, LegRecord, utcnow
+from ivr.models import Call
 
 
 def record(i: int) -> CallRecord:
@@ -205,7 +206,7 @@ async def test_first_write_after_a_postgresql_restart_goes_straight_in(db_settin
 
 
 async def test_concurrent_drains_never_cut_a_record_appended_meanwhile(tmp_path):
-    from ivr.spool import Spool
+    from ivr.records.spool import Spool
 
     spool = Spool(tmp_path / "x.jsonl")
     for i in range(2):

@@ -7,11 +7,11 @@ from __future__ import annotations
 import asyncio
 import datetime as dt
 
-from ivr import cases as cm
-from ivr import db
-from ivr import routing as rt
-from ivr.calllog import CallLog
-from ivr.settings import REPO_ROOT
+from ivr.records import cases as cm
+from ivr.records import db
+from ivr.config import routing as rt
+from ivr.records.calllog import CallLog
+from tests.paths import REPO_ROOT
 
 from .test_calllog_spool import engine_for, outage, record, scalar, wait_until
 

@@ -9,11 +9,11 @@ import zoneinfo
 import pytest
 from click.testing import CliRunner
 
-from ivr import cases as cm
-from ivr import db
-from ivr import routing as rt
+from ivr.records import cases as cm
+from ivr.records import db
+from ivr.config import routing as rt
 from ivr.cli import main
-from ivr.settings import REPO_ROOT
+from tests.paths import REPO_ROOT
 
 VN = zoneinfo.ZoneInfo("Asia/Ho_Chi_Minh")
 TEXT = (REPO_ROOT / "routing.yaml").read_text(encoding="utf-8")

@@ -9,9 +9,9 @@ from alembic import command
 from click.testing import CliRunner
 from sqlalchemy import inspect
 
-from ivr import db
+from ivr.records import db
 from ivr.cli import main
-from ivr.db import alembic_config
+from ivr.records.db import alembic_config
 
 TABLES = {"calls", "call_events", "call_legs", "cases", "case_assignments", "case_events",
           "registration_events", "alembic_version"}

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from types import SimpleNamespace
 
-from ivr.presence import Presence
+from ivr.pbx.presence import Presence
 
 URI = "sip:2401@127.0.0.1:45680"
 

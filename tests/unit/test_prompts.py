@@ -5,7 +5,7 @@ from __future__ import annotations
 import subprocess
 import wave
 
-from ivr import prompts
+from ivr.pbx import sounds as prompts
 
 
 def test_build_generates_all_formats_and_digits(tmp_path):

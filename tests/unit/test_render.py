@@ -9,12 +9,12 @@ import pytest
 
 from click.testing import CliRunner
 
-from dialplan import render as rd
-from ivr import routing as rt
-from ivr import secrets as sec_mod
+from ivr.dialplan import render as rd
+from ivr.config import routing as rt
+from ivr.config import credentials as sec_mod
 from ivr.cli import main
-from ivr.pbx import Layout
-from ivr.settings import REPO_ROOT
+from ivr.pbx.asterisk import Layout
+from tests.paths import REPO_ROOT
 
 ROUTING = rt.load(REPO_ROOT / "routing.yaml")
 
@@ -113,8 +113,8 @@ def test_credentials_and_sheet(settings_factory):
 
 
 async def test_ami_event_filter_lets_through_exactly_what_presence_and_guard_listen_to(settings_factory, tmp_path):
-    from ivr.guard import Guard
-    from ivr.presence import Presence
+    from ivr.pbx.guard import Guard
+    from ivr.pbx.presence import Presence
 
     files, _ = _render(settings_factory())
     [line] = [ln for ln in files["manager.conf"].splitlines() if ln.startswith("eventfilter")]

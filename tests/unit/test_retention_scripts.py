@@ -13,10 +13,12 @@ import sqlalchemy as sa
 from click.testing import CliRunner
 from sqlalchemy.orm import Session
 
-from ivr import db
+from ivr.records import db
 from ivr.cli import main
-from ivr.settings import REPO_ROOT
-from models import Call, Case, CaseEvent
+from tests.paths import REPO_ROOT
+from ivr.models import Call
+from ivr.models import Case
+from ivr.models import CaseEvent
 
 VN = zoneinfo.ZoneInfo("Asia/Ho_Chi_Minh")
 

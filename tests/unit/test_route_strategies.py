@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from ivr.route import DialOutcome, RouteState
-from ivr.routing import Branch
+from ivr.call.route import DialOutcome, RouteState
+from ivr.config.routing import Branch
 
 
 def branch(strategy: str, targets=("2101", "2102", "2103")) -> Branch:
@@ -67,7 +67,7 @@ def dial_session(ari):
     import asyncio
     from types import SimpleNamespace
 
-    from ivr.calllog import CallRecord, utcnow
+    from ivr.records.calllog import CallRecord, utcnow
 
     ctl = SimpleNamespace(route_state=RouteState(), settings=SimpleNamespace(ari_app="tongdai"), presence=None,
                           owners={}, strict=True)
@@ -88,7 +88,7 @@ def dial_session(ari):
 
     # The real CallSession's background requests, event triage (strict: an illegal event
     # raises) and cleanup.
-    from ivr.call import CallSession, State
+    from ivr.call.session import CallSession, State
 
     s.state, s.playback_id, s.recording_name, s.bridges = State.DIALING, None, None, set()
     s.new_id, s.next_event, s.hangup_channel = new_id, next_event, hangup_channel
@@ -116,7 +116,7 @@ async def prepared(ari, strategy: str = "hunt", targets=("2101",)):
     """A call past route.prepare (the gate open): its session, branch, plan and created legs."""
     import asyncio
 
-    from ivr.route import prepare
+    from ivr.call.route import prepare
 
     ari.gate.set()
     s = dial_session(ari)
@@ -137,7 +137,7 @@ async def test_ringing_goes_out_with_the_originates_and_the_answer_is_the_legs_s
     it is in the app."""
     import asyncio
 
-    from ivr.route import dial
+    from ivr.call.route import dial
 
     ari = GatedAri()
     s = dial_session(ari)
@@ -168,8 +168,8 @@ async def test_phones_already_ringing_are_cancelled_when_the_ringback_fails():
     legs that were started are hung up and logged, not left ringing for nobody."""
     import asyncio
 
-    from ivr.ari import AriError
-    from ivr.route import dial
+    from ivr.pbx.ari import AriError
+    from ivr.call.route import dial
 
     class GoneCallerAri(GatedAri):
         async def request(self, method, path, **kw):
@@ -198,7 +198,7 @@ async def test_prepared_phones_ring_with_one_dial_and_their_dial_answer_is_the_a
     start, so its Dial ANSWER is the answer."""
     import asyncio
 
-    from ivr.route import dial, prepare
+    from ivr.call.route import dial, prepare
 
     ari = GatedAri()
     s = dial_session(ari)
@@ -238,7 +238,7 @@ async def test_the_next_phone_of_a_prepared_hunt_is_originated():
     """The prepared phone is busy: the next one is originated (its StasisStart is its answer)."""
     import asyncio
 
-    from ivr.route import dial, prepare
+    from ivr.call.route import dial, prepare
 
     ari = GatedAri()
     ari.gate.set()
@@ -272,8 +272,8 @@ async def test_a_create_without_an_answer_is_hung_up_by_the_cleanup():
     too, so no channel is left in the app for good."""
     import asyncio
 
-    from ivr.ari import AriError
-    from ivr.route import dial, prepare
+    from ivr.pbx.ari import AriError
+    from ivr.call.route import dial, prepare
 
     class TimeoutCreateAri(GatedAri):
         async def request(self, method, path, **kw):
@@ -312,7 +312,7 @@ async def test_a_call_cancelled_while_its_legs_are_being_created_still_hangs_the
     the channel it made."""
     import asyncio
 
-    from ivr.route import dial, prepare
+    from ivr.call.route import dial, prepare
 
     class SlowCreateAri(GatedAri):
         async def request(self, method, path, **kw):
@@ -343,8 +343,8 @@ async def test_a_leg_given_up_on_that_enters_the_app_later_is_hung_up():
     enters the app after we are done with it: it is hung up, not left in the app."""
     import asyncio
 
-    from ivr.ari import AriError
-    from ivr.route import dial
+    from ivr.pbx.ari import AriError
+    from ivr.call.route import dial
 
     class LostOriginateAri(GatedAri):
         async def request(self, method, path, **kw):
@@ -372,7 +372,7 @@ async def test_ringback_starts_before_waiting_for_a_created_leg_that_is_late():
     hears ringback during the wait, not silence; the leg is rung once it is in."""
     import asyncio
 
-    from ivr.route import dial, prepare
+    from ivr.call.route import dial, prepare
 
     ari = GatedAri()
     ari.gate.set()
@@ -403,8 +403,8 @@ async def test_a_prepared_leg_rings_from_the_calls_bridge_and_only_the_caller_jo
     only the caller is added. A leg that never entered is added with the caller, as before."""
     import asyncio
 
-    from ivr import bridge
-    from ivr.route import dial
+    from ivr.call import bridge
+    from ivr.call.route import dial
 
     for enters in (True, False):
         ari = AddsAri()
@@ -484,8 +484,8 @@ async def test_a_bridge_made_after_the_leg_rings_is_not_waited_for():
     and the caller are added together. A branch that did not answer gets its bridge destroyed."""
     import asyncio
 
-    from ivr import bridge
-    from ivr.route import dial, release
+    from ivr.call import bridge
+    from ivr.call.route import dial, release
 
     ari = AddsAri()
     ari.bridge_gate.clear()
@@ -511,7 +511,7 @@ async def test_a_branch_that_did_not_answer_gives_its_bridge_back():
     """dial() destroys the prepared bridge of a branch nobody answered, not the call's cleanup."""
     import asyncio
 
-    from ivr.route import dial
+    from ivr.call.route import dial
 
     ari = GatedAri()
     s, b, plan, (leg,) = await prepared(ari)

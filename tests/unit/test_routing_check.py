@@ -10,9 +10,9 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
-from ivr import routing as rt
+from ivr.config import routing as rt
 from ivr.cli import main
-from ivr.settings import REPO_ROOT
+from tests.paths import REPO_ROOT
 
 ROUTING = REPO_ROOT / "routing.yaml"
 TEXT = ROUTING.read_text(encoding="utf-8")

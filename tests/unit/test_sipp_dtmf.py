@@ -13,7 +13,7 @@ from itertools import groupby
 
 import pytest
 
-from ivr.sipp import write_dtmf_pcap
+from ivr.pbx.sipp import write_dtmf_pcap
 
 EVENTS = {**{str(d): d for d in range(10)}, "*": 10, "#": 11, "A": 12, "B": 13, "C": 14, "D": 15}
 

@@ -13,16 +13,16 @@ from click.testing import CliRunner
 from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import async_sessionmaker
 
-from ivr import db
-from ivr import routing as rt
+from ivr.records import db
+from ivr.config import routing as rt
 from ivr.cli import main
-from ivr.settings import REPO_ROOT
+from tests.paths import REPO_ROOT
 from ivr.zalo.service import ZaloService, build
 from ivr.zalo.surveys import Surveys, normalize_phone, parse_answer
 from ivr.zalo.webhook import PATH
-from models.calls import Call
-from models.cases import Case
-from models.zalo import SurveyAnswer, SurveyRecipient, ZaloUser
+from ivr.models.calls import Call
+from ivr.models.cases import Case
+from ivr.models.zalo import SurveyAnswer, SurveyRecipient, ZaloUser
 
 from .zalo_fake import APP_ID, OA_ID, Clock, FakeZalo, env, ms, post_event, text_event
 

@@ -13,15 +13,15 @@ from aiohttp import web
 from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import async_sessionmaker
 
-from ivr import db
-from ivr import routing as rt
-from ivr.settings import REPO_ROOT
-from ivr.spool import Spool
+from ivr.records import db
+from ivr.config import routing as rt
+from tests.paths import REPO_ROOT
+from ivr.records.spool import Spool
 from ivr.zalo.intake import Intake
 from ivr.zalo.service import ZaloService
 from ivr.zalo.webhook import PATH, Webhook, signature_ok
-from models.cases import Case, CaseEvent
-from models.zalo import OutboxItem, ZaloEvent, ZaloUser
+from ivr.models.cases import Case, CaseEvent
+from ivr.models.zalo import OutboxItem, ZaloEvent, ZaloUser
 
 from .zalo_fake import APP_ID, OA_SECRET, env, follow_event, image_event, ms, post_event, sign, text_event
 
@@ -100,7 +100,7 @@ async def test_text_message_opens_a_zalo_case_and_the_citizen_gets_its_code(svc,
 
 
 async def test_the_case_code_space_is_shared_with_phone_cases(svc, fake, monkeypatch):
-    from ivr import cases as cm
+    from ivr.records import cases as cm
 
     phone = await cm.Cases(svc.engine, ROUTING).create(cm.NewCase(channel="phone", caller="0909000111"))
     codes = iter([phone.code, phone.code, "777777"])  # the first draws collide with the phone case

@@ -1,0 +1,1 @@
+"""Asterisk configuration templates, installed as ivr.asterisk (package data of tongdai render)."""

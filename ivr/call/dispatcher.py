@@ -1,0 +1,213 @@
+"""The controller: ARI events in, one call session per caller channel.
+
+This adapter only turns events into calls on sessions; it keeps no business rules. Each
+session has its own queue and coroutine, so one call's failure never touches another.
+Channels, bridges and playbacks are owned by the session that created them; an event is
+routed by the channel (or dialled peer) it concerns.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import logging
+import time
+from pathlib import Path
+
+from ivr.config import hours as cal
+from ivr.config import routing as rt
+from ivr.pbx.ari import Ari, AriError
+from ivr.call.session import NEVER_USED, CallSession
+from ivr.records.calllog import CallLog
+from ivr.pbx.asterisk import Layout
+from ivr.call.route import RouteState
+from ivr.config.settings import Settings
+
+log = logging.getLogger("tongdai.controller")
+
+
+class RateLimit:
+    """Counts each caller's calls over a sliding window."""
+
+    def __init__(self, window: float):
+        self.window = window
+        self._hits: dict[str, collections.deque[float]] = {}
+
+    def hit(self, key: str, limit: int, now: float | None = None) -> bool:
+        """Count one call; True when it is over ``limit`` (0: no limit). Anonymous callers are
+        not limited: they would all share one key."""
+        if limit <= 0 or not key or key == "anonymous":
+            return False
+        now = time.monotonic() if now is None else now
+        q = self._hits.setdefault(key, collections.deque())
+        while q and q[0] <= now - self.window:
+            q.popleft()
+        q.append(now)
+        if len(self._hits) > 10000:  # forget idle callers
+            for k in [k for k, v in self._hits.items() if not v or v[-1] <= now - self.window]:
+                del self._hits[k]
+        return len(q) > limit
+
+
+class Controller:
+    def __init__(self, settings: Settings, routing: rt.Routing, ari: Ari, calllog: CallLog, *, strict: bool = False):
+        self.settings = settings
+        self.routing = routing
+        self.ari = ari
+        self.calllog = calllog
+        self.strict = strict
+        self.route_state = RouteState()
+        self.layout = Layout.for_settings(settings)
+        self.sessions: dict[str, CallSession] = {}
+        self.owners: dict[str, CallSession] = {}
+        self.tasks: set[asyncio.Task] = set()
+        self.accepting = True
+        self.presence = None  # ivr.presence.Presence, when AMI is configured
+        self.calls_per_minute = RateLimit(60.0)
+        self.idle = asyncio.Event()
+        self.idle.set()
+
+    # ------------------------------------------------------------------ routing of events
+
+    def own(self, channel_id: str, session: CallSession) -> None:
+        self.owners[channel_id] = session
+
+    def on_event(self, ev: dict) -> None:
+        t = ev.get("type")
+        ch = ev.get("channel") or {}
+        cid = ch.get("id")
+        if log.isEnabledFor(logging.DEBUG):
+            log.debug("event %s channel=%s peer=%s dialstatus=%s cause=%s", t, cid,
+                      (ev.get("peer") or {}).get("id"), ev.get("dialstatus"), ev.get("cause"))
+        if t == "StasisStart" and cid not in self.owners:
+            args = ev.get("args") or []
+            if args and args[0] == "leg":
+                # A desk-phone leg whose call is already over: nobody wants it.
+                log.info("orphan leg %s hung up", cid)
+                asyncio.create_task(self._hangup_quietly(cid))
+                return
+            self._new_call(ch, ev.get("application") or self.settings.ari_app)
+            return
+        owner = self.owners.get(cid) if cid else None
+        if owner is None and t == "Dial":
+            owner = self.owners.get((ev.get("peer") or {}).get("id"))
+        if owner is None and t and (t.startswith("Playback") or t.startswith("Recording")):
+            target = (ev.get("playback") or ev.get("recording") or {}).get("target_uri", "")
+            owner = self.owners.get(target.partition(":")[2])
+        if owner is None:
+            log.debug("event %s for unknown channel %s dropped", t, cid)
+            return
+        owner.queue.put_nowait(ev)
+
+    def _new_call(self, channel: dict, app: str) -> None:
+        cid = channel.get("id")
+        if not cid:
+            log.warning("StasisStart without a channel id dropped")
+            return
+        if not self.accepting:
+            # Shutting down: let the dialplan's fallback context apologise.
+            asyncio.create_task(self._to_fallback(cid))
+            return
+        session = CallSession(self, channel, app)
+        session.throttled = self.calls_per_minute.hit(session.rec.caller, self.routing.limits.caller_calls_per_minute)
+        self.sessions[cid] = session
+        self.own(cid, session)
+        self.idle.clear()
+        task = asyncio.create_task(session.run(), name=f"call-{cid}")
+        session.task = task
+        self.tasks.add(task)
+        task.add_done_callback(self.tasks.discard)
+        log.info("call=%s arrived from %s", cid, session.rec.caller)
+
+    def finished(self, session: CallSession) -> None:
+        self.sessions.pop(session.id, None)
+        for k in [k for k, v in self.owners.items() if v is session]:
+            del self.owners[k]
+        if not self.sessions:
+            self.idle.set()
+
+    async def _hangup_quietly(self, cid: str) -> None:
+        try:
+            await self.ari.request("DELETE", f"/channels/{cid}", ok_missing=True)
+        except AriError as e:
+            log.warning("hangup of %s failed: %s", cid, e)
+
+    async def _to_fallback(self, cid: str) -> None:
+        try:
+            await self.ari.request("POST", f"/channels/{cid}/continue",
+                                   params={"context": "hotline-fallback", "extension": "s", "priority": 1})
+        except AriError as e:
+            log.warning("call=%s could not be sent to the fallback: %s", cid, e)
+
+    async def on_connect(self) -> None:
+        """After every (re)connection: the event filter (it lives with the app's registration,
+        which a reconnection renews), then reconcile."""
+        await self.filter_events()
+        await self.reconcile()
+
+    async def filter_events(self) -> None:
+        """Ask Asterisk not to send the events no call step uses. Best effort: an Asterisk
+        without application event filters sends everything, and those events are ignored."""
+        for app in self.settings.ari_apps:
+            try:
+                await self.ari.request("PUT", f"/applications/{app}/eventFilter",
+                                       body={"disallowed": [{"type": t} for t in sorted(NEVER_USED)]})
+            except AriError as e:
+                log.warning("ari event filter of %s not set (all its events will come): %s", app, e)
+
+    async def reconcile(self) -> None:
+        """After a (re)connection: calls whose channel died while we were away are finalised.
+
+        Asterisk drops events for an app whose websocket is down, so ask what still lives.
+        """
+        # Only the calls we had before asking: events (and new calls) keep flowing meanwhile.
+        known = list(self.sessions.values())
+        if not known:
+            return
+        try:
+            live = {c["id"] for c in await self.ari.request("GET", "/channels")}
+        except AriError as e:
+            log.warning("reconcile: cannot list channels: %s", e)
+            return
+        for session in known:
+            if session.id not in live and session.task is not None and not session.task.done():
+                log.warning("call=%s channel gone while disconnected; finalising as interrupted", session.id)
+                session.vanished = True
+                session.task.cancel()
+
+    # ------------------------------------------------------------------ state
+
+    def is_open(self) -> cal.OpenState:
+        return cal.state(self.routing, self.settings.hours_override_path)
+
+    def reload(self, path: Path) -> list[str]:
+        """Swap in a new routing atomically; keep the old one if the file is invalid or
+        unreadable. Returns the errors (none: the new routing is in use)."""
+        try:
+            new = rt.load(path)
+        except rt.RoutingError as e:
+            errors = [str(p) for p in e.errors]
+        except OSError as e:
+            errors = [f"{path}: {e.strerror}"]
+        else:
+            self.swap_routing(new)
+            return []
+        log.error("routing reload rejected, keeping the running config: %s", "; ".join(errors[:5]))
+        return errors
+
+    def swap_routing(self, new: rt.Routing) -> None:
+        """New calls use ``new``; calls in progress keep the routing they started with."""
+        self.routing = new
+        log.info("routing reloaded: %d branches, %d extensions; %d calls in progress keep the old one",
+                 len(new.branches), len(new.extensions), len(self.sessions))
+
+    async def drain(self, grace: float) -> None:
+        """Stop taking calls; wait up to ``grace`` seconds for calls in progress to finish."""
+        self.accepting = False
+        try:
+            await asyncio.wait_for(self.idle.wait(), grace)
+        except asyncio.TimeoutError:
+            log.warning("%d calls still up after %.0fs grace; ending them", len(self.tasks), grace)
+            for t in list(self.tasks):
+                t.cancel()
+            await asyncio.gather(*self.tasks, return_exceptions=True)

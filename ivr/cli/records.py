@@ -1,0 +1,177 @@
+"""CLI of the exports, the monthly report and recordings retention (registered by ivr/cli.py).
+
+``tongdai export calls|cases|surveys …``, ``tongdai report monthly …``,
+``tongdai recordings prune …``. Messages for staff are Vietnamese; bad arguments exit 2 and
+write nothing.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import sys
+from pathlib import Path
+
+import click
+
+from ivr.config.settings import Settings
+
+# ivr.export (SQLAlchemy, the models) is imported inside the commands that need it, so that
+# every other `tongdai` command starts as fast as before.
+
+
+def _fail(message: str, code: int = 1) -> None:
+    click.echo(f"lỗi: {message}", err=True)
+    sys.exit(code)
+
+
+def _routing(s: Settings):
+    from ivr.cli import _load_routing
+
+    return _load_routing(s.routing_path)
+
+
+def _need_database(s: Settings) -> None:
+    """An SQLite file that does not exist yet would be created empty by a read: refuse."""
+    import sqlalchemy as sa
+
+    u = sa.engine.make_url(s.database_url)
+    if u.get_backend_name() == "sqlite" and u.database and u.database != ":memory:" and not Path(u.database).exists():
+        _fail(f"chưa có cơ sở dữ liệu {u.database} (chạy `tongdai db upgrade` hoặc `make run` trước)")
+
+
+def _agency_in_log(s: Settings, code: str) -> bool:
+    import sqlalchemy as sa
+
+    from ivr.records import export as ex
+
+    from ivr.models import Call
+    from ivr.models import Case
+    from ivr.models import CaseAssignment
+
+    for col in (Call.agency_code, Case.agency_code, CaseAssignment.agency_code):
+        stmt = sa.select(sa.literal(1)).where(col == code).limit(1)
+        for part in ex.iter_batches(s, stmt):
+            if part:
+                return True
+    return False
+
+
+@click.command("export")
+@click.argument("table", metavar="calls|cases|surveys")
+@click.option("--from", "date_from", metavar="NGÀY", help="Từ ngày (YYYY-MM-DD hoặc DD/MM/YYYY), giờ Việt Nam.")
+@click.option("--to", "date_to", metavar="NGÀY", help="Đến hết ngày này.")
+@click.option("--branch", metavar="D", help="Chỉ một nhánh (phím 1–8).")
+@click.option("--agency", metavar="MÃ", help="Chỉ một cơ quan (mã trong routing.yaml hoặc trong nhật ký).")
+@click.option("--format", "fmt", default="csv", show_default=True, metavar="csv|xlsx|jsonl", help="Định dạng.")
+@click.option("--out", type=click.Path(path_type=Path), help="Tệp ghi ra (mặc định: đầu ra chuẩn).")
+@click.option("--no-bom", is_flag=True, help="CSV không có BOM UTF-8 (mặc định có, để Excel hiện đúng dấu).")
+@click.option("--home-affairs", is_flag=True, help="cases: hiện số của người phản ánh ẩn danh (Sở Nội vụ).")
+def export_cmd(table, date_from, date_to, branch, agency, fmt, out, no_bom, home_affairs) -> None:
+    """Xuất nhật ký cuộc gọi, phản ánh hoặc khảo sát (CSV, XLSX, JSON Lines)."""
+    from ivr.records import export as ex
+
+    s = Settings.from_env()
+    r = _routing(s)
+    try:
+        ex.check_format(fmt)
+        ex.make_query(table, r, date_from=date_from, date_to=date_to, branch=branch)  # cheap checks first
+        if out is None and fmt == "xlsx" and sys.stdout.isatty():
+            raise ex.ExportError("không in tệp xlsx ra màn hình: dùng --out TỆP.xlsx hoặc chuyển hướng đầu ra")
+        if out is not None and out.is_dir():
+            raise ex.ExportError(f"--out {out} là thư mục, cần một tên tệp")
+        if out is not None and not out.parent.is_dir():
+            raise ex.ExportError(f"--out: thư mục {out.parent} không tồn tại")
+        if no_bom and fmt != "csv":
+            raise ex.ExportError("--no-bom chỉ dùng với --format csv")
+    except ex.ExportError as e:
+        _fail(str(e), 2)
+    _need_database(s)
+    try:
+        known = [agency] if agency and agency not in r.agencies and _agency_in_log(s, agency) else []
+        q = ex.make_query(table, r, date_from=date_from, date_to=date_to, branch=branch, agency=agency,
+                          known_agencies=known, home_affairs=home_affairs)
+    except ex.ExportError as e:
+        _fail(str(e), 2)
+
+    show_bar = sys.stderr.isatty() and not (out is None and sys.stdout.isatty())
+    try:
+        if show_bar:
+            total = next(iter(ex.iter_batches(s, ex.count_select(q))))[0][0]
+            with click.progressbar(length=total, label="Đang xuất", file=sys.stderr, show_pos=True) as bar:
+                n = ex.export(s, r, q, fmt, out, bom=not no_bom, stdout=sys.stdout.buffer, progress=bar.update)
+        else:
+            n = ex.export(s, r, q, fmt, out, bom=not no_bom, stdout=sys.stdout.buffer)
+    except ex.ExportError as e:
+        _fail(str(e))
+    except BrokenPipeError:  # `| head`: the reader is gone, nothing more to say
+        sys.stderr.close()
+        sys.exit(0)
+    if out is not None:
+        click.echo(f"Đã xuất {n} dòng vào {out}.", err=True)
+
+
+@click.group("report")
+def report_group() -> None:
+    """Báo cáo định kỳ."""
+
+
+@report_group.command("monthly")
+@click.option("--month", required=True, metavar="YYYY-MM", help="Tháng báo cáo, ví dụ 2026-10.")
+@click.option("--out", required=True, type=click.Path(path_type=Path), help="Tệp .html hoặc .pdf.")
+def report_monthly(month: str, out: Path) -> None:
+    """Báo cáo tháng gửi UBND tỉnh (HTML hoặc PDF, biểu đồ nhúng sẵn)."""
+    from ivr.records import db as db_mod
+    from ivr.records import report as rp
+
+    s = Settings.from_env()
+    r = _routing(s)
+    try:
+        m = rp.Month.parse(month, r.hotline.timezone)
+        rp.check_out(out)
+        if out.is_dir() or not out.parent.is_dir():
+            raise rp.ReportError(f"--out {out}: cần một tên tệp trong thư mục đã có")
+        if m.start >= dt.datetime.now(dt.timezone.utc):
+            raise rp.ReportError(f"tháng {m.label} chưa bắt đầu")
+    except rp.ReportError as e:
+        _fail(str(e), 2)
+    _need_database(s)
+    try:
+        rp.write(db_mod.engine(s), r, m, out)
+    except rp.ReportError as e:
+        _fail(str(e))
+    click.echo(f"Đã lập báo cáo tháng {m.label}: {out}", err=True)
+
+
+@click.group("recordings")
+def recordings_group() -> None:
+    """Bản ghi âm phản ánh."""
+
+
+@recordings_group.command("prune")
+@click.option("--days", type=int, default=None, metavar="N",
+              help="Giữ N ngày (mặc định: TONGDAI_RECORDINGS_KEEP_DAYS, nếu không có thì 365).")
+@click.option("--dry-run", is_flag=True, help="Chỉ liệt kê, không xoá.")
+def recordings_prune(days: int | None, dry_run: bool) -> None:
+    """Xoá bản ghi âm cũ hơn N ngày (giữ bản ghi của phản ánh chưa đóng)."""
+    from ivr.records import db as db_mod
+    from ivr.records import retention
+
+    s = Settings.from_env()
+    try:
+        keep = retention.keep_days(days, s.env)
+    except retention.RetentionError as e:
+        _fail(str(e), 2)
+    _need_database(s)
+    res = retention.prune(s, db_mod.engine(s), keep, dry_run=dry_run)
+    verb = "Sẽ xoá" if dry_run else "Đã xoá"
+    for p in res.deleted:
+        click.echo(f"{verb}: {p}")
+    click.echo(f"{verb} {len(res.deleted)} bản ghi âm cũ hơn {keep} ngày ({res.freed // 1024} KiB); "
+               f"giữ lại {len(res.kept_open)} bản ghi của phản ánh chưa đóng.", err=True)
+
+
+def register(main: click.Group) -> None:
+    """Add this module's commands to the ``tongdai`` group."""
+    main.add_command(export_cmd)
+    main.add_command(report_group)
+    main.add_command(recordings_group)

@@ -1,0 +1,217 @@
+"""`tongdai agencies import`: load a province's list of agencies into routing.yaml.
+
+The CSV has the columns ``code,name,kind,parent[,station]`` (lines starting with ``#`` are
+comments). A list in the statistics office's form, ``gso_code,name,kind,parent_gso_code``, is
+accepted as it is: codes become ``DV<gso_code>``.
+
+Agencies without a station get one under the numbering plan documented in routing.yaml:
+``3nnn`` provincial departments and other bodies, ``4D00`` a district-level unit, ``4Dnn`` the
+communes under it. The agencies block of routing.yaml is rewritten in place (other sections and
+their comments are kept); nothing is written unless the whole resulting file validates.
+"""
+
+from __future__ import annotations
+
+import csv
+import datetime as dt
+import io
+import json
+import os
+import re
+import tempfile
+from dataclasses import dataclass, replace
+from pathlib import Path
+
+import yaml
+
+from ivr.config import routing as rt
+
+
+class ImportError_(Exception):
+    """The CSV or the resulting routing file is invalid; ``problems`` lists why."""
+
+    def __init__(self, problems: list[str]):
+        self.problems = problems
+        super().__init__("\n".join(problems))
+
+
+@dataclass(frozen=True)
+class Row:
+    code: str
+    name: str
+    kind: str
+    parent: str | None
+    station: str | None
+    line: int
+
+
+def read_csv(path: Path) -> list[Row]:
+    """Parse an agencies CSV; raise :class:`ImportError_` with every bad line."""
+    try:
+        raw = path.read_text(encoding="utf-8-sig")
+    except OSError as e:
+        raise ImportError_([f"{path}: cannot read: {e.strerror or e}"]) from None
+    lines = [(n, ln) for n, ln in enumerate(raw.splitlines(), 1) if ln.strip() and not ln.lstrip().startswith("#")]
+    if not lines:
+        raise ImportError_([f"{path}: no header line"])
+    reader = csv.reader(io.StringIO("\n".join(ln for _, ln in lines)))
+    rows_raw = list(reader)
+    header = [h.strip() for h in rows_raw[0]]
+    gso = "gso_code" in header
+    want = ["gso_code", "name", "kind", "parent_gso_code"] if gso else ["code", "name", "kind", "parent"]
+    missing = [w for w in want if w not in header]
+    if missing:
+        raise ImportError_([f"{path}:{lines[0][0]}: missing column(s): {', '.join(missing)} (expected {','.join(want)}[,station])"])
+    idx = {h: i for i, h in enumerate(header)}
+    problems: list[str] = []
+    out: list[Row] = []
+    seen: dict[str, int] = {}
+    for (lineno, _), cells in zip(lines[1:], rows_raw[1:]):
+        def cell(col: str) -> str:
+            i = idx.get(col)
+            return cells[i].strip() if i is not None and i < len(cells) else ""
+
+        code = cell(want[0])
+        parent = cell(want[3]) or None
+        if gso:
+            if code and not code.isdigit():
+                problems.append(f"{path}:{lineno}: gso_code '{code}' is not a number")
+                continue
+            code = f"DV{code}" if code else ""
+            parent = f"DV{parent}" if parent else None
+        name, kind, station = cell("name"), cell("kind"), cell("station") or None
+        if not code or not name or not kind:
+            problems.append(f"{path}:{lineno}: code, name and kind are required")
+            continue
+        if not rt.AGENCY_CODE_RE.match(code):
+            problems.append(f"{path}:{lineno}: '{code}' is not a valid agency code")
+            continue
+        if code in seen:
+            problems.append(f"{path}:{lineno}: duplicate code '{code}' (first on line {seen[code]})")
+            continue
+        if station and not rt.EXTENSION_RE.match(station):
+            problems.append(f"{path}:{lineno}: station '{station}' is not an extension number")
+            continue
+        seen[code] = lineno
+        out.append(Row(code, name, kind, parent, station, lineno))
+    if problems:
+        raise ImportError_(problems)
+    return out
+
+
+def _assign_stations(agencies: list[rt.Agency], taken: set[str]) -> list[rt.Agency]:
+    """Give every agency without a station one under the numbering plan."""
+    by_code = {a.code: a for a in agencies}
+    result: list[rt.Agency] = []
+    used = set(taken)
+
+    def next_free(candidates) -> str:
+        for n in candidates:
+            s = str(n)
+            if s not in used:
+                used.add(s)
+                return s
+        raise ImportError_(["the numbering plan has no free extension left for this kind of agency"])
+
+    for a in agencies:
+        if a.station:
+            result.append(a)
+            continue
+        parent = by_code.get(a.parent or "")
+        pst = parent.station if parent else None
+        if parent is not None and pst is None:
+            # The parent gets its number first so that its children follow it.
+            pst = next((r.station for r in result if r.code == parent.code), None)
+        if a.kind == "district":
+            st = next_free(4000 + d * 100 for d in range(1, 10))
+        elif pst and re.fullmatch(r"4[1-9]00", pst):
+            base = int(pst)
+            st = next_free(range(base + 1, base + 100))
+        else:
+            st = next_free(range(3001, 4000))
+        result.append(replace(a, station=st))
+    return result
+
+
+def _q(s: str) -> str:
+    return json.dumps(s, ensure_ascii=False)
+
+
+def render_block(agencies: list[rt.Agency], note: str) -> str:
+    """The YAML text of the agencies section, one agency per line."""
+    out = ["agencies:", f"  # {note}"]
+    for a in agencies:
+        fields = [f"code: {a.code}", f"name: {_q(a.name)}", f"kind: {a.kind}"]
+        if a.parent:
+            fields.append(f"parent: {a.parent}")
+        if a.station:
+            fields.append(f"station: {_q(a.station)}")
+        out.append("  - {" + ", ".join(fields) + "}")
+    return "\n".join(out) + "\n"
+
+
+def splice(text: str, key: str, block: str) -> str:
+    """Replace a top-level section of a YAML document, keeping everything else byte for byte."""
+    root = yaml.compose(text, Loader=yaml.SafeLoader)
+    lines = text.splitlines(keepends=True)
+    for knode, vnode in root.value:
+        if knode.value == key:
+            start = knode.start_mark.line
+            end = vnode.end_mark.line if vnode.end_mark.column == 0 else vnode.end_mark.line + 1
+            end = min(end, len(lines))
+            # Comments and blank lines just before the next section belong to it.
+            while end > start + 1 and (not lines[end - 1].strip() or lines[end - 1].startswith("#")):
+                end -= 1
+            return "".join(lines[:start]) + block + "".join(lines[end:])
+    sep = "" if text.endswith("\n") or not text else "\n"
+    return text + sep + block
+
+
+def import_agencies(routing_path: Path, csv_path: Path, *, replace_all: bool = False, root: str | None = None,
+                    today: dt.date | None = None) -> tuple[rt.Routing, int, int]:
+    """Merge (or with ``replace_all`` replace) the agencies of ``csv_path`` into routing.yaml.
+
+    Empty cells do not erase: a row without a parent or station keeps the agency's current one,
+    or, for a new agency without a parent, gets ``root`` as parent.
+
+    Returns the new routing, the number of agencies added and updated. Writes atomically, and only
+    if the resulting file validates; otherwise raises :class:`ImportError_`.
+    """
+    rows = read_csv(csv_path)
+    text = routing_path.read_text(encoding="utf-8")
+    current = yaml.safe_load(text) or {}
+    existing = [
+        rt.Agency(str(a["code"]), str(a["name"]), str(a["kind"]), a.get("parent"), str(a["station"]) if a.get("station") is not None else None)
+        for a in (current.get("agencies") or [])
+        if isinstance(a, dict) and "code" in a and "name" in a and "kind" in a
+    ]
+    merged: dict[str, rt.Agency] = {} if replace_all else {a.code: a for a in existing}
+    added = updated = 0
+    for r in rows:
+        old = merged.get(r.code) or next((a for a in existing if a.code == r.code), None)
+        station = r.station or (old.station if old else None)
+        parent = r.parent or (old.parent if old else None) or (root if root != r.code else None)
+        new = rt.Agency(r.code, r.name, r.kind, parent, station)
+        if r.code in merged or old is not None:
+            updated += 1
+        else:
+            added += 1
+        merged[r.code] = new
+    # Stations already used by focal-point extensions must not be handed out again.
+    taken = {str(e.get("number")) for e in (current.get("extensions") or []) if isinstance(e, dict)}
+    taken |= {a.station for a in merged.values() if a.station}
+    agencies = _assign_stations(list(merged.values()), taken)
+    note = f"imported from {csv_path.name} on {(today or dt.date.today()).isoformat()} by `tongdai agencies import`"
+    new_text = splice(text, "agencies", render_block(agencies, note))
+    try:
+        result = rt.loads(new_text, name=routing_path.name)
+    except rt.RoutingError as e:
+        raise ImportError_(["the import would make routing.yaml invalid; nothing was written:"] + [f"  {p}" for p in e.errors]) from None
+    fd, tmp = tempfile.mkstemp(dir=routing_path.parent, prefix=".routing-", suffix=".yaml")
+    with os.fdopen(fd, "w", encoding="utf-8") as f:
+        f.write(new_text)
+        f.flush()
+        os.fsync(f.fileno())
+    os.chmod(tmp, routing_path.stat().st_mode & 0o777)
+    os.replace(tmp, routing_path)
+    return result, added, updated

@@ -1,0 +1,246 @@
+"""Runtime settings, read from the environment.
+
+Everything that differs between a developer's sandbox, a test run and a production server is a
+setting here; routing.yaml only describes the hotline itself and never holds a secret.
+
+| variable | default | meaning |
+|---|---|---|
+| TONGDAI_HOME | ``<repo>/var`` | data directory: database, secrets, rendered config, recordings, spool |
+| TONGDAI_ROUTING | ``<repo>/routing.yaml`` | the routing file |
+| TONGDAI_ASTERISK | ``auto`` | ``sandbox`` (Debian sid chroot), ``native`` (installed asterisk) or ``auto`` |
+| TONGDAI_SANDBOX_DIR | ``~/.cache/tongdai/asterisk-sid`` | where the sandbox chroot is cached |
+| TONGDAI_ASTERISK_BIN | ``asterisk`` on PATH | native mode: the asterisk binary |
+| TONGDAI_ASTERISK_MODDIR | autodetected | native mode: the modules directory |
+| TONGDAI_BIND | ``127.0.0.1`` | address SIP, ARI/HTTP and AMI listen on |
+| TONGDAI_SIP_PORT | 5060 | SIP (UDP) |
+| TONGDAI_ARI_PORT | 8088 | Asterisk HTTP server (ARI) |
+| TONGDAI_AMI_PORT | 5038 | AMI |
+| TONGDAI_ARI_LANES | 4 | ARI applications the hotline's calls are spread over (Asterisk queues each app's events in one thread) |
+| TONGDAI_ARI_REST | ``auto`` | ARI requests over websockets when Asterisk offers it (``auto``), or always ``http`` |
+| TONGDAI_RTP_START / TONGDAI_RTP_END | 20100 / 23999 | Asterisk's RTP port range |
+| TONGDAI_TRUNK_MATCH | ``127.0.0.1`` | comma-separated addresses/networks of the telco trunk |
+| TONGDAI_DATABASE_URL | SQLite in TONGDAI_HOME | SQLAlchemy async URL |
+| TONGDAI_WEB_ADDR | ``127.0.0.1:8080`` | HTTP address of the service's web endpoints (the Zalo webhook) |
+| TONGDAI_ZALO_* | unset: Zalo off | the Zalo Official Account, see :class:`ZaloSettings` |
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import shutil
+from dataclasses import dataclass, field
+from pathlib import Path
+
+
+
+def checkout_root() -> Path | None:
+    """The source checkout the package runs from (editable install, ``python -m ivr`` in the
+    repository), or None when it is installed: then nothing is looked for beside the code."""
+    root = Path(__file__).resolve().parents[2]
+    return root if (root / "pyproject.toml").is_file() and (root / "routing.yaml").is_file() else None
+
+
+def default_home(env: dict[str, str]) -> Path:
+    root = checkout_root()
+    if root is not None:
+        return root / "var"
+    return Path(env.get("XDG_DATA_HOME") or Path.home() / ".local" / "share") / "tongdai"
+
+
+def default_routing() -> Path:
+    root = checkout_root()
+    return (root if root is not None else Path.cwd()) / "routing.yaml"
+
+
+def _int(env: dict[str, str], name: str, default: int) -> int:
+    raw = env.get(name)
+    if raw is None or raw == "":
+        return default
+    try:
+        return int(raw)
+    except ValueError:
+        raise SystemExit(f"{name}={raw!r}: expected a whole number") from None
+
+
+def _lanes(env: dict[str, str]) -> int:
+    n = _int(env, "TONGDAI_ARI_LANES", 4)
+    if not 1 <= n <= 16:
+        raise SystemExit(f"TONGDAI_ARI_LANES={n}: expected 1 to 16")
+    return n
+
+
+def _addr(env: dict[str, str], name: str, default: str) -> tuple[str, int]:
+    raw = (env.get(name) or default).strip()
+    host, sep, port = raw.rpartition(":")
+    if not sep or not port.isdigit():
+        raise SystemExit(f"{name}={raw!r}: expected HOST:PORT")
+    return host.strip("[]") or "0.0.0.0", int(port)
+
+
+@dataclass(frozen=True)
+class ZaloSettings:
+    """The Zalo Official Account ("Phản ánh về thủ tục hành chính Hậu Giang").
+
+    Enabled when TONGDAI_ZALO_APP_ID is set. Secrets are read from the environment only (never
+    routing.yaml) and are kept out of ``repr`` so they never reach a log line.
+
+    | variable | default | meaning |
+    |---|---|---|
+    | TONGDAI_ZALO_APP_ID | unset (Zalo off) | the Zalo app's id (developers.zalo.me) |
+    | TONGDAI_ZALO_APP_SECRET | required | the app's secret key: ``secret_key`` header of the token refresh |
+    | TONGDAI_ZALO_OA_SECRET_KEY | required | the OA secret key: last term of the webhook signature |
+    | TONGDAI_ZALO_OA_ID | unset | the OA's id; when set, events for another OA are refused |
+    | TONGDAI_ZALO_REFRESH_TOKEN | unset | the first refresh token; later ones live in ``$TONGDAI_HOME/zalo-tokens.json`` |
+    | TONGDAI_ZALO_API_URL | ``https://openapi.zalo.me`` | OA API base URL |
+    | TONGDAI_ZALO_OAUTH_URL | ``https://oauth.zaloapp.com`` | OAuth base URL (token refresh) |
+    | TONGDAI_ZALO_ZNS_URL | ``https://business.openapi.zalo.me`` | ZNS (template message) base URL |
+    | TONGDAI_ZALO_ZNS_TEMPLATE_ID | unset | approved ZNS template for the satisfaction survey |
+    | TONGDAI_ZALO_QUIET_HOURS | ``22:00-06:00`` | no staff answer or survey is sent in this range (hotline time zone) |
+    | TONGDAI_ZALO_MAX_EVENT_AGE | 10800 | seconds; an older signed event is refused as a replay |
+    | TONGDAI_ZALO_SURVEY_EVERY | 60 | minutes between automatic survey runs in ``tongdai serve``; 0: only by command |
+    """
+
+    app_id: str
+    app_secret: str = field(repr=False)
+    oa_secret_key: str = field(repr=False)
+    initial_refresh_token: str | None = field(repr=False)
+    oa_id: str | None
+    api_url: str
+    oauth_url: str
+    zns_url: str
+    zns_template_id: str | None
+    quiet_start: str
+    quiet_end: str
+    max_event_age: int
+    survey_every_min: int
+    token_path: Path
+    spool_path: Path
+
+    @classmethod
+    def from_env(cls, env: dict[str, str], home: Path) -> "ZaloSettings | None":
+        app_id = (env.get("TONGDAI_ZALO_APP_ID") or "").strip()
+        if not app_id:
+            return None
+        missing = [n for n in ("TONGDAI_ZALO_APP_SECRET", "TONGDAI_ZALO_OA_SECRET_KEY") if not env.get(n)]
+        if missing:
+            raise SystemExit(f"TONGDAI_ZALO_APP_ID is set: {' and '.join(missing)} must be set too")
+        quiet = (env.get("TONGDAI_ZALO_QUIET_HOURS") or "22:00-06:00").strip()
+        start, sep, end = quiet.partition("-")
+        if not sep or not all(_hhmm(x) for x in (start, end)):
+            raise SystemExit(f"TONGDAI_ZALO_QUIET_HOURS={quiet!r}: expected HH:MM-HH:MM")
+        return cls(
+            app_id=app_id,
+            app_secret=env["TONGDAI_ZALO_APP_SECRET"],
+            oa_secret_key=env["TONGDAI_ZALO_OA_SECRET_KEY"],
+            initial_refresh_token=env.get("TONGDAI_ZALO_REFRESH_TOKEN") or None,
+            oa_id=(env.get("TONGDAI_ZALO_OA_ID") or "").strip() or None,
+            api_url=(env.get("TONGDAI_ZALO_API_URL") or "https://openapi.zalo.me").rstrip("/"),
+            oauth_url=(env.get("TONGDAI_ZALO_OAUTH_URL") or "https://oauth.zaloapp.com").rstrip("/"),
+            zns_url=(env.get("TONGDAI_ZALO_ZNS_URL") or "https://business.openapi.zalo.me").rstrip("/"),
+            zns_template_id=(env.get("TONGDAI_ZALO_ZNS_TEMPLATE_ID") or "").strip() or None,
+            quiet_start=start.strip(),
+            quiet_end=end.strip(),
+            max_event_age=_int(env, "TONGDAI_ZALO_MAX_EVENT_AGE", 3 * 3600),
+            survey_every_min=_int(env, "TONGDAI_ZALO_SURVEY_EVERY", 60),
+            token_path=home / "zalo-tokens.json",
+            spool_path=home / "spool" / "zalo-events.jsonl",
+        )
+
+
+def _hhmm(raw: str) -> bool:
+    h, sep, m = raw.strip().partition(":")
+    return bool(sep) and h.isdigit() and m.isdigit() and int(h) < 24 and int(m) < 60
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Resolved settings; build with :meth:`from_env`."""
+
+    home: Path
+    routing_path: Path
+    asterisk_mode: str  # "sandbox" or "native" (auto is resolved at load time)
+    sandbox_dir: Path
+    asterisk_bin: str
+    asterisk_moddir: str | None
+    bind: str
+    sip_port: int
+    ari_port: int
+    ami_port: int
+    rtp_start: int
+    rtp_end: int
+    trunk_match: tuple[str, ...]
+    database_url: str
+    ari_app: str = "tongdai"
+    ari_rest: str = "auto"  # "auto": REST over ARI websockets when offered; "http": never
+    ari_lanes: int = 4  # ARI applications the calls are spread over, see ari_apps
+    web_addr: tuple[str, int] = ("127.0.0.1", 8080)
+    zalo: ZaloSettings | None = None
+    env: dict[str, str] = field(default_factory=dict, repr=False, compare=False)
+
+    @classmethod
+    def from_env(cls, env: dict[str, str] | None = None) -> "Settings":
+        env = dict(os.environ if env is None else env)
+        home = Path(env.get("TONGDAI_HOME") or default_home(env)).expanduser().resolve()
+        routing = Path(env.get("TONGDAI_ROUTING") or default_routing()).expanduser()
+        mode = (env.get("TONGDAI_ASTERISK") or "auto").strip().lower()
+        asterisk_bin = env.get("TONGDAI_ASTERISK_BIN") or "asterisk"
+        if mode == "auto":
+            mode = "native" if env.get("TONGDAI_ASTERISK_BIN") or shutil.which("asterisk") else "sandbox"
+        if mode not in ("sandbox", "native"):
+            raise SystemExit(f"TONGDAI_ASTERISK={mode!r}: expected sandbox, native or auto")
+        sandbox_dir = Path(
+            env.get("TONGDAI_SANDBOX_DIR") or Path.home() / ".cache" / "tongdai" / "asterisk-sid"
+        ).expanduser()
+        ari_rest = (env.get("TONGDAI_ARI_REST") or "auto").strip().lower()
+        if ari_rest not in ("auto", "http"):
+            raise SystemExit(f"TONGDAI_ARI_REST={ari_rest!r}: expected auto or http")
+        db_url = env.get("TONGDAI_DATABASE_URL") or f"sqlite+aiosqlite:///{home / 'tongdai.db'}"
+        trunk = tuple(
+            t.strip() for t in (env.get("TONGDAI_TRUNK_MATCH") or "127.0.0.1").split(",") if t.strip()
+        )
+        return cls(
+            home=home,
+            routing_path=routing,
+            asterisk_mode=mode,
+            sandbox_dir=sandbox_dir,
+            asterisk_bin=asterisk_bin,
+            asterisk_moddir=env.get("TONGDAI_ASTERISK_MODDIR") or None,
+            bind=env.get("TONGDAI_BIND") or "127.0.0.1",
+            sip_port=_int(env, "TONGDAI_SIP_PORT", 5060),
+            ari_port=_int(env, "TONGDAI_ARI_PORT", 8088),
+            ami_port=_int(env, "TONGDAI_AMI_PORT", 5038),
+            ari_rest=ari_rest,
+            ari_lanes=_lanes(env),
+            rtp_start=_int(env, "TONGDAI_RTP_START", 20100),
+            rtp_end=_int(env, "TONGDAI_RTP_END", 23999),
+            trunk_match=trunk,
+            database_url=db_url,
+            web_addr=_addr(env, "TONGDAI_WEB_ADDR", "127.0.0.1:8080"),
+            zalo=ZaloSettings.from_env(env, home),
+            env=env,
+        )
+
+    @property
+    def ari_apps(self) -> list[str]:
+        """The ARI applications hotline calls enter, one per lane: ``tongdai``, ``tongdai-2``, …
+
+        Asterisk turns every application's messages into events in one thread per application
+        (taskprocessor ``stasis/m:ari:application/<app>``); with every call in one application
+        that queue was 160 deep under the bench's load and events came 100+ ms late. The
+        dialplan picks a lane per call; the controller takes all of them on one websocket.
+        """
+        return [self.ari_app] + [f"{self.ari_app}-{i}" for i in range(2, self.ari_lanes + 1)]
+
+    @property
+    def instance_id(self) -> str:
+        """A short stable id for this data directory, used to keep sandbox instances apart."""
+        return hashlib.sha1(str(self.home).encode()).hexdigest()[:10]
+
+    @property
+    def secrets_path(self) -> Path:
+        return self.home / "secrets.json"
+
+    @property
+    def hours_override_path(self) -> Path:
+        return self.home / "hours-override.json"

@@ -1,0 +1,387 @@
+"""Complaint cases: creation with a short code, the lifecycle, deadlines in working days.
+
+Lifecycle: ``received → classified → assigned → in_progress → answered → closed``, and
+``reopened`` from answered or closed. A case may be closed early for a reason that makes sense
+before an answer (transferred, duplicate, invalid, no further action); ``resolved`` needs an
+answer first. Every change is a CaseEvent (who, when, from, to, note). Refusals raise
+:class:`CaseError` with a message for staff, in Vietnamese.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+import json
+import logging
+import os
+import secrets as _random
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+from sqlalchemy import select
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
+from sqlalchemy.orm import selectinload
+
+from ivr.models.cases import CATEGORIES, CHANNELS, CLOSE_REASONS, Case, CaseAssignment, CaseEvent
+
+from ivr.config import hours as cal
+from ivr.config.routing import Routing
+
+log = logging.getLogger("tongdai.cases")
+
+CODE_DIGITS = 6
+OPEN_STATUSES = ("received", "classified", "assigned", "in_progress", "reopened")
+STATUS_VI = {
+    "received": "mới tiếp nhận", "classified": "đã phân loại", "assigned": "đã giao", "in_progress": "đang xử lý",
+    "answered": "đã trả lời", "closed": "đã đóng", "reopened": "mở lại",
+}
+CATEGORY_VI = {
+    "procedure": "thủ tục hành chính", "regulation": "quy định", "misconduct": "sách nhiễu, vòi vĩnh",
+    "question": "hỏi đáp", "other": "khác",
+}
+REASON_VI = {
+    "resolved": "đã giải quyết", "transferred": "đã chuyển cơ quan khác", "duplicate": "trùng lặp",
+    "invalid": "không hợp lệ", "no_further_action": "không cần xử lý thêm",
+}
+# action -> (statuses it may start from, status it leads to)
+ACTIONS: dict[str, tuple[tuple[str, ...], str]] = {
+    "classify": (("received", "classified", "reopened"), "classified"),
+    "assign": (("classified", "assigned", "reopened"), "assigned"),
+    "start": (("assigned",), "in_progress"),
+    "answer": (("in_progress",), "answered"),
+    "close": (("received", "classified", "assigned", "in_progress", "answered", "reopened"), "closed"),
+    "reopen": (("answered", "closed"), "reopened"),
+}
+
+
+class CaseError(Exception):
+    """A request staff made that makes no sense; the message says why (Vietnamese)."""
+
+
+def utcnow() -> dt.datetime:
+    return dt.datetime.now(dt.timezone.utc)
+
+
+def deadline(routing: Routing, received_at: dt.datetime, category: str) -> dt.datetime:
+    days = routing.complaints.deadlines[category]
+    return cal.add_working_days(routing.hours, received_at, days, routing.hotline.timezone)
+
+
+def new_code() -> str:
+    """A random case code: CODE_DIGITS digits, never starting with 0 (read back digit by digit)."""
+    return str(_random.randbelow(9 * 10 ** (CODE_DIGITS - 1)) + 10 ** (CODE_DIGITS - 1))
+
+
+def is_overdue(case: Case, now: dt.datetime | None = None) -> bool:
+    """Derived, never stored: past the deadline and not answered or closed."""
+    return case.status in OPEN_STATUSES and (now or utcnow()) > case.deadline_at
+
+
+@dataclass(frozen=True)
+class NewCase:
+    channel: str
+    caller: str | None
+    anonymous: bool = False
+    call_id: str | None = None
+    branch_digit: str | None = None
+    branch_name: str | None = None
+    agency_code: str | None = None
+    agency_name: str | None = None
+    category: str = "other"
+    summary: str | None = None
+    recording: str | None = None
+    recording_seconds: float | None = None
+    inspection_reason: str | None = None
+
+
+class Cases:
+    """Case operations on one database."""
+
+    def __init__(self, engine: AsyncEngine, routing: Routing):
+        self.engine = engine
+        self.routing = routing
+        self._sm = async_sessionmaker(engine, expire_on_commit=False)
+
+    async def create(self, new: NewCase, *, actor: str = "system", received_at: dt.datetime | None = None,
+                     code: str | None = None, note: str | None = None) -> Case:
+        """Store a new case with a fresh unique code (retrying on the rare collision).
+
+        ``code``: keep this code (a case replayed from the spool was already told to the caller).
+        ``note``: added to the history's first entry.
+        """
+        self._check(new)
+        received = received_at or utcnow()
+        fixed = code
+        for _ in range(1 if fixed else 20):
+            try:
+                async with self._sm.begin() as s:
+                    case = await self._add(s, new, fixed or new_code(), actor, received, note)
+                return case
+            except IntegrityError as e:
+                if not _code_taken(e):
+                    raise  # e.g. the call it points at is not there (PostgreSQL enforces foreign keys)
+                if fixed:
+                    raise CaseError(f"mã phản ánh {fixed} đã tồn tại") from None
+                continue  # the code was taken: draw another
+        raise CaseError("không tạo được mã phản ánh mới")  # pragma: no cover
+
+    @staticmethod
+    def _check(new: NewCase) -> None:
+        if new.channel not in CHANNELS:
+            raise CaseError(f"kênh '{new.channel}' không hợp lệ")
+        if new.category not in CATEGORIES:
+            raise CaseError(f"loại '{new.category}' không hợp lệ")
+
+    async def _add(self, s: AsyncSession, new: NewCase, code: str, actor: str, received: dt.datetime,
+                   note: str | None = None) -> Case:
+        case = Case(
+            code=code, channel=new.channel, caller=new.caller, anonymous=new.anonymous, call_id=new.call_id,
+            branch_digit=new.branch_digit, branch_name=new.branch_name, agency_code=new.agency_code,
+            agency_name=new.agency_name, category=new.category, summary=new.summary,
+            recording=new.recording, recording_seconds=new.recording_seconds, received_at=received,
+            deadline_at=deadline(self.routing, received, new.category), status="received",
+            inspection=new.inspection_reason is not None, inspection_reason=new.inspection_reason,
+        )
+        s.add(case)
+        await s.flush()
+        s.add(CaseEvent(case_id=case.id, at=received, actor=actor, action="receive", to_status="received",
+                        note=f"kênh {new.channel}" + (", ẩn danh" if new.anonymous else "")
+                        + (f"; {note}" if note else "")))
+        if new.inspection_reason:
+            s.add(CaseEvent(case_id=case.id, at=received, actor=actor, action="flag_inspection",
+                            note=new.inspection_reason))
+        return case
+
+    async def create_in(self, s: AsyncSession, new: NewCase, *, actor: str = "system",
+                        received_at: dt.datetime | None = None) -> Case:
+        """Add a new case inside the caller's transaction, so it commits (or not) with whatever
+        else the caller writes. The code is drawn among the free ones; a race with another writer
+        on the same code surfaces as IntegrityError when the caller commits."""
+        self._check(new)
+        for _ in range(20):
+            code = new_code()
+            if (await s.execute(select(Case.id).where(Case.code == code))).first() is None:
+                return await self._add(s, new, code, actor, received_at or utcnow())
+        raise CaseError("không tạo được mã phản ánh mới")  # pragma: no cover
+
+    async def get(self, code: str) -> Case:
+        async with self._sm() as s:
+            case = await self._load(s, code)
+            return case
+
+    async def _load(self, s: AsyncSession, code: str) -> Case:
+        code = code.strip()
+        row = (await s.execute(
+            select(Case).where(Case.code == code)
+            .options(selectinload(Case.assignments), selectinload(Case.history))
+        )).scalar_one_or_none()
+        if row is None:
+            raise CaseError(f"không có phản ánh mã '{code}'")
+        return row
+
+    async def act(self, code: str, action: str, *, actor: str, note: str | None = None, category: str | None = None,
+                  agencies: list[str] | None = None, reason: str | None = None, text: str | None = None,
+                  now: dt.datetime | None = None) -> Case:
+        """Apply one lifecycle action; refuse it with a clear message if it makes no sense."""
+        if action not in ACTIONS:
+            raise CaseError(f"thao tác '{action}' không tồn tại")
+        now = now or utcnow()
+        sources, target = ACTIONS[action]
+        async with self._sm.begin() as s:
+            case = await self._load(s, code)
+            if case.status not in sources:
+                allowed = ", ".join(STATUS_VI[x] for x in sources)
+                raise CaseError(
+                    f"phản ánh {case.code} đang ở trạng thái '{STATUS_VI[case.status]}': không thể {_ACTION_VI[action]}"
+                    f" (chỉ được khi: {allowed})")
+            if action == "classify":
+                if category not in CATEGORIES:
+                    raise CaseError(f"loại phản ánh phải là một trong: {', '.join(CATEGORIES)}")
+                if category != case.category:
+                    note = f"{CATEGORY_VI[case.category]} → {CATEGORY_VI[category]}" + (f"; {note}" if note else "")
+                case.category = category
+                case.deadline_at = deadline(self.routing, case.received_at, category)
+            elif action == "assign":
+                if not agencies:
+                    raise CaseError("cần ít nhất một cơ quan (--agency)")
+                unknown = [a for a in agencies if a not in self.routing.agencies]
+                if unknown:
+                    raise CaseError(f"không có cơ quan mã: {', '.join(unknown)}")
+                have = {a.agency_code for a in case.assignments}
+                added = [a for a in dict.fromkeys(agencies) if a not in have]
+                if not added:
+                    raise CaseError(f"phản ánh {case.code} đã được giao cho {', '.join(sorted(have))}")
+                for a in added:
+                    s.add(CaseAssignment(case_id=case.id, agency_code=a, agency_name=self.routing.agencies[a].name, assigned_at=now))
+                note = "giao: " + ", ".join(f"{a} ({self.routing.agencies[a].name})" for a in added) + (f"; {note}" if note else "")
+            elif action == "answer":
+                if not text or not text.strip():
+                    raise CaseError("nội dung trả lời (--text) không được để trống")
+                case.answer = text.strip()
+                case.answered_at = now
+                note = case.answer
+            elif action == "close":
+                if reason not in CLOSE_REASONS:
+                    raise CaseError(f"lý do đóng phải là một trong: {', '.join(CLOSE_REASONS)}")
+                if reason == "resolved" and case.status != "answered":
+                    raise CaseError(f"phản ánh {case.code} chưa được trả lời: không thể đóng với lý do 'đã giải quyết'")
+                case.closed_reason = reason
+                note = REASON_VI[reason] + (f"; {note}" if note else "")
+            elif action == "reopen":
+                if not note:
+                    raise CaseError("cần ghi lý do mở lại (--note)")
+                case.closed_reason = None
+            s.add(CaseEvent(case_id=case.id, at=now, actor=actor, action=action, from_status=case.status,
+                            to_status=target, note=note))
+            case.status = target
+            if action == "answer" and case.channel == "zalo":
+                # The citizen wrote on Zalo: the answer goes back there, queued in the same
+                # transaction so an answer is never recorded without being queued.
+                from ivr.zalo.outbox import enqueue_answer
+
+                await s.flush()
+                await enqueue_answer(s, case, now)
+        return await self.get(code)
+
+    async def flag_inspection(self, code: str, *, actor: str, reason: str, now: dt.datetime | None = None) -> Case:
+        """Send a case to the inspection team (Tổ Kiểm tra đột xuất)."""
+        if not reason or not reason.strip():
+            raise CaseError("cần ghi lý do chuyển Tổ Kiểm tra (--reason)")
+        async with self._sm.begin() as s:
+            case = await self._load(s, code)
+            if case.inspection:
+                raise CaseError(f"phản ánh {case.code} đã được chuyển Tổ Kiểm tra đột xuất")
+            case.inspection = True
+            case.inspection_reason = reason.strip()
+            s.add(CaseEvent(case_id=case.id, at=now or utcnow(), actor=actor, action="flag_inspection", note=reason.strip()))
+        return await self.get(code)
+
+    async def list(self, *, status: str | None = None, agency: str | None = None, overdue: bool = False,
+                   inspection: bool = False, now: dt.datetime | None = None) -> list[Case]:
+        q = select(Case).options(selectinload(Case.assignments)).order_by(Case.received_at)
+        if status:
+            q = q.where(Case.status == status)
+        if inspection:
+            q = q.where(Case.inspection.is_(True))
+        async with self._sm() as s:
+            rows = list((await s.execute(q)).scalars().all())
+        if agency:
+            rows = [c for c in rows if c.agency_code == agency or any(a.agency_code == agency for a in c.assignments)]
+        if overdue:
+            rows = [c for c in rows if is_overdue(c, now)]
+        return rows
+
+
+def _code_taken(e: IntegrityError) -> bool:
+    """The unique case code was taken (PostgreSQL names the constraint, SQLite the column)."""
+    msg = str(e.orig)
+    return "uq_cases_code" in msg or "cases.code" in msg
+
+
+# ------------------------------------------------------------------------------ the case spool
+#
+# A complaint recorded while the database is down is kept as spool/cases/<code>.json (written
+# atomically and fsync'd by :func:`spool_case`); the caller has already heard the code. The call
+# log's replayer calls :func:`replay_spooled` once its own spool is empty (a case points at its
+# call, so the call's row must be there first), and every spooled case is stored exactly once,
+# with the code the caller heard.
+
+
+def spool_dir(home: Path) -> Path:
+    return home / "spool" / "cases"
+
+
+def spool_case(home: Path, code: str, new: NewCase, received_at: dt.datetime) -> Path:
+    """Keep a case the database could not take, durably, under its code."""
+    d = spool_dir(home)
+    d.mkdir(parents=True, exist_ok=True)
+    data = {"code": code, "received_at": received_at.isoformat(), **asdict(new)}
+    tmp = d / f".{code}.json"
+    with open(tmp, "w", encoding="utf-8") as f:
+        json.dump(data, f, ensure_ascii=False)
+        f.flush()
+        os.fsync(f.fileno())
+    path = d / f"{code}.json"
+    os.replace(tmp, path)
+    _fsync_dir(d)
+    return path
+
+
+def _fsync_dir(d: Path) -> None:
+    fd = os.open(d, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+async def replay_spooled(engine: AsyncEngine, routing: Routing, home: Path, *, timeout: float = 5) -> int:
+    """Store the spooled cases, oldest first; return how many were stored.
+
+    Exactly once: a case whose code is already in the database with the same call and time was
+    stored by an earlier attempt that died before removing the file, and is not stored again. A
+    code taken meanwhile by another case (two random codes met) gets a fresh code; the history
+    keeps the one the caller heard. Stops at the first database failure (still down); a file
+    that cannot be read is set aside as ``.bad``, never deleted.
+    """
+    d = spool_dir(home)
+    if not d.is_dir():
+        return 0
+    service = Cases(engine, routing)
+    stored = 0
+    for path in sorted(d.glob("*.json"), key=lambda p: (p.stat().st_mtime, p.name)):
+        try:
+            data = json.loads(path.read_text(encoding="utf-8"))
+            code = data.pop("code")
+            received = dt.datetime.fromisoformat(data.pop("received_at"))
+            new = NewCase(**data)
+        except (ValueError, KeyError, TypeError) as e:
+            os.replace(path, path.with_suffix(".bad"))
+            log.error("case spool: %s unreadable (%s), set aside", path.name, e)
+            continue
+        try:
+            await asyncio.wait_for(_store_spooled(service, new, code, received), timeout)
+        except CaseError as e:
+            log.error("case spool: %s not stored: %s", path.name, e)
+            continue
+        except IntegrityError as e:
+            # Not a code collision (those are handled): most likely the call row is not there yet.
+            log.warning("case spool: %s waits: %s", path.name, e.orig)
+            continue
+        except Exception as e:  # database still down (or hung): try again later
+            log.warning("case spool: still cannot write (%s); %d cases wait", e.__class__.__name__,
+                        sum(1 for _ in d.glob("*.json")))
+            break
+        path.unlink()
+        _fsync_dir(d)
+        stored += 1
+    if stored:
+        log.info("case spool: %d cases written to the database", stored)
+    return stored
+
+
+async def _store_spooled(service: Cases, new: NewCase, code: str, received: dt.datetime) -> None:
+    async with service._sm() as s:
+        same = (select(Case.code).where(Case.received_at == received)
+                .where(Case.call_id == new.call_id if new.call_id else Case.code == code))
+        stored_as = (await s.execute(same)).scalars().first()
+        taken = (await s.execute(select(Case.id).where(Case.code == code))).first() is not None
+    if stored_as is not None:
+        # An earlier attempt got through (a replay that died before removing the file, or a
+        # write that timed out on our side after the server had committed it).
+        if stored_as != code:
+            log.warning("case spool: case %s was already stored as %s", code, stored_as)
+        return
+    if not taken:
+        await service.create(new, received_at=received, code=code, note="ghi lại từ hàng đợi khi CSDL gián đoạn")
+        return
+    case = await service.create(new, received_at=received,
+                                note=f"mã {code} đã đọc cho người gọi trùng với phản ánh khác; cấp mã mới")
+    log.warning("case spool: code %s was taken meanwhile; stored as %s", code, case.code)
+
+
+_ACTION_VI = {
+    "classify": "phân loại", "assign": "giao xử lý", "start": "bắt đầu xử lý", "answer": "trả lời",
+    "close": "đóng", "reopen": "mở lại",
+}
