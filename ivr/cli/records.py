@@ -1,4 +1,4 @@
-"""CLI of the exports, the monthly report and recordings retention (registered by ivr/cli.py).
+"""CLI of the exports, the monthly report and recordings retention .
 
 ``tongdai export calls|cases|surveys …``, ``tongdai report monthly …``,
 ``tongdai recordings prune …``. Messages for staff are Vietnamese; bad arguments exit 2 and
@@ -13,21 +13,16 @@ from pathlib import Path
 
 import click
 
+from ivr.cli.common import fail as _fail
+from ivr.cli.common import load_routing
 from ivr.config.settings import Settings
 
 # ivr.export (SQLAlchemy, the models) is imported inside the commands that need it, so that
 # every other `tongdai` command starts as fast as before.
 
 
-def _fail(message: str, code: int = 1) -> None:
-    click.echo(f"lỗi: {message}", err=True)
-    sys.exit(code)
-
-
 def _routing(s: Settings):
-    from ivr.cli import _load_routing
-
-    return _load_routing(s.routing_path)
+    return load_routing(s.routing_path)
 
 
 def _need_database(s: Settings) -> None:
@@ -170,8 +165,4 @@ def recordings_prune(days: int | None, dry_run: bool) -> None:
                f"giữ lại {len(res.kept_open)} bản ghi của phản ánh chưa đóng.", err=True)
 
 
-def register(main: click.Group) -> None:
-    """Add this module's commands to the ``tongdai`` group."""
-    main.add_command(export_cmd)
-    main.add_command(report_group)
-    main.add_command(recordings_group)
+COMMANDS = [export_cmd, report_group, recordings_group]

@@ -1,24 +1,21 @@
 """`tongdai surveys …` and `tongdai zalo …`: satisfaction surveys and the Zalo OA, for staff.
 
-Registered on the main command line by one line in :mod:`ivr.cli`. Messages are Vietnamese.
+Messages are Vietnamese.
 """
 
 from __future__ import annotations
 
 import asyncio
 import datetime as dt
-import sys
 import zoneinfo
 from pathlib import Path
 
 import click
 
+from ivr.cli.common import fail as _fail
 from ivr.config.settings import Settings
 
 
-def _fail(message: str) -> None:
-    click.echo(f"lỗi: {message}", err=True)
-    sys.exit(1)
 
 
 def _context():
@@ -228,6 +225,4 @@ def zalo_outbox(status: str | None, limit: int) -> None:
     _run(go)
 
 
-def register(main: click.Group) -> None:
-    main.add_command(surveys)
-    main.add_command(zalo)
+COMMANDS = [surveys, zalo]

@@ -1,0 +1,44 @@
+"""What every command group shares: settings, the routing file, and how a command fails."""
+
+from __future__ import annotations
+
+import datetime as dt
+import getpass
+import sys
+import zoneinfo
+from pathlib import Path
+
+import click
+
+from ivr.config import routing as rt
+from ivr.config.settings import Settings
+
+
+def settings() -> Settings:
+    return Settings.from_env()
+
+
+def load_routing(path: Path) -> rt.Routing:
+    """The validated routing, or every error on stderr and exit 1."""
+    try:
+        return rt.load(path)
+    except rt.RoutingError as e:
+        for p in e.errors:
+            click.echo(str(p), err=True)
+        n = len(e.errors)
+        click.echo(f"{path}: {n} lỗi — cấu hình không hợp lệ.", err=True)
+        sys.exit(1)
+
+
+def fail(message: str, code: int = 1) -> None:
+    """One line for the operator: exit 1 for a runtime problem, 2 for bad arguments."""
+    click.echo(f"lỗi: {message}", err=True)
+    sys.exit(code)
+
+
+def actor(by: str | None) -> str:
+    return by or getpass.getuser()
+
+
+def fmt_time(t: dt.datetime, tz: str) -> str:
+    return t.astimezone(zoneinfo.ZoneInfo(tz)).strftime("%d/%m/%Y %H:%M")
