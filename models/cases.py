@@ -13,11 +13,12 @@ from sqlalchemy.orm import Mapped, mapped_column, relationship
 
 from ivr.models import Base
 from ivr.models import UTCDateTime
+from ivr.vocab import CaseStatus, Category, Channel, CloseReason
 
-CHANNELS = ("phone", "zalo", "web")
-CATEGORIES = ("procedure", "regulation", "misconduct", "question", "other")
-STATUSES = ("received", "classified", "assigned", "in_progress", "answered", "closed", "reopened")
-CLOSE_REASONS = ("resolved", "transferred", "duplicate", "invalid", "no_further_action")
+CHANNELS = Channel.values()
+CATEGORIES = Category.values()
+STATUSES = CaseStatus.values()
+CLOSE_REASONS = CloseReason.values()
 
 
 def _in(col: str, values: tuple[str, ...]) -> str:

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import click
 
+from ivr.vocab import CaseStatus, Category, CloseReason
+
 from ivr.cli.common import actor as _actor
 from ivr.cli.common import fail, fmt_time as _fmt_time, load_routing, settings
 
@@ -46,7 +48,7 @@ def cases() -> None:
 
 
 @cases.command("list")
-@click.option("--status", type=click.Choice(["received", "classified", "assigned", "in_progress", "answered", "closed", "reopened"]))
+@click.option("--status", type=click.Choice(CaseStatus.values()))
 @click.option("--agency", help="Mã cơ quan (được giao hoặc sở hữu nhánh).")
 @click.option("--overdue", is_flag=True, help="Chỉ những phản ánh quá hạn.")
 @click.option("--inspection", is_flag=True, help="Chỉ những phản ánh chuyển Tổ Kiểm tra đột xuất.")
@@ -124,7 +126,7 @@ _note = click.option("--note", help="Ghi chú.")
 
 @cases.command("classify")
 @click.argument("code")
-@click.option("--category", required=True, type=click.Choice(["procedure", "regulation", "misconduct", "question", "other"]))
+@click.option("--category", required=True, type=click.Choice(Category.values()))
 @_note
 @_by
 def cases_classify(code, category, note, by) -> None:
@@ -162,7 +164,7 @@ def cases_answer(code, text, by) -> None:
 
 @cases.command("close")
 @click.argument("code")
-@click.option("--reason", required=True, type=click.Choice(["resolved", "transferred", "duplicate", "invalid", "no_further_action"]))
+@click.option("--reason", required=True, type=click.Choice(CloseReason.values()))
 @_note
 @_by
 def cases_close(code, reason, note, by) -> None:

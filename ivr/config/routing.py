@@ -20,6 +20,8 @@ from typing import Any
 import yaml
 from yaml.nodes import MappingNode, Node, ScalarNode, SequenceNode
 
+from ivr.vocab import Category
+
 STRATEGIES = ("ringall", "hunt", "roundrobin", "leastrecent")
 DAY_NAMES = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
 EXTENSION_RE = re.compile(r"^[0-9]{2,6}$")
@@ -84,7 +86,7 @@ class Menu:
     fallback: str  # "complaint", "hangup" or "branch:N"
 
 
-CATEGORIES = ("procedure", "regulation", "misconduct", "question", "other")
+CATEGORIES = Category.values()
 DEFAULT_DEADLINES = {"procedure": 10, "regulation": 15, "misconduct": 5, "question": 5, "other": 10}
 
 

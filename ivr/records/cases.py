@@ -27,23 +27,14 @@ from ivr.models.cases import CATEGORIES, CHANNELS, CLOSE_REASONS, Case, CaseAssi
 
 from ivr.config import hours as cal
 from ivr.config.routing import Routing
+from ivr.vocab import OPEN_STATUSES, CaseStatus, Category, CloseReason
 
 log = logging.getLogger("tongdai.cases")
 
 CODE_DIGITS = 6
-OPEN_STATUSES = ("received", "classified", "assigned", "in_progress", "reopened")
-STATUS_VI = {
-    "received": "mới tiếp nhận", "classified": "đã phân loại", "assigned": "đã giao", "in_progress": "đang xử lý",
-    "answered": "đã trả lời", "closed": "đã đóng", "reopened": "mở lại",
-}
-CATEGORY_VI = {
-    "procedure": "thủ tục hành chính", "regulation": "quy định", "misconduct": "sách nhiễu, vòi vĩnh",
-    "question": "hỏi đáp", "other": "khác",
-}
-REASON_VI = {
-    "resolved": "đã giải quyết", "transferred": "đã chuyển cơ quan khác", "duplicate": "trùng lặp",
-    "invalid": "không hợp lệ", "no_further_action": "không cần xử lý thêm",
-}
+STATUS_VI = CaseStatus.labels()
+CATEGORY_VI = Category.labels()
+REASON_VI = CloseReason.labels()
 # action -> (statuses it may start from, status it leads to)
 ACTIONS: dict[str, tuple[tuple[str, ...], str]] = {
     "classify": (("received", "classified", "reopened"), "classified"),

@@ -50,6 +50,7 @@ from ivr.models import CaseAssignment
 from ivr.models import CaseEvent
 from ivr.models import RegistrationEvent
 from ivr.models.presence import UP_STATUSES
+from ivr.vocab import Category, Disposition
 
 from ivr.config import hours as cal
 from ivr.records.export import publish
@@ -61,15 +62,8 @@ STATE_VI = {
     "complaint": "khi ghi âm phản ánh", "closed": "khi nghe thông báo ngoài giờ", "fallback": "khi nghe thông báo lỗi",
     "ended": "khi kết thúc",
 }
-DISPOSITION_VI = {
-    "answered": "được trả lời", "no_answer": "không ai nghe máy", "busy": "máy bận", "abandoned": "người gọi bỏ máy",
-    "invalid_input": "bấm phím không hợp lệ", "closed": "ngoài giờ làm việc", "complaint": "phản ánh sách nhiễu (phím 9)",
-    "rejected": "bị từ chối", "failed": "lỗi hệ thống", "interrupted": "bị gián đoạn", "in_progress": "đang diễn ra",
-}
-CATEGORY_VI = {
-    "procedure": "thủ tục hành chính", "regulation": "quy định", "misconduct": "sách nhiễu, vòi vĩnh",
-    "question": "hỏi đáp", "other": "khác",
-}
+DISPOSITION_VI = Disposition.labels()
+CATEGORY_VI = Category.labels()
 CASE_STATES = ("received", "answered_on_time", "answered_late", "closed_no_answer", "overdue", "pending")
 MISSED_LEG = ("no_answer", "busy", "unreachable", "failed")
 

@@ -1,0 +1,108 @@
+"""Every vocabulary of the project, defined once, with what staff read in Vietnamese.
+
+The database stores the English value; the CLI, the reports and the console show ``.label``.
+The models (CHECK constraints), the routing check, the CLI's choices, the exports and the
+report all take their lists from here.
+"""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass
+
+
+class Vocabulary(enum.StrEnum):
+    """A closed list of values, each with its Vietnamese label."""
+
+    label: str
+
+    def __new__(cls, value: str, label: str) -> "Vocabulary":
+        obj = str.__new__(cls, value)
+        obj._value_ = value
+        obj.label = label
+        return obj
+
+    @classmethod
+    def values(cls) -> tuple[str, ...]:
+        return tuple(m.value for m in cls)
+
+    @classmethod
+    def labels(cls) -> dict[str, str]:
+        return {m.value: m.label for m in cls}
+
+
+class Disposition(Vocabulary):
+    """How a call ended (calls.disposition)."""
+
+    ANSWERED = "answered", "được trả lời"
+    NO_ANSWER = "no_answer", "không ai nghe máy"
+    BUSY = "busy", "máy bận"
+    ABANDONED = "abandoned", "người gọi bỏ máy"
+    INVALID_INPUT = "invalid_input", "bấm phím không hợp lệ"
+    CLOSED = "closed", "ngoài giờ làm việc"
+    COMPLAINT = "complaint", "phản ánh sách nhiễu (phím 9)"
+    REJECTED = "rejected", "bị từ chối"
+    FAILED = "failed", "lỗi hệ thống"
+    INTERRUPTED = "interrupted", "bị gián đoạn"
+    IN_PROGRESS = "in_progress", "đang diễn ra"
+
+
+class CaseStatus(Vocabulary):
+    RECEIVED = "received", "mới tiếp nhận"
+    CLASSIFIED = "classified", "đã phân loại"
+    ASSIGNED = "assigned", "đã giao"
+    IN_PROGRESS = "in_progress", "đang xử lý"
+    ANSWERED = "answered", "đã trả lời"
+    CLOSED = "closed", "đã đóng"
+    REOPENED = "reopened", "mở lại"
+
+
+OPEN_STATUSES: tuple[str, ...] = (CaseStatus.RECEIVED, CaseStatus.CLASSIFIED, CaseStatus.ASSIGNED,
+                                  CaseStatus.IN_PROGRESS, CaseStatus.REOPENED)
+
+
+class Category(Vocabulary):
+    """What a complaint is about; each has its deadline in working days (routing.yaml)."""
+
+    PROCEDURE = "procedure", "thủ tục hành chính"
+    REGULATION = "regulation", "quy định"
+    MISCONDUCT = "misconduct", "sách nhiễu, vòi vĩnh"
+    QUESTION = "question", "hỏi đáp"
+    OTHER = "other", "khác"
+
+
+class CloseReason(Vocabulary):
+    RESOLVED = "resolved", "đã giải quyết"
+    TRANSFERRED = "transferred", "đã chuyển cơ quan khác"
+    DUPLICATE = "duplicate", "trùng lặp"
+    INVALID = "invalid", "không hợp lệ"
+    NO_FURTHER_ACTION = "no_further_action", "không cần xử lý thêm"
+
+
+class Channel(Vocabulary):
+    """How a complaint reached the hotline."""
+
+    PHONE = "phone", "điện thoại"
+    ZALO = "zalo", "Zalo"
+    WEB = "web", "trang web"
+
+
+@dataclass(frozen=True)
+class MenuAction:
+    """Where the menu (or a branch nobody answered) sends the caller: ``branch:<digit>``,
+    ``complaint``, ``hangup`` or ``misconduct``, as written in routing.yaml."""
+
+    kind: str
+    digit: str | None = None
+
+    KINDS = ("branch", "complaint", "hangup", "misconduct")
+
+    @classmethod
+    def parse(cls, text: str) -> "MenuAction":
+        kind, _, digit = str(text).partition(":")
+        if kind not in cls.KINDS or (kind == "branch") != bool(digit):
+            raise ValueError(f"not a menu action: {text!r}")
+        return cls(kind, digit or None)
+
+    def __str__(self) -> str:
+        return f"branch:{self.digit}" if self.kind == "branch" else self.kind
