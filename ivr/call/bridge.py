@@ -7,6 +7,7 @@ from typing import TYPE_CHECKING
 
 from ivr.records.calllog import utcnow
 from ivr.call.errors import CallerHangup
+from ivr.vocab import Disposition
 
 if TYPE_CHECKING:
     from ivr.call.session import CallSession
@@ -38,7 +39,7 @@ async def run(session: "CallSession", leg_id: str, extension: str, plan: "Plan |
     rec = session.rec
     rec.answered_at = utcnow()
     rec.answered_by = extension
-    rec.disposition = "answered"
+    rec.disposition = Disposition.ANSWERED
     rec.event("bridged", extension=extension, bridge=bridge_id)
     try:
         while True:

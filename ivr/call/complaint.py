@@ -113,12 +113,11 @@ async def _record(session: "CallSession", max_seconds: int, silence: int) -> tup
 
 
 def _collect(session: "CallSession", name: str) -> tuple[Path | None, float]:
-    layout = session.ctl.layout
-    src = layout.host(layout.ast("spool")) / "recording" / f"{name}.wav"
+    src = session.ctx.recording_spool / f"{name}.wav"
     if not src.exists():
         return None, 0.0
     when = session.rec.started_at
-    dest_dir = session.ctl.settings.home / "recordings" / f"{when:%Y}" / f"{when:%m}"
+    dest_dir = session.ctx.home / "recordings" / f"{when:%Y}" / f"{when:%m}"
     dest_dir.mkdir(parents=True, exist_ok=True)
     dest = dest_dir / f"{session.id}.wav"
     shutil.move(str(src), dest)
@@ -127,7 +126,7 @@ def _collect(session: "CallSession", name: str) -> tuple[Path | None, float]:
             seconds = w.getnframes() / float(w.getframerate() or 8000)
     except (wave.Error, EOFError):
         seconds = 0.0
-    session.rec.event("recorded", file=str(dest.relative_to(session.ctl.settings.home)), seconds=round(seconds, 2))
+    session.rec.event("recorded", file=str(dest.relative_to(session.ctx.home)), seconds=round(seconds, 2))
     return dest, seconds
 
 
@@ -139,13 +138,13 @@ async def _open_case(session: "CallSession", path: Path, seconds: float, *, anon
         branch_digit=rec.branch_digit, branch_name=rec.branch_name,
         agency_code=rec.agency_code, agency_name=rec.agency_name,
         category="misconduct" if misconduct else "other",
-        recording=str(path.relative_to(session.ctl.settings.home)), recording_seconds=round(seconds, 2),
+        recording=str(path.relative_to(session.ctx.home)), recording_seconds=round(seconds, 2),
         inspection_reason="Báo hành vi sách nhiễu, vòi vĩnh qua tổng đài" if misconduct else None,
     )
-    service = cases_mod.Cases(session.ctl.calllog.engine, r)
+    service = cases_mod.Cases(session.ctx.calllog.engine, r)
     try:
         # The call log must have the call row before a case can point at it.
-        await asyncio.wait_for(session.ctl.calllog.flush(), 5)
+        await asyncio.wait_for(session.ctx.calllog.flush(), 5)
         case = await asyncio.wait_for(service.create(new, received_at=rec.started_at), 5)
         code = case.code
     except Exception as e:  # database down: spool the case, never lose it
@@ -158,5 +157,5 @@ async def _open_case(session: "CallSession", path: Path, seconds: float, *, anon
 
 
 def _spool(session: "CallSession", new: "cases_mod.NewCase", code: str, error: Exception) -> None:
-    cases_mod.spool_case(session.ctl.settings.home, code, new, session.rec.started_at)
+    cases_mod.spool_case(session.ctx.home, code, new, session.rec.started_at)
     log.error("call=%s case %s spooled, database unavailable: %s", session.id, code, error.__class__.__name__)

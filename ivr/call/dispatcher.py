@@ -17,6 +17,8 @@ from pathlib import Path
 from ivr.config import hours as cal
 from ivr.config import routing as rt
 from ivr.pbx.ari import Ari, AriError
+from ivr.call import flow
+from ivr.call.context import CallContext
 from ivr.call.session import NEVER_USED, CallSession
 from ivr.records.calllog import CallLog
 from ivr.pbx.asterisk import Layout
@@ -66,6 +68,14 @@ class Controller:
         self.calls_per_minute = RateLimit(60.0)
         self.idle = asyncio.Event()
         self.idle.set()
+        self.context = CallContext(
+            ari=ari, calllog=calllog, route_state=self.route_state, home=settings.home,
+            recording_spool=self.layout.host(self.layout.ast("spool")) / "recording",
+            own=self.own, finished=self.finished, is_open=self.is_open, reachable=self._reachable, strict=strict,
+        )
+
+    def _reachable(self, ext: str) -> bool | None:
+        return self.presence.reachable(ext) if self.presence is not None else None
 
     # ------------------------------------------------------------------ routing of events
 
@@ -108,12 +118,12 @@ class Controller:
             # Shutting down: let the dialplan's fallback context apologise.
             asyncio.create_task(self._to_fallback(cid))
             return
-        session = CallSession(self, channel, app)
+        session = CallSession(self.context, channel, self.routing, app)
         session.throttled = self.calls_per_minute.hit(session.rec.caller, self.routing.limits.caller_calls_per_minute)
         self.sessions[cid] = session
         self.own(cid, session)
         self.idle.clear()
-        task = asyncio.create_task(session.run(), name=f"call-{cid}")
+        task = asyncio.create_task(flow.run(session), name=f"call-{cid}")
         session.task = task
         self.tasks.add(task)
         task.add_done_callback(self.tasks.discard)

@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING
 
 from ivr.call import prompt
 from ivr.call.errors import CallerHangup
+from ivr.vocab import MenuAction
 
 if TYPE_CHECKING:
     from ivr.call.session import CallSession
@@ -19,8 +20,8 @@ if TYPE_CHECKING:
 MAX_REPEATS = 10
 
 
-async def run(session: "CallSession", first_digit: str | None = None) -> str:
-    """Return the action: ``branch:<digit>``, ``misconduct`` (the misconduct digit), or the menu's
+async def run(session: "CallSession", first_digit: str | None = None) -> MenuAction:
+    """Return the action: a branch, ``misconduct`` (the misconduct digit), or the menu's
     fallback (``complaint``, ``hangup``, ``branch:N``)."""
     m = session.routing.menu
     no_input = invalid = repeats = 0
@@ -38,22 +39,22 @@ async def run(session: "CallSession", first_digit: str | None = None) -> str:
             session.rec.event("menu_no_input", count=no_input)
             if no_input >= m.max_tries:
                 session.rec.event("menu_fallback", reason="no_input", action=m.fallback)
-                return m.fallback
+                return MenuAction.parse(m.fallback)
             lead = ["no_input"]
         elif digit == session.routing.complaints.misconduct_digit:
             session.rec.event("menu_choice", digit=digit, misconduct=True)
-            return "misconduct"
+            return MenuAction("misconduct")
         elif digit == "*" and repeats < MAX_REPEATS:
             repeats += 1
             session.rec.event("menu_repeat", count=repeats)
         elif session.routing.branch(digit) is not None:
             session.rec.event("menu_choice", digit=digit)
-            return f"branch:{digit}"
+            return MenuAction("branch", digit)
         else:
             invalid += 1
             session.rec.event("menu_invalid", digit=digit, count=invalid)
             if invalid >= m.max_tries:
                 session.rec.event("menu_fallback", reason="invalid", action=m.fallback)
-                return m.fallback
+                return MenuAction.parse(m.fallback)
             lead = ["invalid"]
         digit = None

@@ -126,7 +126,7 @@ def prepare(session: "CallSession", branch: "Branch") -> Plan:
     Call it as the announcement starts and pass the plan to :func:`dial`. Channels created but
     never rung (the caller left meanwhile) are hung up by the call's cleanup.
     """
-    groups = session.ctl.route_state.order(branch)
+    groups = session.ctx.route_state.order(branch)
     bridge_id = session.new_id("br")
     plan = Plan(groups, bridge_id, session.in_background(_make_bridge(session, bridge_id)))
     # In the background: the cleanup waits for it, then hangs up what it created.
@@ -137,7 +137,7 @@ def prepare(session: "CallSession", branch: "Branch") -> Plan:
 async def dial(session: "CallSession", branch: "Branch", plan: Plan | None = None) -> DialOutcome:
     """Ring the branch's phones until one answers; the caller hears ringback meanwhile."""
     outcome = DialOutcome(False)
-    groups = plan.groups if plan else session.ctl.route_state.order(branch)
+    groups = plan.groups if plan else session.ctx.route_state.order(branch)
     # shield: a call cancelled here (shutdown, its channel vanished) must not cancel creates
     # already sent; cleanup waits for the task and hangs up whatever it created.
     created = await asyncio.shield(plan.created) if plan else {}
@@ -187,7 +187,7 @@ async def _ring(session: "CallSession", extensions: list[str], ring_timeout: int
         session.rec.event("dial_result", extension=ext, result="answered")
         outcome.answered, outcome.leg_id, outcome.extension = True, leg_id, ext
         session.legs[leg_id].answered_at = utcnow()
-        session.ctl.route_state.answered(ext)
+        session.ctx.route_state.answered(ext)
         return True
 
     try:
@@ -301,7 +301,7 @@ async def _create_legs(session: "CallSession", extensions: list[str], plan: Plan
                 return  # dial() originates it, which records it unreachable
             leg_id = session.new_id("leg")
             session.spare[leg_id] = False
-            session.ctl.own(leg_id, session)  # before the channel exists: no event can be missed
+            session.ctx.own(leg_id, session)  # before the channel exists: no event can be missed
             params = {"endpoint": f"PJSIP/{ext}", "app": session.app, "appArgs": f"leg,{session.id}",
                       "channelId": leg_id, "originator": session.name}
             await session.ari.request("POST", "/channels/create", params=params)
@@ -364,7 +364,7 @@ async def _originate(session: "CallSession", ext: str, ring_timeout: int, outcom
         return None
     leg_id = session.new_id("leg")
     _new_leg(session, ext, leg_id)
-    session.ctl.own(leg_id, session)  # before the channel exists: no event can be missed
+    session.ctx.own(leg_id, session)  # before the channel exists: no event can be missed
     params = {
         "endpoint": f"PJSIP/{ext}", "app": session.app, "appArgs": f"leg,{session.id}",
         "channelId": leg_id, "timeout": ring_timeout,
@@ -403,11 +403,9 @@ async def any_reachable(session: "CallSession", branch: "Branch") -> bool:
 
 async def _reachable(session: "CallSession", ext: str) -> bool:
     """Whether the desk phone has a registered contact: AMI presence, or ARI when AMI is down."""
-    presence = session.ctl.presence
-    if presence is not None:
-        known = presence.reachable(ext)
-        if known is not None:
-            return known
+    known = session.ctx.reachable(ext)
+    if known is not None:
+        return known
     try:
         ep = await session.ari.request("GET", f"/endpoints/PJSIP/{ext}")
     except AriError:

@@ -1,14 +1,9 @@
 """One hotline call: explicit states, its own event queue, and a guaranteed clean end.
 
-The flow reads top to bottom in :meth:`CallSession.flow`: answer → (closed?) → greeting → menu →
-route → bridge → survey → end, with the complaint path when nobody can take the call. Each
-step lives in a module named after it (``prompt``, ``menu``, ``route``, ``bridge``,
-``survey``, ``complaint``). Every state change is logged on one line with the call id,
-e.g. ``call=1700.12 menu -> dtmf 4 -> dialing``; a transition not in :data:`TRANSITIONS` raises.
-
-Whatever goes wrong, the caller never hears dead air: an unhandled error sends the call to the
-fallback (the apology prompt, then a clean hangup), and :meth:`cleanup` always hangs up every
-leg and destroys every bridge the call created.
+This module is the plumbing only and imports no step: the flow that drives the steps is
+:mod:`ivr.call.flow`. Every state change is logged on one line with the call id, e.g.
+``call=1700.12 menu -> dtmf 4 -> dialing``; a transition not in :data:`TRANSITIONS` raises.
+:meth:`CallSession.cleanup` always hangs up every leg and destroys every bridge the call made.
 """
 
 from __future__ import annotations
@@ -19,18 +14,13 @@ import enum
 import logging
 from typing import TYPE_CHECKING, Any
 
-from ivr.call import bridge
-from ivr.call import complaint
-from ivr.call import menu
-from ivr.call import prompt
-from ivr.call import route
-from ivr.call import survey
 from ivr.pbx.ari import AriError
 from ivr.records.calllog import CallRecord, LegRecord, utcnow
+from ivr.vocab import Disposition
 from ivr.call.errors import CallerHangup, IllegalEvent, IllegalTransition
 
 if TYPE_CHECKING:
-    from ivr.call.dispatcher import Controller
+    from ivr.call.context import CallContext
     from ivr.config.routing import Routing
 
 log = logging.getLogger("tongdai.call")
@@ -82,16 +72,16 @@ NEVER_USED = IGNORED - {"Dial", "RecordingStarted"}
 class CallSession:
     """Drives one caller channel from StasisStart to hangup, one event at a time."""
 
-    def __init__(self, ctl: "Controller", channel: dict, app: str = "tongdai"):
-        self.ctl = ctl
-        self.ari = ctl.ari
+    def __init__(self, ctx: "CallContext", channel: dict, routing: "Routing", app: str = "tongdai"):
+        self.ctx = ctx
+        self.ari = ctx.ari
         self.id: str = channel["id"]
         # The channel's name, for the parameters Asterisk resolves with ast_channel_get_by_name()
         # (/dial's caller, an originator): a name is a hashed lookup, while a uniqueid is found by
         # locking every channel in turn (Debian's Asterisk has only the ao2_legacy channel storage).
         self.name: str = channel.get("name") or self.id
         self.app = app  # the ARI application (lane) the call entered; its desk legs join the same
-        self.routing: "Routing" = ctl.routing  # a snapshot: a reload affects new calls only
+        self.routing = routing  # a snapshot: a reload affects new calls only
         self.queue: asyncio.Queue[dict] = asyncio.Queue()
         self.state = State.ANSWERING
         self.caller_gone = False
@@ -168,7 +158,7 @@ class CallSession:
             log.info("call=%s digit %r ignored in %s", self.id, ev.get("digit"), self.state.value)
             return
         msg = f"call={self.id} illegal event {t} (channel {ch}) in state {self.state.value}"
-        if self.ctl.strict:
+        if self.ctx.strict:
             raise IllegalEvent(msg)
         log.warning(msg)
 
@@ -211,138 +201,19 @@ class CallSession:
     async def hangup_channel(self, channel_id: str, reason: str = "normal") -> None:
         await self._request_logged("DELETE", f"/channels/{channel_id}", {"params": {"reason": reason}, "ok_missing": True})
 
-    # ---------------------------------------------------------------- the flow
-
-    async def run(self) -> None:
-        self.ctl.calllog.opened(self.rec)
-        try:
-            await self.flow()
-        except CallerHangup:
-            self._caller_left()
-        except asyncio.CancelledError:
-            # The channel vanished while we were away from Asterisk (Controller.reconcile), or
-            # the controller is shutting down past its grace period (then we still hang up).
-            self.interrupt("channel gone while disconnected" if self.vanished else "shutdown", gone=self.vanished)
-            raise
-        except AriError as e:
-            if e.status == 0:  # Asterisk went away mid-request: nothing left to talk to
-                self.interrupt(str(e), gone=True)
-            elif e.status == 404 and e.path.startswith(f"/channels/{self.id}/"):
-                # The caller hung up between an event and our next request on the channel
-                # (its StasisEnd is still on the way): a hangup, not an error.
-                self._caller_gone()
-                self._caller_left()
-            else:
-                await self._unhandled(e)
-        except Exception as e:
-            await self._unhandled(e)
-        finally:
-            self.rec.ended_in = self.rec.ended_in or self.state.value
-            await self.cleanup()
-            if self.state is not State.ENDED:
-                self.transition(State.ENDED, "cleanup")
-            self.rec.ended_at = self.rec.ended_at or utcnow()
-            self.ctl.calllog.closed(self.rec)
-            self.ctl.finished(self)
-
-    async def flow(self) -> None:
-        r = self.routing
-        await self.ari.request("POST", f"/channels/{self.id}/answer")
-        if self.throttled:
-            # Too many calls from this number in the last minute: keep the branches free.
-            self.rec.event("rate_limited", limit=r.limits.caller_calls_per_minute)
-            self.transition(State.FALLBACK, "rate limited")
-            self.rec.disposition = "rejected"
-            await self.say(["try_later"])
-            return await self.end("system")
-        is_open = self.ctl.is_open()
-        if not is_open.open:
-            self.rec.event("closed", reason=is_open.reason)
-            self.transition(State.CLOSED, is_open.reason)
-            self.rec.disposition = "closed"
-            await self.say(["closed"])
-            return await self.complaint("closed")
-        self.transition(State.GREETING, "answered")
-        first = await prompt.play(self, ["greeting"], max_digits=1)
-        if first.status == "hangup":
-            raise CallerHangup()
-        self.transition(State.MENU, f"dtmf {first.digits}" if first.digits else "greeting played")
-        action = await menu.run(self, first.digits or None)
-        if action == "misconduct":
-            self.rec.disposition = "complaint"
-            return await self.complaint(f"dtmf {r.complaints.misconduct_digit}", misconduct=True)
-        if not action.startswith("branch:"):
-            self.rec.disposition = "invalid_input"
-            if action == "complaint":
-                return await self.complaint("menu fallback")
-            self.transition(State.FALLBACK, f"menu fallback {action}")
-            await self.say(["goodbye"])
-            return await self.end("system")
-        while True:
-            branch = r.branch(action.split(":", 1)[1])
-            assert branch is not None
-            self.rec.branch_digit, self.rec.branch_name = branch.digit, branch.name
-            agency = r.agencies[branch.agency]
-            self.rec.agency_code, self.rec.agency_name = agency.code, agency.name
-            why = f"dtmf {branch.digit}" if self.state is State.MENU else f"no answer -> branch {branch.digit}"
-            self.transition(State.DIALING, why)
-            plan = None
-            if await route.any_reachable(self, branch):
-                plan = route.prepare(self, branch)  # the first phones' channels, while the caller listens
-                await self.say([f"branch_{branch.digit}", "connecting"])
-            # else: no desk phone of the branch is registered; straight to the no-answer path
-            # (dial() records each phone as unreachable without ringing anything).
-            outcome = await route.dial(self, branch, plan)
-            if outcome.answered:
-                self.transition(State.BRIDGED, f"answered by {outcome.extension}")
-                who = await bridge.run(self, outcome.leg_id, outcome.extension, plan)
-                if who == "caller":
-                    return await self.end("caller")
-                if r.survey.enabled:
-                    self.transition(State.SURVEY, "agent hung up")
-                    await survey.run(self)
-                else:
-                    await self.say(["thanks"])
-                return await self.end("system")
-            self.rec.disposition = outcome.disposition
-            self.rec.event("no_answer", branch=branch.digit, results=outcome.results)
-            action = branch.no_answer
-            if action.startswith("branch:"):
-                continue
-            await self.say(["all_busy"])
-            if action == "complaint":
-                return await self.complaint(f"{outcome.disposition}")
-            await self.say(["goodbye"])
-            return await self.end("system")
-
-    async def say(self, sounds: list[str]) -> None:
-        """Play prompts that take no input; raise CallerHangup if the caller goes meanwhile."""
-        if (await prompt.play(self, sounds)).status == "hangup":
-            raise CallerHangup()
-
-    async def complaint(self, why: str, *, misconduct: bool = False) -> None:
-        self.transition(State.COMPLAINT, why)
-        await complaint.run(self, misconduct=misconduct)
-        await self.end("system")
-
     def _caller_gone(self) -> None:
         self.caller_gone = True
         self.rec.event("hangup", by="caller", state=self.state.value)
 
     def _caller_left(self) -> None:
-        if self.rec.disposition == "in_progress":
-            self.rec.disposition = "abandoned"
+        if self.rec.disposition == Disposition.IN_PROGRESS:
+            self.rec.disposition = Disposition.ABANDONED
         self.rec.hangup_by = self.rec.hangup_by or "caller"
-
-    async def _unhandled(self, e: Exception) -> None:
-        log.exception("call=%s unhandled error in %s: %s", self.id, self.state.value, e)
-        self.rec.event("error", state=self.state.value, error=f"{e.__class__.__name__}: {e}")
-        await self.fallback()
 
     def interrupt(self, why: str, *, gone: bool) -> None:
         """The call was cut short. ``gone``: its channels died with Asterisk, so there is
         nothing to hang up and the end time is when we lost Asterisk."""
-        self.rec.disposition = "interrupted"
+        self.rec.disposition = Disposition.INTERRUPTED
         self.rec.ended_in = self.rec.ended_in or self.state.value
         self.rec.event("interrupted", state=self.state.value, why=why)
         if gone:
@@ -361,19 +232,6 @@ class CallSession:
             await self.hangup_channel(self.id)
             self.caller_gone = True
         self.transition(State.ENDED, f"hangup by {by}")
-
-    async def fallback(self) -> None:
-        """Apology prompt, then hang up. Never raises."""
-        self.rec.disposition = "failed"
-        try:
-            if self.state not in (State.FALLBACK, State.ENDED):
-                self.state = State.FALLBACK  # forced: any state may fail
-                log.info("call=%s -> error -> fallback", self.id)
-            if not self.caller_gone:
-                await asyncio.wait_for(prompt.play(self, ["sorry"]), 20)
-        except Exception as e:  # the apology itself failed: just hang up
-            log.warning("call=%s apology failed: %s", self.id, e)
-        self.rec.hangup_by = self.rec.hangup_by or "system"
 
     async def cleanup(self) -> None:
         """Hang up every leg, destroy every bridge, hang up the caller. Never raises."""

@@ -8,21 +8,12 @@ from ivr.call.session import TRANSITIONS, State, _clean_number
 from ivr.call.errors import IllegalTransition
 
 
-class FakeCtl:
-    strict = True
-
-    def __init__(self, routing):
-        self.routing = routing
-        self.ari = None
-
-
 def session():
     from ivr.config import routing as rt
-    from ivr.call.session import CallSession
+    from ivr.testing import make_call
     from tests.paths import REPO_ROOT
 
-    ctl = FakeCtl(rt.load(REPO_ROOT / "routing.yaml"))
-    return CallSession(ctl, {"id": "c1", "caller": {"number": "0909 123;drop table", "name": "x\x00y"}})
+    return make_call(rt.load(REPO_ROOT / "routing.yaml"), caller="0909 123;drop table").session
 
 
 def test_happy_path_is_legal_and_logged():
@@ -55,7 +46,7 @@ def test_unexpected_event_is_loud_in_strict_mode():
     s.unexpected({"type": "ChannelDtmfReceived", "digit": "5"})  # stray digit: ignored, logged
     with pytest.raises(IllegalEvent):
         s.unexpected({"type": "TextMessageReceived", "message": {"body": "x"}})
-    s.ctl.strict = False
+    s.ctx.strict = False
     s.unexpected({"type": "TextMessageReceived", "message": {"body": "x"}})  # logged only
 
 
@@ -86,10 +77,12 @@ async def test_a_request_on_a_channel_that_just_hung_up_is_a_hangup_not_an_error
             self.rec = rec
 
     s = session()
-    s.ari = s.ctl.ari = GoneAri()
-    s.ctl.calllog = Log()
-    s.ctl.finished = lambda sess: None
-    await s.run()
+    s.ari = s.ctx.ari = GoneAri()
+    s.ctx.calllog = Log()
+    s.ctx.finished = lambda sess: None
+    from ivr.call import flow
+
+    await flow.run(s)
     assert s.state is State.ENDED
     assert (s.rec.disposition, s.rec.hangup_by) == ("abandoned", "caller")
     assert not [e for e in s.rec.events if e[1] == "error"]
@@ -114,7 +107,7 @@ async def test_an_interrupted_prompt_is_stopped_without_waiting_for_asterisk():
                 await self.gate.wait()
 
     s = session()
-    s.ari = s.ctl.ari = SlowStopAri()
+    s.ari = s.ctx.ari = SlowStopAri()
     play = asyncio.create_task(prompt.play(s, ["greeting"], max_digits=1))
     for _ in range(1000):
         if s.ari.sent:

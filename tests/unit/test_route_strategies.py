@@ -64,52 +64,24 @@ class GatedAri:
 
 
 def dial_session(ari):
-    import asyncio
-    from types import SimpleNamespace
+    """A real CallSession in the dialing state, on ``ari`` and the shipped fakes."""
+    from ivr.call.session import State
+    from ivr.config import routing as rt
+    from ivr.testing import make_call
+    from tests.paths import REPO_ROOT
 
-    from ivr.records.calllog import CallRecord, utcnow
-
-    ctl = SimpleNamespace(route_state=RouteState(), settings=SimpleNamespace(ari_app="tongdai"), presence=None,
-                          owners={}, strict=True)
-    ctl.own = lambda cid, s: ctl.owners.__setitem__(cid, s)
-    s = SimpleNamespace(id="c1", name="PJSIP/caller-00000001", app="tongdai-3", ari=ari, ctl=ctl, queue=asyncio.Queue(), legs={}, live_legs=set(),
-                        spare={}, in_flight=set(), caller_gone=False,
-                        rec=CallRecord(id="c1", caller="0909", hotline="1022", started_at=utcnow()), seq=0)
-
-    def new_id(kind):
-        s.seq += 1
-        return f"c1-{kind}{s.seq}"
-
-    async def next_event(timeout):
-        return await asyncio.wait_for(s.queue.get(), timeout)
-
-    async def hangup_channel(cid):
-        await ari.request("DELETE", f"/channels/{cid}")
-
-    # The real CallSession's background requests, event triage (strict: an illegal event
-    # raises) and cleanup.
-    from ivr.call.session import CallSession, State
-
-    s.state, s.playback_id, s.recording_name, s.bridges = State.DIALING, None, None, set()
-    s.new_id, s.next_event, s.hangup_channel = new_id, next_event, hangup_channel
-    s.in_background = lambda coro, name=None: CallSession.in_background(s, coro, name)
-    s._request_logged = lambda method, path, kw: CallSession._request_logged(s, method, path, kw)
-    s.request_soon = lambda method, path, **kw: CallSession.request_soon(s, method, path, **kw)
-    s.unexpected = lambda ev: CallSession.unexpected(s, ev)
-    s._entering = {}
-    s.leg_entered = lambda leg, timeout: CallSession.leg_entered(s, leg, timeout)
-    s.cleanup = lambda: CallSession.cleanup(s)
+    call = make_call(rt.load(REPO_ROOT / "routing.yaml"), ari=ari, app="tongdai-3", state=State.DIALING)
+    s = call.session
+    s.name = "PJSIP/caller-00000001"
+    s.owners = call.owners  # what the dispatcher would route to this call
     return s
 
 
 async def until_sent(ari, request: tuple[str, str]) -> None:
-    """Wait (up to about a second) until ``ari`` has been sent ``request``."""
-    import asyncio
+    """Wait until ``ari`` has been sent ``request``; fail the test after two seconds."""
+    from ivr.testing import wait_until
 
-    for _ in range(1000):
-        if request in ari.sent:
-            return
-        await asyncio.sleep(0.001)
+    await wait_until(lambda: request in ari.sent, 2.0, f"{request} to be sent")
 
 
 async def prepared(ari, strategy: str = "hunt", targets=("2101",)):
@@ -149,7 +121,7 @@ async def test_ringing_goes_out_with_the_originates_and_the_answer_is_the_legs_s
     # All three were sent while none had been answered: sent together, not one after another.
     assert sorted(p for m, p in ari.sent if m == "POST") == ["/channels", "/channels", "/channels/c1/ring"], ari.sent
     legs = sorted(s.legs)
-    assert all(s.ctl.owners[leg] is s for leg in legs)  # registered before their channels exist
+    assert all(s.owners[leg] is s for leg in legs)  # registered before their channels exist
     ari.gate.set()
     s.queue.put_nowait({"type": "Dial", "peer": {"id": legs[1]}, "dialstatus": "RINGING"})
     s.queue.put_nowait({"type": "Dial", "peer": {"id": legs[1]}, "dialstatus": "ANSWER"})
@@ -206,7 +178,7 @@ async def test_prepared_phones_ring_with_one_dial_and_their_dial_answer_is_the_a
     plan = prepare(s, b)
     created = await asyncio.wait_for(plan.created, 2)
     (leg,) = created.values()
-    assert created == {"2101": leg} and s.ctl.owners[leg] is s and s.spare == {leg: False}
+    assert created == {"2101": leg} and s.owners[leg] is s and s.spare == {leg: False}
     assert ("POST", "/channels/create") in ari.sent and not any(p.endswith("/dial") for _, p in ari.sent)
     create = ari.params["/channels/create"]
     assert create["endpoint"] == "PJSIP/2101" and create["app"] == "tongdai-3" and create["channelId"] == leg

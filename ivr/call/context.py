@@ -1,0 +1,57 @@
+"""What a call may use of the world around it, and nothing more.
+
+The dispatcher builds one :class:`CallContext` and hands it to every session; the steps read
+it through ``session.ctx``. They never see the dispatcher, the server or the settings: a step
+that needs something new gets a field here, named for what it is.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Callable, Protocol
+
+if TYPE_CHECKING:
+    from ivr.call.route import RouteState
+    from ivr.call.session import CallSession
+    from ivr.config.hours import OpenState
+
+
+class AriRequests(Protocol):
+    """The part of the ARI client a call uses (ivr.pbx.ari.Ari, or ivr.testing's fake)."""
+
+    lost_at: float | None
+
+    async def request(self, method: str, path: str, **kw: Any) -> Any: ...
+
+
+class CallLogSink(Protocol):
+    """Where a call's record goes (ivr.records.calllog.CallLog)."""
+
+    engine: Any
+
+    def opened(self, rec: Any) -> None: ...
+
+    def closed(self, rec: Any) -> None: ...
+
+    async def flush(self) -> None: ...
+
+
+def _always_open() -> "OpenState":
+    from ivr.config.hours import OpenState
+
+    return OpenState(True, "test")
+
+
+@dataclass
+class CallContext:
+    ari: AriRequests
+    calllog: CallLogSink
+    route_state: "RouteState"
+    home: Path  # TONGDAI_HOME: complaint recordings and the case spool live under it
+    recording_spool: Path  # where Asterisk writes recordings, as seen from this host
+    own: Callable[[str, "CallSession"], None]  # route a channel's events to the session
+    finished: Callable[["CallSession"], None]  # the session has ended
+    is_open: Callable[[], "OpenState"] = _always_open
+    reachable: Callable[[str], bool | None] = lambda ext: None  # presence: None when unknown
+    strict: bool = False  # an unexpected event raises instead of being logged
