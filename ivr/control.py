@@ -15,15 +15,12 @@ import json
 import logging
 import os
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import Callable
 
 import aiohttp
 from aiohttp import web
 
 from ivr.records.calllog import utcnow
-
-if TYPE_CHECKING:
-    from ivr.server import Service
 
 log = logging.getLogger("tongdai.control")
 
@@ -33,9 +30,18 @@ def socket_path(home: Path) -> Path:
 
 
 class ControlServer:
-    def __init__(self, service: "Service"):
-        self.service = service
-        self.path = socket_path(service.settings.home)
+    """The control socket. It knows nothing of the service: it is handed what to call.
+
+    ``status()`` gives the status document; ``reload(path)`` swaps the routing and returns the
+    errors (none: accepted) and the new routing's branch and extension counts.
+    """
+
+    def __init__(self, home: Path, routing_path: Path, status: Callable[[], dict],
+                 reload: Callable[[Path], tuple[list[str], dict]]):
+        self.path = socket_path(home)
+        self.routing_path = routing_path
+        self.status = status
+        self.reload = reload
         self._runner: web.AppRunner | None = None
 
     async def start(self) -> None:
@@ -59,10 +65,10 @@ class ControlServer:
         self.path.unlink(missing_ok=True)
 
     async def _status(self, request: web.Request) -> web.Response:
-        return web.json_response(self.service.status())
+        return web.json_response(self.status())
 
     async def _reload(self, request: web.Request) -> web.Response:
-        path = self.service.settings.routing_path
+        path = self.routing_path
         if request.can_read_body:
             try:
                 body = await request.json()
@@ -70,12 +76,10 @@ class ControlServer:
                 return web.json_response({"ok": False, "errors": ["body is not JSON"]}, status=400)
             if isinstance(body, dict) and body.get("path"):
                 path = Path(str(body["path"]))
-        ctl = self.service.controller
-        errors = ctl.reload(path)
+        errors, counts = self.reload(path)
         if errors:
             return web.json_response({"ok": False, "errors": errors}, status=422)
-        new = ctl.routing
-        return web.json_response({"ok": True, "branches": len(new.branches), "extensions": len(new.extensions)})
+        return web.json_response({"ok": True, **counts})
 
 
 async def request(home: Path, method: str, path: str, body: dict | None = None, timeout: float = 5) -> dict:

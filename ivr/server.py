@@ -113,7 +113,7 @@ class Service:
             await self.stop(0)
             raise RuntimeError(f"ARI at {s.bind}:{s.ari_port} did not accept the websocket within {timeout:g}s") from None
         await self._start_presence(sec)
-        self.control = ControlServer(self)
+        self.control = ControlServer(s.home, s.routing_path, self.status, self._reload)
         await self.control.start()
         self.started_at = utcnow()
         from ivr.zalo.service import maybe_start
@@ -142,6 +142,12 @@ class Service:
             log.warning("AMI at %s:%d not ready; routing asks ARI for endpoint state meanwhile", s.bind, s.ami_port)
         else:
             await self.guard.start()
+
+    def _reload(self, path: Path) -> tuple[list[str], dict]:
+        """For the control socket: the errors (none: the new routing is in use) and its size."""
+        ctl = self.controller
+        errors = ctl.reload(path)
+        return errors, {"branches": len(ctl.routing.branches), "extensions": len(ctl.routing.extensions)}
 
     def status(self) -> dict:
         """What `tongdai status` shows (JSON-able)."""
