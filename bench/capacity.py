@@ -50,15 +50,15 @@ from pathlib import Path
 
 import jinja2
 
-from ivr.dialplan import render as rd
-from ivr.config import hours as cal
-from ivr.records import db
-from ivr.pbx import sounds as prompts
-from ivr.pbx import sipp
-from ivr.config import routing as rt
 from ivr.config import credentials as sec_mod
-from ivr.pbx.asterisk import Layout, PbxError
+from ivr.config import hours as cal
+from ivr.config import routing as rt
 from ivr.config.settings import Settings
+from ivr.dialplan import render as rd
+from ivr.pbx import sipp
+from ivr.pbx import sounds as prompts
+from ivr.pbx.asterisk import Layout, PbxError
+from ivr.records import db
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 

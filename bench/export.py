@@ -41,9 +41,9 @@ def _env(db: Path) -> dict[str, str]:
 def build(db: Path, rows: int, seed: int = 7) -> None:
     """The benchmark database: migrated schema, ``rows`` varied calls over about a year."""
     sys.path.insert(0, str(REPO))
-    from ivr.records import db as db_mod
     from ivr.config import routing as rt
     from ivr.config.settings import Settings
+    from ivr.records import db as db_mod
 
     tmp = db.with_suffix(".building")
     tmp.unlink(missing_ok=True)

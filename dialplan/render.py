@@ -13,12 +13,11 @@ from pathlib import Path
 
 import jinja2
 
-from ivr.pbx import guard
-from ivr.pbx import presence
-from ivr.pbx.asterisk import Layout
-from ivr.config.routing import Routing
 from ivr.config.credentials import Secrets
+from ivr.config.routing import Routing
 from ivr.config.settings import Settings
+from ivr.pbx import guard, presence
+from ivr.pbx.asterisk import Layout
 
 # The repository's asterisk/templates, installed as package data of ivr.asterisk.
 TEMPLATES = Path(str(importlib.resources.files("ivr.asterisk") / "templates"))

@@ -14,8 +14,8 @@ import datetime as dt
 import json
 import logging
 import os
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 import aiohttp
 from aiohttp import web

@@ -16,18 +16,18 @@ import signal
 import sys
 from pathlib import Path
 
+from ivr.call.dispatcher import Controller
+from ivr.config import credentials as secrets_mod
+from ivr.config import routing as rt
+from ivr.config.settings import Settings
+from ivr.control import ControlServer, duration
+from ivr.pbx.ari import Ari
+from ivr.pbx.asterisk import Layout
+from ivr.pbx.guard import Guard
+from ivr.pbx.presence import Presence
 from ivr.records import cases as cases_mod
 from ivr.records import db
-from ivr.config import routing as rt
-from ivr.config import credentials as secrets_mod
-from ivr.pbx.ari import Ari
 from ivr.records.calllog import CallLog, last_presence, utcnow
-from ivr.control import ControlServer, duration
-from ivr.call.dispatcher import Controller
-from ivr.pbx.guard import Guard
-from ivr.pbx.asterisk import Layout
-from ivr.pbx.presence import Presence
-from ivr.config.settings import Settings
 
 log = logging.getLogger("tongdai.server")
 
@@ -109,7 +109,7 @@ class Service:
         self._runner = asyncio.create_task(self._ari.run(self.controller.on_event, self.controller.on_connect), name="ari-events")
         try:
             await asyncio.wait_for(self._ari.connected.wait(), timeout)
-        except asyncio.TimeoutError:
+        except TimeoutError:
             await self.stop(0)
             raise RuntimeError(f"ARI at {s.bind}:{s.ari_port} did not accept the websocket within {timeout:g}s") from None
         await self._start_presence(sec)

@@ -11,8 +11,8 @@ import datetime as dt
 from zoneinfo import ZoneInfo
 
 from ivr import control
-from ivr.config import routing as rt
 from ivr.config import credentials as secrets_mod
+from ivr.config import routing as rt
 from ivr.config.settings import Settings
 
 STATE_VI = {

@@ -16,7 +16,7 @@ class Vocabulary(enum.StrEnum):
 
     label: str
 
-    def __new__(cls, value: str, label: str) -> "Vocabulary":
+    def __new__(cls, value: str, label: str) -> Vocabulary:
         obj = str.__new__(cls, value)
         obj._value_ = value
         obj.label = label
@@ -98,7 +98,7 @@ class MenuAction:
     KINDS = ("branch", "complaint", "hangup", "misconduct")
 
     @classmethod
-    def parse(cls, text: str) -> "MenuAction":
+    def parse(cls, text: str) -> MenuAction:
         kind, _, digit = str(text).partition(":")
         if kind not in cls.KINDS or (kind == "branch") != bool(digit):
             raise ValueError(f"not a menu action: {text!r}")

@@ -11,8 +11,7 @@ import datetime as dt
 from sqlalchemy import JSON, CheckConstraint, Float, ForeignKey, Integer, String, UniqueConstraint
 from sqlalchemy.orm import Mapped, mapped_column, relationship
 
-from ivr.models import Base
-from ivr.models import UTCDateTime
+from ivr.models import Base, UTCDateTime
 
 DISPOSITIONS = (
     "in_progress",
@@ -57,8 +56,8 @@ class Call(Base):
     survey_score: Mapped[int | None] = mapped_column(Integer)  # 1..5 after the staff hung up; None: no answer
     case_code: Mapped[str | None] = mapped_column(String(16), index=True)  # a complaint recorded in this call
 
-    events: Mapped[list["CallEvent"]] = relationship(back_populates="call", lazy="raise", order_by="CallEvent.seq")
-    legs: Mapped[list["CallLeg"]] = relationship(back_populates="call", lazy="raise", order_by="CallLeg.id")
+    events: Mapped[list[CallEvent]] = relationship(back_populates="call", lazy="raise", order_by="CallEvent.seq")
+    legs: Mapped[list[CallLeg]] = relationship(back_populates="call", lazy="raise", order_by="CallLeg.id")
 
 
 class CallEvent(Base):

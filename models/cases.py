@@ -11,8 +11,7 @@ import datetime as dt
 from sqlalchemy import Boolean, CheckConstraint, ForeignKey, Integer, String, Text, UniqueConstraint
 from sqlalchemy.orm import Mapped, mapped_column, relationship
 
-from ivr.models import Base
-from ivr.models import UTCDateTime
+from ivr.models import Base, UTCDateTime
 from ivr.vocab import CaseStatus, Category, Channel, CloseReason
 
 CHANNELS = Channel.values()
@@ -57,8 +56,8 @@ class Case(Base):
     inspection: Mapped[bool] = mapped_column(Boolean, default=False, index=True)  # for Tổ Kiểm tra đột xuất
     inspection_reason: Mapped[str | None] = mapped_column(Text)
 
-    assignments: Mapped[list["CaseAssignment"]] = relationship(back_populates="case", lazy="raise", order_by="CaseAssignment.id")
-    history: Mapped[list["CaseEvent"]] = relationship(back_populates="case", lazy="raise", order_by="CaseEvent.id")
+    assignments: Mapped[list[CaseAssignment]] = relationship(back_populates="case", lazy="raise", order_by="CaseAssignment.id")
+    history: Mapped[list[CaseEvent]] = relationship(back_populates="case", lazy="raise", order_by="CaseEvent.id")
 
 
 class CaseAssignment(Base):

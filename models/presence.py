@@ -12,8 +12,7 @@ import datetime as dt
 from sqlalchemy import CheckConstraint, Integer, String
 from sqlalchemy.orm import Mapped, mapped_column
 
-from ivr.models import Base
-from ivr.models import UTCDateTime
+from ivr.models import Base, UTCDateTime
 
 PRESENCE_STATUSES = ("registered", "unregistered", "reachable", "unreachable")
 # Statuses after which the phone can take calls.

@@ -13,8 +13,7 @@ import datetime as dt
 from sqlalchemy import JSON, Boolean, CheckConstraint, ForeignKey, Integer, String, Text, UniqueConstraint
 from sqlalchemy.orm import Mapped, mapped_column, relationship
 
-from ivr.models import Base
-from ivr.models import UTCDateTime
+from ivr.models import Base, UTCDateTime
 
 
 def _in(col: str, values: tuple[str, ...]) -> str:
@@ -118,7 +117,7 @@ class SurveyRecipient(Base):
     sent_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime)
     reason: Mapped[str | None] = mapped_column(Text)
 
-    answer: Mapped["SurveyAnswer | None"] = relationship(back_populates="recipient", lazy="raise")
+    answer: Mapped[SurveyAnswer | None] = relationship(back_populates="recipient", lazy="raise")
 
 
 def _score(name: str) -> CheckConstraint:

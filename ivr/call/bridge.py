@@ -5,22 +5,22 @@ from __future__ import annotations
 import asyncio
 from typing import TYPE_CHECKING
 
-from ivr.records.calllog import utcnow
 from ivr.call.errors import CallerHangup
+from ivr.records.calllog import utcnow
 from ivr.vocab import Disposition
 
 if TYPE_CHECKING:
-    from ivr.call.session import CallSession
     from ivr.call.route import Plan
+    from ivr.call.session import CallSession
 
 
-async def create(session: "CallSession", bridge_id: str) -> None:
+async def create(session: CallSession, bridge_id: str) -> None:
     """Create the call's mixing bridge; the call's cleanup destroys it."""
     session.bridges.add(bridge_id)
     await session.ari.request("POST", f"/bridges/{bridge_id}", params={"type": "mixing", "name": f"call-{session.id}"})
 
 
-async def run(session: "CallSession", leg_id: str, extension: str, plan: "Plan | None" = None) -> str:
+async def run(session: CallSession, leg_id: str, extension: str, plan: Plan | None = None) -> str:
     """Bridge caller and leg; return who hung up: ``caller`` or ``agent``.
 
     ``plan``: route.prepare's, whose bridge the call uses when it was made; a leg that already

@@ -19,10 +19,10 @@ import wave
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from ivr.records import cases as cases_mod
 from ivr.call import prompt
-from ivr.pbx.ari import AriError
 from ivr.call.errors import CallerHangup
+from ivr.pbx.ari import AriError
+from ivr.records import cases as cases_mod
 
 if TYPE_CHECKING:
     from ivr.call.session import CallSession
@@ -30,7 +30,7 @@ if TYPE_CHECKING:
 log = logging.getLogger("tongdai.complaint")
 
 
-async def run(session: "CallSession", *, misconduct: bool = False) -> None:
+async def run(session: CallSession, *, misconduct: bool = False) -> None:
     """Offer the recording, store it as a case, read the code back. Raises CallerHangup only
     after the case is safely stored."""
     r = session.routing
@@ -65,12 +65,12 @@ async def run(session: "CallSession", *, misconduct: bool = False) -> None:
     await _say(session, ["thanks"])
 
 
-async def _say(session: "CallSession", sounds: list[str]) -> None:
+async def _say(session: CallSession, sounds: list[str]) -> None:
     if (await prompt.play(session, sounds)).status == "hangup":
         raise CallerHangup()
 
 
-async def _record(session: "CallSession", max_seconds: int, silence: int) -> tuple[Path | None, float, bool]:
+async def _record(session: CallSession, max_seconds: int, silence: int) -> tuple[Path | None, float, bool]:
     """Record the caller; return (file under the data dir, seconds, caller hung up)."""
     name = f"tongdai-{session.new_id('rec')}"
     session.recording_name = name
@@ -112,7 +112,7 @@ async def _record(session: "CallSession", max_seconds: int, silence: int) -> tup
     return path, seconds, hung_up
 
 
-def _collect(session: "CallSession", name: str) -> tuple[Path | None, float]:
+def _collect(session: CallSession, name: str) -> tuple[Path | None, float]:
     src = session.ctx.recording_spool / f"{name}.wav"
     if not src.exists():
         return None, 0.0
@@ -130,7 +130,7 @@ def _collect(session: "CallSession", name: str) -> tuple[Path | None, float]:
     return dest, seconds
 
 
-async def _open_case(session: "CallSession", path: Path, seconds: float, *, anonymous: bool, misconduct: bool) -> str:
+async def _open_case(session: CallSession, path: Path, seconds: float, *, anonymous: bool, misconduct: bool) -> str:
     r = session.routing
     rec = session.rec
     new = cases_mod.NewCase(
@@ -156,6 +156,6 @@ async def _open_case(session: "CallSession", path: Path, seconds: float, *, anon
     return code
 
 
-def _spool(session: "CallSession", new: "cases_mod.NewCase", code: str, error: Exception) -> None:
+def _spool(session: CallSession, new: cases_mod.NewCase, code: str, error: Exception) -> None:
     cases_mod.spool_case(session.ctx.home, code, new, session.rec.started_at)
     log.error("call=%s case %s spooled, database unavailable: %s", session.id, code, error.__class__.__name__)

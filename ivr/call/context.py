@@ -7,9 +7,10 @@ that needs something new gets a field here, named for what it is.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Callable, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 if TYPE_CHECKING:
     from ivr.call.route import RouteState
@@ -37,7 +38,7 @@ class CallLogSink(Protocol):
     async def flush(self) -> None: ...
 
 
-def _always_open() -> "OpenState":
+def _always_open() -> OpenState:
     from ivr.config.hours import OpenState
 
     return OpenState(True, "test")
@@ -47,11 +48,11 @@ def _always_open() -> "OpenState":
 class CallContext:
     ari: AriRequests
     calllog: CallLogSink
-    route_state: "RouteState"
+    route_state: RouteState
     home: Path  # TONGDAI_HOME: complaint recordings and the case spool live under it
     recording_spool: Path  # where Asterisk writes recordings, as seen from this host
-    own: Callable[[str, "CallSession"], None]  # route a channel's events to the session
-    finished: Callable[["CallSession"], None]  # the session has ended
-    is_open: Callable[[], "OpenState"] = _always_open
+    own: Callable[[str, CallSession], None]  # route a channel's events to the session
+    finished: Callable[[CallSession], None]  # the session has ended
+    is_open: Callable[[], OpenState] = _always_open
     reachable: Callable[[str], bool | None] = lambda ext: None  # presence: None when unknown
     strict: bool = False  # an unexpected event raises instead of being logged

@@ -14,16 +14,16 @@ import logging
 import time
 from pathlib import Path
 
-from ivr.config import hours as cal
-from ivr.config import routing as rt
-from ivr.pbx.ari import Ari, AriError
 from ivr.call import flow
 from ivr.call.context import CallContext
-from ivr.call.session import NEVER_USED, CallSession
-from ivr.records.calllog import CallLog
-from ivr.pbx.asterisk import Layout
 from ivr.call.route import RouteState
+from ivr.call.session import NEVER_USED, CallSession
+from ivr.config import hours as cal
+from ivr.config import routing as rt
 from ivr.config.settings import Settings
+from ivr.pbx.ari import Ari, AriError
+from ivr.pbx.asterisk import Layout
+from ivr.records.calllog import CallLog
 
 log = logging.getLogger("tongdai.controller")
 
@@ -216,7 +216,7 @@ class Controller:
         self.accepting = False
         try:
             await asyncio.wait_for(self.idle.wait(), grace)
-        except asyncio.TimeoutError:
+        except TimeoutError:
             log.warning("%d calls still up after %.0fs grace; ending them", len(self.tasks), grace)
             for t in list(self.tasks):
                 t.cancel()

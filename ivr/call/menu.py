@@ -20,7 +20,7 @@ if TYPE_CHECKING:
 MAX_REPEATS = 10
 
 
-async def run(session: "CallSession", first_digit: str | None = None) -> MenuAction:
+async def run(session: CallSession, first_digit: str | None = None) -> MenuAction:
     """Return the action: a branch, ``misconduct`` (the misconduct digit), or the menu's
     fallback (``complaint``, ``hangup``, ``branch:N``)."""
     m = session.routing.menu

@@ -10,8 +10,9 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Callable
+from typing import TYPE_CHECKING
 
 from ivr.call.errors import VALID_DTMF, CallerHangup
 
@@ -34,7 +35,7 @@ def length_matcher(max_digits: int, terminator: str | None = "#") -> Matcher:
     return lambda d: len(d) >= max_digits or (terminator is not None and d.endswith(terminator))
 
 
-def _digit(session: "CallSession", ev: dict, during: str) -> str | None:
+def _digit(session: CallSession, ev: dict, during: str) -> str | None:
     """The digit of a DTMF event, logged on the call's timeline; None (and a log line) if malformed."""
     d = str(ev.get("digit", ""))
     if not VALID_DTMF.match(d):
@@ -44,10 +45,11 @@ def _digit(session: "CallSession", ev: dict, during: str) -> str | None:
     return d
 
 
-async def play(session: "CallSession", sounds: list[str], *, max_digits: int = 0, first_timeout: float = 0,
+async def play(session: CallSession, sounds: list[str], *, max_digits: int = 0, first_timeout: float = 0,
                inter_timeout: float = 3, terminator: str | None = None, matcher: Matcher | None = None,
                interrupt: bool = True) -> PromptResult:
-    """Play ``sounds`` (prompt names under ``tongdai/``, or media URIs such as ``digits:482913``) and, if ``max_digits``, collect up to that many digits.
+    """Play ``sounds`` (prompt names under ``tongdai/``, or media URIs such as ``digits:482913``)
+    and, if ``max_digits``, collect up to that many digits.
 
     ``first_timeout`` is how long to wait for the first digit once the prompts have finished.
     ``terminator`` (e.g. ``#``) ends the input early and is not part of the result; without one,

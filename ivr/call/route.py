@@ -64,7 +64,7 @@ class RouteState:
     rr: dict[str, int] = field(default_factory=dict)
     last_answered: dict[str, float] = field(default_factory=dict)
 
-    def order(self, branch: "Branch") -> list[list[str]]:
+    def order(self, branch: Branch) -> list[list[str]]:
         targets = list(branch.targets)
         if branch.strategy == "ringall":
             return [targets]
@@ -105,7 +105,7 @@ class DialOutcome:
         return "busy" if vals and vals <= {"busy"} else "no_answer"
 
 
-def release(session: "CallSession", plan: Plan) -> None:
+def release(session: CallSession, plan: Plan) -> None:
     """The plan's branch did not answer (:func:`dial` calls this): destroy its bridge now, once
     it exists, rather than at the end of the call; a failover to another branch prepares its own."""
 
@@ -120,7 +120,7 @@ def release(session: "CallSession", plan: Plan) -> None:
     session.in_background(destroy())
 
 
-def prepare(session: "CallSession", branch: "Branch") -> Plan:
+def prepare(session: CallSession, branch: Branch) -> Plan:
     """Fix the ring order and start creating the channels of the phones rung first (no INVITE).
 
     Call it as the announcement starts and pass the plan to :func:`dial`. Channels created but
@@ -134,7 +134,7 @@ def prepare(session: "CallSession", branch: "Branch") -> Plan:
     return plan
 
 
-async def dial(session: "CallSession", branch: "Branch", plan: Plan | None = None) -> DialOutcome:
+async def dial(session: CallSession, branch: Branch, plan: Plan | None = None) -> DialOutcome:
     """Ring the branch's phones until one answers; the caller hears ringback meanwhile."""
     outcome = DialOutcome(False)
     groups = plan.groups if plan else session.ctx.route_state.order(branch)
@@ -155,7 +155,7 @@ async def dial(session: "CallSession", branch: "Branch", plan: Plan | None = Non
             await session.ari.request("DELETE", f"/channels/{session.id}/ring", ok_missing=True)
 
 
-async def _ring(session: "CallSession", extensions: list[str], ring_timeout: int, outcome: DialOutcome,
+async def _ring(session: CallSession, extensions: list[str], ring_timeout: int, outcome: DialOutcome,
                 *, ringback: bool, created: dict[str, str]) -> bool:
     """Ring ``extensions`` at once; True when one answered (``outcome`` says which).
 
@@ -236,13 +236,13 @@ async def _ring(session: "CallSession", extensions: list[str], ring_timeout: int
         return False
     finally:
         # Whoever is still ringing gets CANCEL.
-        for leg_id, ext in pending.items():
+        for leg_id in pending:
             _finish(session, leg_id, "cancelled" if outcome.answered else "no_answer", outcome)
             await session.hangup_channel(leg_id)
             session.live_legs.discard(leg_id)
 
 
-def _unreachable(session: "CallSession", ext: str, outcome: DialOutcome) -> None:
+def _unreachable(session: CallSession, ext: str, outcome: DialOutcome) -> None:
     """Nobody registered: do not ring into nothing (and do not make Asterisk log an error)."""
     outcome.results[ext] = "unreachable"
     session.rec.legs.append(LegRecord(channel_id=session.new_id("skip"), extension=ext, started_at=utcnow(),
@@ -250,14 +250,14 @@ def _unreachable(session: "CallSession", ext: str, outcome: DialOutcome) -> None
     session.rec.event("dial_result", extension=ext, result="unreachable")
 
 
-def _new_leg(session: "CallSession", ext: str, leg_id: str) -> None:
+def _new_leg(session: CallSession, ext: str, leg_id: str) -> None:
     leg = LegRecord(channel_id=leg_id, extension=ext, started_at=utcnow())
     session.legs[leg_id] = leg
     session.rec.legs.append(leg)
     session.live_legs.add(leg_id)
 
 
-async def _make_bridge(session: "CallSession", bridge_id: str) -> bool:
+async def _make_bridge(session: CallSession, bridge_id: str) -> bool:
     try:
         await bridge.create(session, bridge_id)
         return True
@@ -266,7 +266,7 @@ async def _make_bridge(session: "CallSession", bridge_id: str) -> bool:
         return False
 
 
-async def _join(session: "CallSession", leg_id: str, plan: Plan) -> bool:
+async def _join(session: CallSession, leg_id: str, plan: Plan) -> bool:
     """Put a created leg into the call's bridge before it rings; True once it is in.
 
     Why: Asterisk dials an ARI channel that is in no bridge from its one *dial bridge*, shared
@@ -290,7 +290,7 @@ async def _join(session: "CallSession", leg_id: str, plan: Plan) -> bool:
         return False
 
 
-async def _create_legs(session: "CallSession", extensions: list[str], plan: Plan) -> dict[str, str]:
+async def _create_legs(session: CallSession, extensions: list[str], plan: Plan) -> dict[str, str]:
     """Create (not ring) a channel per reachable extension (a lone one also joins the call's
     bridge, in the background); ``{extension: leg id}`` once they are created."""
     legs: dict[str, str] = {}
@@ -323,12 +323,12 @@ async def _create_legs(session: "CallSession", extensions: list[str], plan: Plan
     return legs
 
 
-def _outside(session: "CallSession", legs) -> bool:
+def _outside(session: CallSession, legs) -> bool:
     """Whether any of these created legs has not entered the app yet."""
     return any(not session.spare.get(leg, True) for leg in legs)
 
 
-async def _entered(session: "CallSession", legs: set[str], deadline: float) -> None:
+async def _entered(session: CallSession, legs: set[str], deadline: float) -> None:
     """Wait until the created ``legs`` have entered the app (a channel outside it cannot be
     dialled); they nearly always have, during the announcement."""
     loop = asyncio.get_running_loop()
@@ -339,7 +339,7 @@ async def _entered(session: "CallSession", legs: set[str], deadline: float) -> N
         session.unexpected(ev)  # marks spare legs entering the app
 
 
-async def _dial_created(session: "CallSession", ext: str, leg_id: str, ring_timeout: int,
+async def _dial_created(session: CallSession, ext: str, leg_id: str, ring_timeout: int,
                         outcome: DialOutcome) -> str | None:
     """Ring a leg created by :func:`prepare`; its id, or None when it cannot ring (recorded)."""
     session.spare.pop(leg_id, None)
@@ -357,7 +357,7 @@ async def _dial_created(session: "CallSession", ext: str, leg_id: str, ring_time
     return leg_id
 
 
-async def _originate(session: "CallSession", ext: str, ring_timeout: int, outcome: DialOutcome) -> str | None:
+async def _originate(session: CallSession, ext: str, ring_timeout: int, outcome: DialOutcome) -> str | None:
     """Start ringing one desk phone; its leg id, or None when it cannot ring (recorded as such)."""
     if not await _reachable(session, ext):
         _unreachable(session, ext, outcome)
@@ -393,7 +393,7 @@ async def _originate(session: "CallSession", ext: str, ring_timeout: int, outcom
     return leg_id
 
 
-async def any_reachable(session: "CallSession", branch: "Branch") -> bool:
+async def any_reachable(session: CallSession, branch: Branch) -> bool:
     """Whether at least one of the branch's desk phones can take a call now."""
     for ext in branch.targets:
         if await _reachable(session, ext):
@@ -401,7 +401,7 @@ async def any_reachable(session: "CallSession", branch: "Branch") -> bool:
     return False
 
 
-async def _reachable(session: "CallSession", ext: str) -> bool:
+async def _reachable(session: CallSession, ext: str) -> bool:
     """Whether the desk phone has a registered contact: AMI presence, or ARI when AMI is down."""
     known = session.ctx.reachable(ext)
     if known is not None:
@@ -413,7 +413,7 @@ async def _reachable(session: "CallSession", ext: str) -> bool:
     return (ep or {}).get("state") != "offline"
 
 
-def _finish(session: "CallSession", leg_id: str, result: str, outcome: DialOutcome) -> None:
+def _finish(session: CallSession, leg_id: str, result: str, outcome: DialOutcome) -> None:
     leg = session.legs[leg_id]
     if leg.result is None:
         leg.result = result

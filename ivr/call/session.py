@@ -14,10 +14,10 @@ import enum
 import logging
 from typing import TYPE_CHECKING, Any
 
+from ivr.call.errors import CallerHangup, IllegalEvent, IllegalTransition
 from ivr.pbx.ari import AriError
 from ivr.records.calllog import CallRecord, LegRecord, utcnow
 from ivr.vocab import Disposition
-from ivr.call.errors import CallerHangup, IllegalEvent, IllegalTransition
 
 if TYPE_CHECKING:
     from ivr.call.context import CallContext
@@ -26,7 +26,7 @@ if TYPE_CHECKING:
 log = logging.getLogger("tongdai.call")
 
 
-class State(str, enum.Enum):
+class State(enum.StrEnum):
     ANSWERING = "answering"
     CLOSED = "closed"
     GREETING = "greeting"
@@ -72,7 +72,7 @@ NEVER_USED = IGNORED - {"Dial", "RecordingStarted"}
 class CallSession:
     """Drives one caller channel from StasisStart to hangup, one event at a time."""
 
-    def __init__(self, ctx: "CallContext", channel: dict, routing: "Routing", app: str = "tongdai"):
+    def __init__(self, ctx: CallContext, channel: dict, routing: Routing, app: str = "tongdai"):
         self.ctx = ctx
         self.ari = ctx.ari
         self.id: str = channel["id"]
@@ -120,7 +120,7 @@ class CallSession:
         """The next event for this call, or None on timeout. Raises CallerHangup when the caller goes."""
         try:
             ev = await asyncio.wait_for(self.queue.get(), timeout) if timeout is not None else await self.queue.get()
-        except asyncio.TimeoutError:
+        except TimeoutError:
             return None
         t = ev.get("type")
         ch = (ev.get("channel") or {}).get("id")
@@ -137,7 +137,8 @@ class CallSession:
             return
         if t == "PlaybackFinished" and (ev.get("playback") or {}).get("id") != self.playback_id:
             return  # a playback we already stopped
-        if t in ("RecordingStarted", "RecordingFinished", "RecordingFailed") and (ev.get("recording") or {}).get("name") != self.recording_name:
+        recording = (ev.get("recording") or {}).get("name")
+        if t in ("RecordingStarted", "RecordingFinished", "RecordingFailed") and recording != self.recording_name:
             return  # a recording that is already over
         if t in ("ChannelDestroyed", "StasisEnd", "ChannelHangupRequest", "StasisStart") and ch in self.legs and ch not in self.live_legs:
             if t == "StasisStart":
@@ -173,7 +174,7 @@ class CallSession:
         waiter = self._entering.setdefault(leg_id, asyncio.get_running_loop().create_future())
         try:
             return await asyncio.wait_for(asyncio.shield(waiter), timeout)
-        except asyncio.TimeoutError:
+        except TimeoutError:
             if self._entering is not None and self._entering.get(leg_id) is waiter:
                 del self._entering[leg_id]
             return False

@@ -15,7 +15,7 @@ if TYPE_CHECKING:
     from ivr.call.session import CallSession
 
 
-async def run(session: "CallSession") -> int | None:
+async def run(session: CallSession) -> int | None:
     s = session.routing.survey
     res = await prompt.play(session, ["survey"], max_digits=1, first_timeout=s.timeout)
     if res.status == "hangup":

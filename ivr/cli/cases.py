@@ -4,11 +4,10 @@ from __future__ import annotations
 
 import click
 
-from ivr.vocab import CaseStatus, Category, CloseReason
-
 from ivr.cli.common import actor as _actor
-from ivr.cli.common import fail, fmt_time as _fmt_time, load_routing, settings
-
+from ivr.cli.common import fail, load_routing, settings
+from ivr.cli.common import fmt_time as _fmt_time
+from ivr.vocab import CaseStatus, Category, CloseReason
 
 # -------------------------------------------------------------------------------------- cases
 
@@ -84,7 +83,8 @@ def cases_show(code, home_affairs) -> None:
         case = await c.get(code)
         tz = r.hotline.timezone
         lines = [
-            f"Phản ánh {case.code} — {cm.STATUS_VI[case.status]}" + (f" ({cm.REASON_VI[case.closed_reason]})" if case.closed_reason else ""),
+            f"Phản ánh {case.code} — {cm.STATUS_VI[case.status]}"
+            + (f" ({cm.REASON_VI[case.closed_reason]})" if case.closed_reason else ""),
             f"  Kênh: {case.channel}; người phản ánh: {_caller_shown(case, home_affairs)}",
             f"  Nhánh: {case.branch_digit or '-'} {case.branch_name or ''}; cơ quan: {case.agency_name or '-'}",
             f"  Loại: {cm.CATEGORY_VI[case.category]}; nhận lúc {_fmt_time(case.received_at, tz)}; "
@@ -92,7 +92,8 @@ def cases_show(code, home_affairs) -> None:
             "  Giao cho: " + (", ".join(f"{a.agency_name} ({a.agency_code})" for a in case.assignments) or "chưa giao"),
         ]
         if case.recording:
-            lines.append(f"  Bản ghi âm: {s.home / case.recording}" + (f" ({case.recording_seconds:.0f} giây)" if case.recording_seconds else ""))
+            seconds = f" ({case.recording_seconds:.0f} giây)" if case.recording_seconds else ""
+            lines.append(f"  Bản ghi âm: {s.home / case.recording}{seconds}")
         if case.summary:
             lines.append(f"  Nội dung: {case.summary}")
         if case.answer:

@@ -18,7 +18,6 @@ from ivr.config import routing as rt
 from ivr.config.settings import Settings
 from ivr.pbx.asterisk import Layout
 
-
 # ------------------------------------------------------------------------------------- check
 
 
@@ -59,7 +58,8 @@ def render_to(s: Settings, r: rt.Routing, out: Path | None) -> tuple[Path, list[
 
 
 @click.command()
-@click.option("--out", type=click.Path(file_okay=False, path_type=Path), help="Thư mục ghi cấu hình (mặc định: của phiên bản Asterisk này).")
+@click.option("--out", type=click.Path(file_okay=False, path_type=Path),
+              help="Thư mục ghi cấu hình (mặc định: của phiên bản Asterisk này).")
 def render(out: Path | None) -> None:
     """Sinh toàn bộ cấu hình Asterisk từ routing.yaml."""
     s = settings()

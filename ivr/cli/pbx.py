@@ -14,7 +14,6 @@ from ivr.config import routing as rt
 from ivr.config.settings import Settings
 from ivr.pbx.asterisk import Layout, PbxError
 
-
 # ----------------------------------------------------------------------------------- sandbox
 
 

@@ -37,11 +37,8 @@ def _need_database(s: Settings) -> None:
 def _agency_in_log(s: Settings, code: str) -> bool:
     import sqlalchemy as sa
 
+    from ivr.models import Call, Case, CaseAssignment
     from ivr.records import export as ex
-
-    from ivr.models import Call
-    from ivr.models import Case
-    from ivr.models import CaseAssignment
 
     for col in (Call.agency_code, Case.agency_code, CaseAssignment.agency_code):
         stmt = sa.select(sa.literal(1)).where(col == code).limit(1)

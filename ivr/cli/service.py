@@ -10,7 +10,6 @@ from ivr.cli.common import fail, load_routing, settings
 from ivr.cli.pbx import build_prompts, start_asterisk
 from ivr.pbx.asterisk import PbxError
 
-
 # ---------------------------------------------------------------------------------------- db
 
 
@@ -59,8 +58,8 @@ def serve(grace: float) -> None:
 def run(grace: float) -> None:
     """Chạy tất cả (dùng bởi `make run`): migration, cấu hình, lời nhắc, Asterisk, bộ điều khiển."""
 
-    from ivr.records import db as db_mod
     from ivr import server
+    from ivr.records import db as db_mod
 
     s = settings()
     r = load_routing(s.routing_path)

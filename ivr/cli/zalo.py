@@ -16,8 +16,6 @@ from ivr.cli.common import fail as _fail
 from ivr.config.settings import Settings
 
 
-
-
 def _context():
     from ivr.config import routing as rt
 
@@ -90,7 +88,6 @@ def surveys_send() -> None:
     from sqlalchemy import func, select
 
     from ivr.models.zalo import SurveyRecipient
-
     from ivr.zalo.service import build
     from ivr.zalo.surveys import Surveys
 
@@ -175,7 +172,6 @@ def zalo_status() -> None:
     from sqlalchemy import func, select
 
     from ivr.models.zalo import OutboxItem, ZaloEvent
-
     from ivr.zalo.tokens import TokenStore
     from ivr.zalo.webhook import PATH
 

@@ -67,7 +67,7 @@ def read_csv(path: Path) -> list[Row]:
     out: list[Row] = []
     seen: dict[str, int] = {}
     for (lineno, _), cells in zip(lines[1:], rows_raw[1:]):
-        def cell(col: str) -> str:
+        def cell(col: str, cells: list[str] = cells) -> str:
             i = idx.get(col)
             return cells[i].strip() if i is not None and i < len(cells) else ""
 
@@ -181,7 +181,8 @@ def import_agencies(routing_path: Path, csv_path: Path, *, replace_all: bool = F
     text = routing_path.read_text(encoding="utf-8")
     current = yaml.safe_load(text) or {}
     existing = [
-        rt.Agency(str(a["code"]), str(a["name"]), str(a["kind"]), a.get("parent"), str(a["station"]) if a.get("station") is not None else None)
+        rt.Agency(str(a["code"]), str(a["name"]), str(a["kind"]), a.get("parent"),
+                  str(a["station"]) if a.get("station") is not None else None)
         for a in (current.get("agencies") or [])
         if isinstance(a, dict) and "code" in a and "name" in a and "kind" in a
     ]

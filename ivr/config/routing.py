@@ -32,7 +32,7 @@ TIME_RE = re.compile(r"^([01][0-9]|2[0-3]):([0-5][0-9])$")
 class RoutingError(Exception):
     """routing.yaml is invalid; ``errors`` holds every problem found."""
 
-    def __init__(self, errors: list["Problem"]):
+    def __init__(self, errors: list[Problem]):
         self.errors = errors
         super().__init__("\n".join(str(e) for e in errors))
 
@@ -606,7 +606,8 @@ def loads(text: str, name: str = "routing.yaml") -> Routing:
             if number and agency:
                 extensions[number] = Extension(number, agency, ename or agencies[agency].name, "focal")
     if hotline and hotline.number in ext_nodes:
-        c.err(top["hotline"][1], "hotline.number", f"the hotline number {hotline.number} is also an extension ({ext_nodes[hotline.number]})")
+        c.err(top["hotline"][1], "hotline.number",
+              f"the hotline number {hotline.number} is also an extension ({ext_nodes[hotline.number]})")
 
     # Branches.
     branches: list[Branch] = []
@@ -633,7 +634,7 @@ def loads(text: str, name: str = "routing.yaml") -> Routing:
                 elif d is not None:
                     digit_paths[d] = f"{p}.digit"
     digits = set(digit_paths)
-    for bn, p, bm in branch_nodes:
+    for _bn, p, bm in branch_nodes:
         digit = c.text(bm["digit"][1], f"{p}.digit") if "digit" in bm else None
         name = c.text(bm["name"][1], f"{p}.name") if "name" in bm else None
         agency = c.text(bm["agency"][1], f"{p}.agency") if "agency" in bm else None

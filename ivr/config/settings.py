@@ -33,7 +33,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 
-
 def checkout_root() -> Path | None:
     """The source checkout the package runs from (editable install, ``python -m ivr`` in the
     repository), or None when it is installed: then nothing is looked for beside the code."""
@@ -118,7 +117,7 @@ class ZaloSettings:
     spool_path: Path
 
     @classmethod
-    def from_env(cls, env: dict[str, str], home: Path) -> "ZaloSettings | None":
+    def from_env(cls, env: dict[str, str], home: Path) -> ZaloSettings | None:
         app_id = (env.get("TONGDAI_ZALO_APP_ID") or "").strip()
         if not app_id:
             return None
@@ -179,7 +178,7 @@ class Settings:
     env: dict[str, str] = field(default_factory=dict, repr=False, compare=False)
 
     @classmethod
-    def from_env(cls, env: dict[str, str] | None = None) -> "Settings":
+    def from_env(cls, env: dict[str, str] | None = None) -> Settings:
         env = dict(os.environ if env is None else env)
         home = Path(env.get("TONGDAI_HOME") or default_home(env)).expanduser().resolve()
         routing = Path(env.get("TONGDAI_ROUTING") or default_routing()).expanduser()

@@ -15,10 +15,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from ivr import control
-from ivr.config import routing as rt
 from ivr.config import credentials as secrets_mod
-from ivr.pbx.asterisk import Layout
+from ivr.config import routing as rt
 from ivr.config.settings import Settings
+from ivr.pbx.asterisk import Layout
 
 # Which module to reload when a rendered file changes. None: Asterisk must be restarted.
 RELOADS = {
@@ -99,7 +99,7 @@ async def reload_asterisk(settings: Settings, routing: rt.Routing, modules: list
     try:
         try:
             await asyncio.wait_for(m.connect(), timeout)
-        except (OSError, asyncio.TimeoutError) as e:
+        except (TimeoutError, OSError) as e:
             raise ConnectionError(f"AMI {settings.bind}:{settings.ami_port}: {e.__class__.__name__}") from None
         for _ in range(int(timeout * 10)):
             if m.authenticated:

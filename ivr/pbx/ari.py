@@ -22,11 +22,12 @@ from __future__ import annotations
 
 import asyncio
 import base64
-import logging
 import itertools
+import logging
 import random
 import time
-from typing import Any, Awaitable, Callable
+from collections.abc import Awaitable, Callable
+from typing import Any
 from urllib.parse import quote, urlencode
 
 import aiohttp
@@ -59,7 +60,7 @@ def _message(text: str) -> str:
 
 def _expire(fut: asyncio.Future) -> None:
     if not fut.done():
-        fut.set_exception(asyncio.TimeoutError())
+        fut.set_exception(TimeoutError())
 
 
 class _Link:
@@ -112,7 +113,7 @@ class Ari:
         self._ids = itertools.count(1)
         self._stopping = False
 
-    async def __aenter__(self) -> "Ari":
+    async def __aenter__(self) -> Ari:
         # ARI sets no cookies: a dummy jar spares every request the cookie bookkeeping.
         # At most HTTP_CONNECTIONS kept-alive connections: Asterisk serves 100 HTTP sessions
         # (http.conf session_limit) and refuses the next, and aiohttp's default pool (100) plus
@@ -149,7 +150,7 @@ class Ari:
                 return await r.json(loads=_loads) if "json" in ctype else await r.read()
         except aiohttp.ClientError as e:
             raise AriError(0, method, path, f"unreachable: {e}") from None
-        except asyncio.TimeoutError:
+        except TimeoutError:
             raise AriError(0, method, path, "timed out") from None
 
     async def _ws_request(self, link: _Link, method: str, path: str, params: dict, body: Any, ok_missing: bool,
@@ -171,7 +172,7 @@ class Ari:
         try:
             await link.ws.send_str(_dumps(msg))
             resp = await fut
-        except asyncio.TimeoutError:
+        except TimeoutError:
             raise AriError(0, method, path, "timed out") from None
         except (aiohttp.ClientError, ConnectionError, RuntimeError) as e:
             raise AriError(0, method, path, f"unreachable: {e}") from None
@@ -223,7 +224,7 @@ class Ari:
             except asyncio.CancelledError:
                 await self._stop_extra()
                 raise
-            except (aiohttp.ClientError, OSError, asyncio.TimeoutError) as e:
+            except (TimeoutError, aiohttp.ClientError, OSError) as e:
                 log.warning("ari websocket unavailable: %s", e.__class__.__name__)
             if self.connected.is_set():
                 self.lost_at = time.time()
@@ -268,7 +269,7 @@ class Ari:
                         await self._read(link, lambda ev: None)
                     finally:
                         self._drop(link, "ari websocket closed")
-            except (aiohttp.ClientError, OSError, asyncio.TimeoutError):
+            except (TimeoutError, aiohttp.ClientError, OSError):
                 pass
             await asyncio.sleep(backoff * (0.5 + random.random()))
             backoff = min(10.0, backoff * 2)

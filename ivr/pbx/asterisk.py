@@ -38,7 +38,7 @@ class Layout:
     root: str  # instance root as Asterisk sees it
 
     @classmethod
-    def for_settings(cls, s: Settings) -> "Layout":
+    def for_settings(cls, s: Settings) -> Layout:
         if s.asterisk_mode == "sandbox":
             return cls(s, s.sandbox_dir, f"/srv/tongdai/{s.instance_id}")
         return cls(s, None, str(s.home / "asterisk"))
@@ -249,7 +249,7 @@ class Layout:
             except PbxError:
                 if time.monotonic() > deadline:
                     self.stop()
-                    raise PbxError(f"Asterisk did not finish booting in {timeout:g} s:\n{self.log_tail()}")
+                    raise PbxError(f"Asterisk did not finish booting in {timeout:g} s:\n{self.log_tail()}") from None
                 time.sleep(0.2)
 
     def stop(self, timeout: float = 15) -> bool:

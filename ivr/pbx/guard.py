@@ -14,12 +14,13 @@ import asyncio
 import collections
 import logging
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import TYPE_CHECKING, Callable
+from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
-    from ivr.pbx.presence import Presence
     from ivr.config.routing import Routing
+    from ivr.pbx.presence import Presence
 
 log = logging.getLogger("tongdai.guard")
 
@@ -34,7 +35,7 @@ def remote_ip(address: str) -> str | None:
 
 
 class Guard:
-    def __init__(self, presence: "Presence", routing: Callable[[], "Routing"], etc: Path,
+    def __init__(self, presence: Presence, routing: Callable[[], Routing], etc: Path,
                  never_block: tuple[str, ...] = ()):
         self.presence = presence
         self.routing = routing

@@ -15,16 +15,17 @@ from __future__ import annotations
 import asyncio
 import datetime as dt
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Callable
+from typing import TYPE_CHECKING
 
 from panoramisk import Manager
 
 from ivr.records.calllog import utcnow
 
 if TYPE_CHECKING:
-    from ivr.records.calllog import CallLog
     from ivr.config.routing import Routing
+    from ivr.records.calllog import CallLog
 
 log = logging.getLogger("tongdai.presence")
 
@@ -70,8 +71,8 @@ class Presence:
     ``calllog`` receives the registration history.
     """
 
-    def __init__(self, host: str, port: int, user: str, secret: str, routing: Callable[[], "Routing"],
-                 calllog: "CallLog | None" = None, *, reconnect: float = 2, ping: float = 10):
+    def __init__(self, host: str, port: int, user: str, secret: str, routing: Callable[[], Routing],
+                 calllog: CallLog | None = None, *, reconnect: float = 2, ping: float = 10):
         self.routing = routing
         self.calllog = calllog
         self.phones: dict[str, Phone] = {}
@@ -112,7 +113,7 @@ class Presence:
         try:
             await asyncio.wait_for(self._ready.wait(), timeout)
             return True
-        except asyncio.TimeoutError:
+        except TimeoutError:
             return False
 
     def close(self) -> None:

@@ -340,7 +340,7 @@ async def _finish(proc: asyncio.subprocess.Process, timeout: float) -> tuple[int
     """
     try:
         return await asyncio.wait_for(proc.wait(), timeout), False
-    except asyncio.TimeoutError:
+    except TimeoutError:
         pass
     except asyncio.CancelledError:
         # Our caller gave up (test timeout, Ctrl-C): don't leave SIPp behind.
@@ -355,7 +355,7 @@ async def _finish(proc: asyncio.subprocess.Process, timeout: float) -> tuple[int
         try:
             await asyncio.wait_for(proc.wait(), grace)
             break
-        except asyncio.TimeoutError:
+        except TimeoutError:
             continue
     return (proc.returncode if proc.returncode is not None else -9), True
 
@@ -561,7 +561,7 @@ class DeskPhone:
                            trace_dir=self.workdir)
         return stats
 
-    async def __aenter__(self) -> "DeskPhone":
+    async def __aenter__(self) -> DeskPhone:
         await self.start()
         try:
             await self.wait_registered()

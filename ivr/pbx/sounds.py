@@ -24,7 +24,6 @@ from pathlib import Path
 
 import yaml
 
-
 FORMATS = ("sln16", "alaw", "ulaw", "wav")
 # The texts ship with the package; TONGDAI_PROMPTS names another file.
 TEXTS = Path(str(importlib.resources.files("ivr.pbx") / "data" / "prompts-vi.yaml"))

@@ -19,12 +19,12 @@ from pathlib import Path
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import async_sessionmaker
 
-from ivr.records import db
-from ivr.pbx import sipp
 from ivr.config import credentials as secrets_mod
-from ivr.pbx.asterisk import Layout, PbxError
 from ivr.config.routing import Routing
 from ivr.config.settings import Settings
+from ivr.pbx import sipp
+from ivr.pbx.asterisk import Layout, PbxError
+from ivr.records import db
 
 
 class TestCallError(Exception):

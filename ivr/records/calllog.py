@@ -3,13 +3,14 @@
 A call session fills a :class:`CallRecord` in memory and hands it to :class:`CallLog` twice:
 when the call arrives (an ``in_progress`` row) and when it ends (the final row, its timeline and
 its desk-phone legs). A single writer task drains a queue, so a slow database never delays audio.
-A write that fails goes to the durable spool (:mod:`ivr.spool`) and is written back, once, when
+A write that fails goes to the durable spool (:mod:`ivr.records.spool`) and is written back, once, when
 the database returns; writes are idempotent upserts keyed by the call id.
 
 The writer waits up to half a second after a record for others (``flush()`` cuts that short),
-then takes every record waiting in the queue and writes them in one transaction with a handful of Core statements (one SELECT of the rows already there, one
-executemany per table), not an ORM unit of work per record: that was the controller's largest
-CPU cost per call (``make bench --profile``). The result is the same rows as writing the records
+then takes every record waiting in the queue and writes them in one transaction with a handful
+of Core statements (one SELECT of the rows already there, one executemany per table), not an
+ORM unit of work per record: that was the controller's largest CPU cost per call
+(``make bench --profile``). The result is the same rows as writing the records
 one by one in order.
 """
 
@@ -18,18 +19,15 @@ from __future__ import annotations
 import asyncio
 import datetime as dt
 import logging
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Awaitable, Callable
+from typing import Any
 
 from sqlalchemy import bindparam, delete, insert, select, update
 from sqlalchemy.ext.asyncio import AsyncEngine, async_sessionmaker
 
-from ivr.models import Call
-from ivr.models import CallEvent
-from ivr.models import CallLeg
-from ivr.models import RegistrationEvent
-
+from ivr.models import Call, CallEvent, CallLeg, RegistrationEvent
 from ivr.records.spool import Spool
 
 log = logging.getLogger("tongdai.calllog")
@@ -190,12 +188,12 @@ class CallLog:
     async def close(self, timeout: float = 10) -> None:
         try:
             await asyncio.wait_for(self.flush(), timeout)
-        except asyncio.TimeoutError:
+        except TimeoutError:
             log.error("calllog: %d records not written at shutdown", self._queue.qsize())
         if self.spool and self.spool.pending():
             try:
                 await asyncio.wait_for(self.replay(), timeout)
-            except asyncio.TimeoutError:
+            except TimeoutError:
                 pass
             if self.spool.pending():
                 log.warning("calllog: %d records stay in the spool for the next start", self.spool.pending())
@@ -221,7 +219,7 @@ class CallLog:
             if self.linger and not self._hurry.is_set():
                 try:
                     await asyncio.wait_for(self._hurry.wait(), self.linger)
-                except asyncio.TimeoutError:
+                except TimeoutError:
                     pass
             while len(batch) < MAX_BATCH and not self._queue.empty():
                 batch.append(self._queue.get_nowait())

@@ -23,10 +23,9 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 from sqlalchemy.orm import selectinload
 
-from ivr.models.cases import CATEGORIES, CHANNELS, CLOSE_REASONS, Case, CaseAssignment, CaseEvent
-
 from ivr.config import hours as cal
 from ivr.config.routing import Routing
+from ivr.models.cases import CATEGORIES, CHANNELS, CLOSE_REASONS, Case, CaseAssignment, CaseEvent
 from ivr.vocab import OPEN_STATUSES, CaseStatus, Category, CloseReason
 
 log = logging.getLogger("tongdai.cases")

@@ -37,12 +37,9 @@ from typing import IO, Any
 
 import sqlalchemy as sa
 
-from ivr.models import Call
-from ivr.models import Case
-from ivr.models import CaseAssignment
-
 from ivr.config.routing import Routing
 from ivr.config.settings import Settings
+from ivr.models import Call, Case, CaseAssignment
 
 TABLES = ("calls", "cases", "surveys")
 FORMATS = ("csv", "xlsx", "jsonl")
@@ -564,7 +561,8 @@ class XlsxWriter:
         for r in batch:
             self.row += 1
             if self.row > XLSX_MAX_ROWS:
-                raise ExportError(f"quá {XLSX_MAX_ROWS:,} dòng, vượt giới hạn của Excel: hãy xuất csv hoặc thu hẹp khoảng ngày".replace(",", "."))
+                limit = f"{XLSX_MAX_ROWS:,}".replace(",", ".")
+                raise ExportError(f"quá {limit} dòng, vượt giới hạn của Excel: hãy xuất csv hoặc thu hẹp khoảng ngày")
             for j, v in enumerate(r):
                 if v is None:
                     continue

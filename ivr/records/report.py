@@ -43,18 +43,12 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
-from ivr.models import Call
-from ivr.models import CallLeg
-from ivr.models import Case
-from ivr.models import CaseAssignment
-from ivr.models import CaseEvent
-from ivr.models import RegistrationEvent
-from ivr.models.presence import UP_STATUSES
-from ivr.vocab import Category, Disposition
-
 from ivr.config import hours as cal
-from ivr.records.export import publish
 from ivr.config.routing import Routing
+from ivr.models import Call, CallLeg, Case, CaseAssignment, CaseEvent, RegistrationEvent
+from ivr.models.presence import UP_STATUSES
+from ivr.records.export import publish
+from ivr.vocab import Category, Disposition
 
 STATE_VI = {
     "answering": "khi tổng đài nhấc máy", "greeting": "khi nghe lời chào", "menu": "khi chọn nhánh (menu)",
@@ -82,7 +76,7 @@ class Month:
     tz: str
 
     @classmethod
-    def parse(cls, text: str, tz: str) -> "Month":
+    def parse(cls, text: str, tz: str) -> Month:
         """``YYYY-MM`` (or ``MM/YYYY``)."""
         t = text.strip()
         for fmt in ("%Y-%m", "%m/%Y"):
@@ -388,7 +382,7 @@ async def _cases(conn: AsyncConnection, r: Report, routing: Routing) -> None:
     by_agency: Counter = Counter()
     agency_names: dict[str, str] = {}
     backlog = 0
-    for (cid, code, received, deadline, answered, closed, category, acode, aname, inspection, reason, status,
+    for (cid, code, received, deadline, answered, closed, category, acode, aname, inspection, reason, _status,
          digit) in rows:
         received, deadline, answered, closed = _utc(received), _utc(deadline), _utc(answered), _utc(closed)
         st = case_state(received, deadline, answered, closed, cutoff)

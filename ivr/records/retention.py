@@ -10,17 +10,14 @@ from __future__ import annotations
 
 import asyncio
 import datetime as dt
-
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from ivr.models import Case
-from ivr.models import CaseEvent
-
 from ivr.config.settings import Settings
+from ivr.models import Case, CaseEvent
 
 DEFAULT_KEEP_DAYS = 365
 ENV_KEEP_DAYS = "TONGDAI_RECORDINGS_KEEP_DAYS"

@@ -13,8 +13,9 @@ import datetime as dt
 import json
 import logging
 import os
+from collections.abc import Awaitable, Callable
 from pathlib import Path
-from typing import Any, Awaitable, Callable
+from typing import Any
 
 log = logging.getLogger("tongdai.spool")
 

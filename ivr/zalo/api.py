@@ -141,7 +141,7 @@ class ZaloApi:
         self.timeout = aiohttp.ClientTimeout(total=timeout)
 
     @classmethod
-    def from_settings(cls, session: aiohttp.ClientSession, z) -> "ZaloApi":
+    def from_settings(cls, session: aiohttp.ClientSession, z) -> ZaloApi:
         return cls(session, api_url=z.api_url, zns_url=z.zns_url, oauth_url=z.oauth_url, app_id=z.app_id,
                    app_secret=z.app_secret)
 

@@ -24,18 +24,17 @@ from __future__ import annotations
 import datetime as dt
 import json
 import logging
-from typing import Callable
+from collections.abc import Callable
 
 from sqlalchemy import select
 from sqlalchemy.exc import DBAPIError, IntegrityError
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
-from ivr.models.cases import Case, CaseEvent
-from ivr.models.zalo import ZaloEvent, ZaloUser
-
-from ivr.records import cases as cases_mod
 from ivr.config.routing import Routing
 from ivr.config.settings import ZaloSettings
+from ivr.models.cases import Case, CaseEvent
+from ivr.models.zalo import ZaloEvent, ZaloUser
+from ivr.records import cases as cases_mod
 from ivr.zalo.outbox import enqueue
 from ivr.zalo.surveys import Surveys, normalize_phone
 from ivr.zalo.tokens import utcnow

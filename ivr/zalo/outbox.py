@@ -29,15 +29,14 @@ from __future__ import annotations
 import datetime as dt
 import logging
 import zoneinfo
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable
 
 from sqlalchemy import and_, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
 from ivr.models.cases import Case, CaseEvent
 from ivr.models.zalo import OutboxItem, SurveyRecipient
-
 from ivr.zalo.api import TEXT_LIMIT, Result, TokenError, ZaloApi
 from ivr.zalo.tokens import TokenManager, utcnow
 
@@ -54,7 +53,7 @@ class QuietHours:
     tz: zoneinfo.ZoneInfo
 
     @classmethod
-    def parse(cls, start: str, end: str, tz: str) -> "QuietHours":
+    def parse(cls, start: str, end: str, tz: str) -> QuietHours:
         return cls(dt.time.fromisoformat(start), dt.time.fromisoformat(end), zoneinfo.ZoneInfo(tz))
 
     def contains(self, t: dt.datetime) -> bool:

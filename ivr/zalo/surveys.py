@@ -34,10 +34,9 @@ from pathlib import Path
 from sqlalchemy import func, select, update
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
+from ivr.config.settings import ZaloSettings
 from ivr.models.calls import Call
 from ivr.models.zalo import SurveyAnswer, SurveyRecipient, ZaloUser
-
-from ivr.config.settings import ZaloSettings
 from ivr.zalo.outbox import enqueue
 
 COLUMNS = ("phone", "name", "procedure", "office", "completed_at")

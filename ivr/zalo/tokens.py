@@ -28,9 +28,9 @@ import hashlib
 import json
 import logging
 import os
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
 
 from ivr.zalo.api import TokenError, ZaloApi
 
@@ -64,7 +64,7 @@ class Tokens:
                 "expires_at": self.expires_at.isoformat(), "issued_at": self.issued_at.isoformat(), "seed": self.seed}
 
     @classmethod
-    def from_json(cls, d: dict) -> "Tokens":
+    def from_json(cls, d: dict) -> Tokens:
         return cls(str(d["access_token"]), str(d["refresh_token"]), dt.datetime.fromisoformat(d["expires_at"]),
                    dt.datetime.fromisoformat(d["issued_at"]), d.get("seed"))
 

@@ -26,7 +26,7 @@ import hashlib
 import hmac
 import json
 import logging
-from typing import Callable
+from collections.abc import Callable
 
 from aiohttp import web
 

@@ -1,13 +1,13 @@
 """call log: calls, their timeline and desk-phone legs
 
 Revision ID: 0001
-Revises: 
+Revises:
 Create Date: 2026-11-28 04:20:03.335064
 """
-from alembic import op
 import sqlalchemy as sa
-from ivr import models
+from alembic import op
 
+from ivr import models
 
 revision = '0001'
 down_revision = None

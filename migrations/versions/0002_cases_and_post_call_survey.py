@@ -4,10 +4,10 @@ Revision ID: 0002
 Revises: 0001
 Create Date: 2026-11-28 04:53:16.923012
 """
-from alembic import op
 import sqlalchemy as sa
-from ivr import models
+from alembic import op
 
+from ivr import models
 
 revision = '0002'
 down_revision = '0001'

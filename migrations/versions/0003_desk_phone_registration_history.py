@@ -4,10 +4,10 @@ Revision ID: 0003
 Revises: 0002
 Create Date: 2026-11-28 10:11:40.192122
 """
-from alembic import op
 import sqlalchemy as sa
-from ivr import models
+from alembic import op
 
+from ivr import models
 
 revision = '0003'
 down_revision = '0002'

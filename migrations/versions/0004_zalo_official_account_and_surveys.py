@@ -4,10 +4,10 @@ Revision ID: 0004
 Revises: 0003
 Create Date: 2026-11-28 10:18:16.687193
 """
-from alembic import op
 import sqlalchemy as sa
-from ivr import models
+from alembic import op
 
+from ivr import models
 
 revision = '0004'
 down_revision = '0003'
