@@ -4,7 +4,7 @@ VENV   ?= .venv
 PY     := $(VENV)/bin/python
 export PATH := $(CURDIR)/$(VENV)/bin:$(PATH)
 
-.PHONY: run test bench deps venv system-deps sandbox clean-var help
+.PHONY: run test lint bench deps venv system-deps sandbox clean-var help
 
 help:
 	@echo "make run   — cài những gì còn thiếu, khởi động Asterisk và tổng đài"
@@ -27,7 +27,12 @@ deps: venv system-deps
 run: deps
 	$(VENV)/bin/tongdai run
 
-test: deps
+# Lint and types first: a style or type error fails the run before the long suite starts.
+lint: venv
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/mypy
+
+test: deps lint
 	$(PY) -m pytest $(PYTEST_ARGS)
 
 # The capacity bench (and the export bench where present); QUICK=1 runs one small level.
