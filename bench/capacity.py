@@ -896,7 +896,7 @@ def main(argv: list[str] | None = None) -> int:
     for line in summary(result):
         print(line)
     if bench.profiles:
-        from tests.profile import report
+        from bench.profile import report
 
         for prof in bench.profiles:
             if Path(prof).exists():

@@ -98,3 +98,17 @@ def test_call_steps_never_reach_the_dispatcher():
     for s in steps:
         assert "ivr.call.dispatcher" not in graph[f"ivr.call.{s}"], s
         assert "session.ctl" not in (PKG / "call" / f"{s}.py").read_text(encoding="utf-8"), s
+
+
+def test_every_module_imports():
+    """Moving modules must not leave an import behind: import each one (the bench's too)."""
+    import importlib
+    import pkgutil
+
+    import bench
+
+    names = [m.name for m in pkgutil.walk_packages(ivr.__path__, "ivr.") if not m.name.endswith("__main__")]
+    names += [m.name for m in pkgutil.walk_packages(bench.__path__, "bench.")]
+    for name in names:
+        importlib.import_module(name)
+    assert "ivr.call.flow" in names and "bench.capacity" in names
