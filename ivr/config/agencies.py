@@ -6,8 +6,14 @@ accepted as it is: codes become ``DV<gso_code>``.
 
 Agencies without a station get one under the numbering plan documented in routing.yaml:
 ``3nnn`` provincial departments and other bodies, ``4D00`` a district-level unit, ``4Dnn`` the
-communes under it. The agencies block of routing.yaml is rewritten in place (other sections and
-their comments are kept); nothing is written unless the whole resulting file validates.
+communes under it, ``5nnn`` communes and wards directly under the province (two-level local
+government since 1 July 2025). The agencies block of routing.yaml is rewritten in place (other
+sections and their comments are kept); nothing is written unless the whole resulting file
+validates.
+
+:func:`import_rows` is the one merge path: the CSV import here and the province import
+(:mod:`ivr.provinces`) only differ in where their rows come from and in which existing agencies
+they replace.
 """
 
 from __future__ import annotations
@@ -19,12 +25,19 @@ import json
 import os
 import re
 import tempfile
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from pathlib import Path
+from typing import Callable
 
 import yaml
 
 from ivr.config import routing as rt
+
+# Kinds of local government units (below the province). Since 1 July 2025 there are no districts;
+# the communes (xã), wards (phường) and special zones (đặc khu) sit directly under the province.
+DISTRICT = "district"
+COMMUNE_KINDS = ("commune", "ward", "special_zone")
+LOCAL_UNIT_KINDS = (DISTRICT, *COMMUNE_KINDS)
 
 
 class ImportError_(Exception):
@@ -42,7 +55,7 @@ class Row:
     kind: str
     parent: str | None
     station: str | None
-    line: int
+    line: int = 0  # where the row came from, for messages (0: not from a file)
 
 
 def read_csv(path: Path) -> list[Row]:
@@ -122,11 +135,15 @@ def _assign_stations(agencies: list[rt.Agency], taken: set[str]) -> list[rt.Agen
         if parent is not None and pst is None:
             # The parent gets its number first so that its children follow it.
             pst = next((r.station for r in result if r.code == parent.code), None)
-        if a.kind == "district":
+        if a.kind == DISTRICT:
             st = next_free(4000 + d * 100 for d in range(1, 10))
         elif pst and re.fullmatch(r"4[1-9]00", pst):
             base = int(pst)
             st = next_free(range(base + 1, base + 100))
+        elif a.kind in COMMUNE_KINDS:
+            # Directly under the province: the largest province (Hồ Chí Minh City, 168 units)
+            # fits in 5001-5999 many times over.
+            st = next_free(range(5001, 6000))
         else:
             st = next_free(range(3001, 4000))
         result.append(replace(a, station=st))
@@ -137,8 +154,10 @@ def _q(s: str) -> str:
     return json.dumps(s, ensure_ascii=False)
 
 
-def render_block(agencies: list[rt.Agency], note: str) -> str:
-    """The YAML text of the agencies section, one agency per line."""
+def render_block(agencies: list[rt.Agency], note: str, flags: dict[str, str] | None = None) -> str:
+    """The YAML text of the agencies section, one agency per line; ``flags`` (code -> text)
+    become a comment at the end of the agency's line."""
+    flags = flags or {}
     out = ["agencies:", f"  # {note}"]
     for a in agencies:
         fields = [f"code: {a.code}", f"name: {_q(a.name)}", f"kind: {a.kind}"]
@@ -146,7 +165,10 @@ def render_block(agencies: list[rt.Agency], note: str) -> str:
             fields.append(f"parent: {a.parent}")
         if a.station:
             fields.append(f"station: {_q(a.station)}")
-        out.append("  - {" + ", ".join(fields) + "}")
+        line = "  - {" + ", ".join(fields) + "}"
+        if a.code in flags:
+            line += "  # " + " ".join(flags[a.code].split())
+        out.append(line)
     return "\n".join(out) + "\n"
 
 
@@ -167,52 +189,110 @@ def splice(text: str, key: str, block: str) -> str:
     return text + sep + block
 
 
-def import_agencies(routing_path: Path, csv_path: Path, *, replace_all: bool = False, root: str | None = None,
-                    today: dt.date | None = None) -> tuple[rt.Routing, int, int]:
-    """Merge (or with ``replace_all`` replace) the agencies of ``csv_path`` into routing.yaml.
+@dataclass(frozen=True)
+class Outcome:
+    """What an import did (or, when it raised, would have done)."""
 
-    Empty cells do not erase: a row without a parent or station keeps the agency's current one,
-    or, for a new agency without a parent, gets ``root`` as parent.
+    routing: rt.Routing
+    added: tuple[rt.Agency, ...]
+    updated: tuple[tuple[rt.Agency, rt.Agency], ...]  # (before, after) of every row whose code existed
+    removed: tuple[rt.Agency, ...]
+    kept: dict[str, str] = field(default_factory=dict)  # code -> why an agency due to go stays (flagged)
 
-    Returns the new routing, the number of agencies added and updated. Writes atomically, and only
-    if the resulting file validates; otherwise raises :class:`ImportError_`.
-    """
-    rows = read_csv(csv_path)
-    text = routing_path.read_text(encoding="utf-8")
-    current = yaml.safe_load(text) or {}
-    existing = [
+    @property
+    def renamed(self) -> list[tuple[rt.Agency, rt.Agency]]:
+        return [(old, new) for old, new in self.updated if old.name != new.name]
+
+
+def existing_agencies(current: dict) -> list[rt.Agency]:
+    """The agencies of a parsed routing file that are well-formed enough to merge into."""
+    return [
         rt.Agency(str(a["code"]), str(a["name"]), str(a["kind"]), a.get("parent"),
                   str(a["station"]) if a.get("station") is not None else None)
         for a in (current.get("agencies") or [])
         if isinstance(a, dict) and "code" in a and "name" in a and "kind" in a
     ]
-    merged: dict[str, rt.Agency] = {} if replace_all else {a.code: a for a in existing}
-    added = updated = 0
+
+
+# Given the agencies an import would remove and the parsed routing file, the ones to keep, with why.
+Keeper = Callable[[list[rt.Agency], dict], dict[str, str]]
+
+
+def import_rows(routing_path: Path, rows: list[Row], *, note: str, replaces: Callable[[rt.Agency], bool] | None = None,
+                keep: Keeper | None = None, root: str | None = None) -> Outcome:
+    """Merge ``rows`` into the agencies of routing.yaml, by code.
+
+    An existing agency for which ``replaces`` is true and that no row carries is removed, unless
+    ``keep`` says why it must stay: then it stays, flagged by a comment on its line. A row
+    updates the agency with its code in place (its station stays); empty cells do not erase: a
+    row without a parent or station keeps the agency's current one (unless that parent is being
+    removed), and a new agency without a parent gets ``root``. New agencies come last, in row
+    order, numbered under the plan.
+
+    Writes atomically, and only if the resulting file validates; otherwise raises
+    :class:`ImportError_` and the file is left as it was, byte for byte.
+    """
+    text = routing_path.read_text(encoding="utf-8")
+    current = yaml.safe_load(text) or {}
+    existing = existing_agencies(current)
+    incoming = {r.code for r in rows}
+    going = [a for a in existing if replaces is not None and replaces(a) and a.code not in incoming]
+    kept = keep(going, current) if (keep is not None and going) else {}
+    removed = [a for a in going if a.code not in kept]
+    gone = {a.code for a in removed}
+    merged: dict[str, rt.Agency] = {a.code: a for a in existing if a.code not in gone}
+    before = {a.code: a for a in existing}
+    added: list[rt.Agency] = []
+    updated: list[tuple[rt.Agency, rt.Agency]] = []
     for r in rows:
-        old = merged.get(r.code) or next((a for a in existing if a.code == r.code), None)
+        old = before.get(r.code)
         station = r.station or (old.station if old else None)
-        parent = r.parent or (old.parent if old else None) or (root if root != r.code else None)
+        old_parent = old.parent if old and old.parent not in gone else None
+        parent = r.parent or old_parent or (root if root != r.code else None)
         new = rt.Agency(r.code, r.name, r.kind, parent, station)
-        if r.code in merged or old is not None:
-            updated += 1
+        if old is not None:
+            updated.append((old, new))
         else:
-            added += 1
+            added.append(new)
         merged[r.code] = new
     # Stations already used by focal-point extensions must not be handed out again.
     taken = {str(e.get("number")) for e in (current.get("extensions") or []) if isinstance(e, dict)}
     taken |= {a.station for a in merged.values() if a.station}
     agencies = _assign_stations(list(merged.values()), taken)
-    note = f"imported from {csv_path.name} on {(today or dt.date.today()).isoformat()} by `tongdai agencies import`"
-    new_text = splice(text, "agencies", render_block(agencies, note))
+    numbered = {a.code: a for a in agencies}
+    added = [numbered[a.code] for a in added]
+    updated = [(old, numbered[new.code]) for old, new in updated]
+    new_text = splice(text, "agencies", render_block(agencies, note, kept))
     try:
         result = rt.loads(new_text, name=routing_path.name)
     except rt.RoutingError as e:
         raise ImportError_(["the import would make routing.yaml invalid; nothing was written:"] + [f"  {p}" for p in e.errors]) from None
-    fd, tmp = tempfile.mkstemp(dir=routing_path.parent, prefix=".routing-", suffix=".yaml")
-    with os.fdopen(fd, "w", encoding="utf-8") as f:
-        f.write(new_text)
-        f.flush()
-        os.fsync(f.fileno())
-    os.chmod(tmp, routing_path.stat().st_mode & 0o777)
-    os.replace(tmp, routing_path)
-    return result, added, updated
+    _write_atomically(routing_path, new_text)
+    return Outcome(result, tuple(added), tuple(updated), tuple(removed), kept)
+
+
+def _write_atomically(path: Path, text: str) -> None:
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".routing-", suffix=".yaml")
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as f:
+            f.write(text)
+            f.flush()
+            os.fsync(f.fileno())
+        os.chmod(tmp, path.stat().st_mode & 0o777)
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+
+
+def import_agencies(routing_path: Path, csv_path: Path, *, replace_all: bool = False, root: str | None = None,
+                    today: dt.date | None = None) -> tuple[rt.Routing, int, int]:
+    """Merge (or with ``replace_all`` replace) the agencies of ``csv_path`` into routing.yaml.
+
+    Returns the new routing, the number of agencies added and updated (see :func:`import_rows`).
+    """
+    rows = read_csv(csv_path)
+    note = f"imported from {csv_path.name} on {(today or dt.date.today()).isoformat()} by `tongdai agencies import`"
+    out = import_rows(routing_path, rows, note=note, replaces=(lambda a: True) if replace_all else None, root=root)
+    return out.routing, len(out.added), len(out.updated)
