@@ -161,12 +161,32 @@ def agencies() -> None:
 
 
 @agencies.command("import")
-@click.argument("csv_file", type=click.Path(exists=True, dir_okay=False, path_type=Path))
-@click.option("--replace", "replace_all", is_flag=True, help="Thay toàn bộ danh sách (mặc định: gộp theo mã).")
+@click.argument("csv_file", required=False, type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@click.option("--province", help="Tên hoặc mã tỉnh, thành phố: nạp các xã, phường hiện nay từ gói vietnam-provinces.")
+@click.option("--replace", "replace_all", is_flag=True,
+              help="CSV: thay toàn bộ danh sách; --province: thay các đơn vị cấp huyện, xã hiện có (mặc định: gộp theo mã).")
 @click.option("--root", help="Mã cơ quan cấp trên cho các đơn vị mới không ghi cấp trên (ví dụ UBND-HG).")
-def agencies_import(csv_file: Path, replace_all: bool, root: str | None) -> None:
-    """Nạp danh sách cơ quan từ CSV (code,name,kind,parent[,station] hoặc dạng mã GSO)."""
+def agencies_import(csv_file: Path | None, province: str | None, replace_all: bool, root: str | None) -> None:
+    """Nạp danh sách cơ quan từ CSV (code,name,kind,parent[,station] hoặc dạng mã GSO) hoặc từ --province."""
     s = settings()
+    if (csv_file is None) == (province is None):
+        fail("cần một tệp CSV hoặc --province (không cả hai)", 2)
+    if province is not None:
+        from ivr.config import provinces
+
+        try:
+            res = provinces.import_province(s.routing_path, province, replace=replace_all, root=root,
+                                            usage=provinces.database_usage(s))
+        except provinces.UnknownProvince as e:
+            fail(f"không có tỉnh, thành phố '{province}'. Gần nhất: {', '.join(e.suggestions)}", 2)
+        except provinces.CatalogueError as e:
+            fail(str(e))
+        except agencies_mod.ImportError_ as e:
+            for p in e.problems:
+                click.echo(p, err=True)
+            sys.exit(1)
+        click.echo(provinces.report(res))
+        return
     try:
         r, added, updated = agencies_mod.import_agencies(s.routing_path, csv_file, replace_all=replace_all, root=root)
     except agencies_mod.ImportError_ as e:
