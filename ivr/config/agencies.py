@@ -253,11 +253,12 @@ def import_rows(routing_path: Path, rows: list[Row] | Callable[[dict], list[Row]
         # An agency that stays keeps its parent (rows excepted: they move to ``root``).
         while True:
             gone = {a.code for a in going if a.code not in why}
-            orphans = [a for a in existing if a.parent in gone and a.code not in gone and a.code not in incoming]
+            orphans = [(a.parent, a.code) for a in existing
+                       if a.parent is not None and a.parent in gone and a.code not in gone and a.code not in incoming]
             if not orphans:
                 break
-            for a in orphans:
-                why.setdefault(a.parent, []).append(f"parent of {a.code}")
+            for above, child in orphans:
+                why.setdefault(above, []).append(f"parent of {child}")
     kept = {c: "; ".join(r) for c, r in why.items()}
     removed = [a for a in going if a.code not in kept]
     gone = {a.code for a in removed}

@@ -207,10 +207,10 @@ def database_usage(settings: Settings) -> Usage:
         try:
             found = asyncio.run(_query(db_mod.engine(settings), codes))
         except Exception as e:  # noqa: BLE001 - any failure to read means: cannot tell, so keep
-            why = f"database not readable ({type(e).__name__}): open cases unknown"
-            return {c: out.get(c, []) + [why] for c in codes}
-        for code, why in found.items():
-            out.setdefault(code, []).extend(why)
+            unknown = f"database not readable ({type(e).__name__}): open cases unknown"
+            return {c: out.get(c, []) + [unknown] for c in codes}
+        for code, reasons in found.items():
+            out.setdefault(code, []).extend(reasons)
         return out
 
     return usage
