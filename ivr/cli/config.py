@@ -187,6 +187,7 @@ def agencies_import(csv_file: Path | None, province: str | None, replace_all: bo
             sys.exit(1)
         click.echo(provinces.report(res))
         return
+    assert csv_file is not None  # exactly one of the two, refused above otherwise
     try:
         r, added, updated = agencies_mod.import_agencies(s.routing_path, csv_file, replace_all=replace_all, root=root)
     except agencies_mod.ImportError_ as e:
