@@ -38,7 +38,7 @@ from array import array
 from collections import Counter, defaultdict
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, overload
 
 import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
@@ -141,6 +141,12 @@ class Report:
         return self.figures[key]
 
 
+@overload
+def _utc(v: dt.datetime) -> dt.datetime: ...
+@overload
+def _utc(v: None) -> None: ...
+@overload
+def _utc(v: dt.datetime | None) -> dt.datetime | None: ...
 def _utc(v: dt.datetime | None) -> dt.datetime | None:
     if v is None:
         return None
@@ -284,7 +290,7 @@ async def _desks(conn: AsyncConnection, r: Report, routing: Routing) -> None:
 
     # Presence: the state at the month's start, then every change until the cut-off.
     spans = _open_intervals(routing, m, cutoff)
-    down_s: Counter = Counter()
+    down_s: dict[str, float] = defaultdict(float)  # seconds: a Counter is typed for ints
     down_n: Counter = Counter()
     ev_agency: dict[str, str] = {}
     last_before = (sa.select(RegistrationEvent.extension, sa.func.max(RegistrationEvent.id).label("id"))
@@ -322,7 +328,7 @@ async def _desks(conn: AsyncConnection, r: Report, routing: Routing) -> None:
     shown = sorted(set(legs) | {e for e in down_s if down_s[e] or down_n[e]} | set(down_n))
     r.extensions = [(e, agency_of(e), routing.extensions[e].name if e in routing.extensions else "") for e in shown]
     a_legs_missed: Counter = Counter()
-    a_down: Counter = Counter()
+    a_down: dict[str, float] = defaultdict(float)
     for ext, acode, _ in r.extensions:
         c = legs[ext]
         f[f"ext.{ext}.legs"] = c["legs"]
@@ -338,12 +344,12 @@ async def _desks(conn: AsyncConnection, r: Report, routing: Routing) -> None:
     a_calls, a_answered, names = r._agency_calls  # type: ignore[attr-defined]
     codes = sorted(set(a_calls) | {a for _, a, _ in r.extensions})
     r.agencies = [(c, routing.agencies[c].name if c in routing.agencies else names.get(c, c)) for c in codes]
-    for c in codes:
-        f[f"agency.{c}.calls"] = a_calls[c]
-        f[f"agency.{c}.answered"] = a_answered[c]
-        f[f"agency.{c}.missed"] = a_calls[c] - a_answered[c]
-        f[f"agency.{c}.legs_missed"] = a_legs_missed[c]
-        f[f"agency.{c}.down_s"] = float(a_down[c])
+    for code in codes:
+        f[f"agency.{code}.calls"] = a_calls[code]
+        f[f"agency.{code}.answered"] = a_answered[code]
+        f[f"agency.{code}.missed"] = a_calls[code] - a_answered[code]
+        f[f"agency.{code}.legs_missed"] = a_legs_missed[code]
+        f[f"agency.{code}.down_s"] = float(a_down[code])
 
 
 def case_state(received_at, deadline_at, answered_at, closed_at, cutoff) -> str:
@@ -446,7 +452,7 @@ async def build(engine: AsyncEngine, routing: Routing, month: Month, *, now: dt.
         r.zalo = {"count": len(answers), "avg": _mean(sum(ratings), len(ratings)),
                   **{f"s{i}": ratings.count(i) for i in range(1, 6)}}
         for i, q in enumerate(ZALO_QUESTIONS):
-            given = [row[i] for row in answers if row[i] is not None]
+            given = [v for row in answers if (v := row[i]) is not None]
             r.zalo[q] = _mean(sum(given), len(given))
         for k, v in r.zalo.items():
             r.figures[f"zalo.{k}"] = v
