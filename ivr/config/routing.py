@@ -214,7 +214,7 @@ class _Checker:
         self.problems.append(Problem(self.file, line, path, message))
 
     def mapping(
-        self, node: Node, path: str, allowed: set[str], required: set[str] = frozenset()
+        self, node: Node, path: str, allowed: set[str], required: set[str] | frozenset[str] = frozenset()
     ) -> dict[str, tuple[Node, Node]]:
         """Keys of a mapping -> (key node, value node); reports unknown, duplicate, missing keys."""
         if not isinstance(node, MappingNode):
@@ -348,7 +348,7 @@ def _hours(c: _Checker, node: Node | None) -> Hours | None:
         days = tuple(sorted(found))
     intervals: tuple[Interval, ...] = default_open
     if "open" in m:
-        ivs = []
+        ivs: list[Interval] = []
         for i, n in enumerate(c.sequence(m["open"][1], "hours.open")):
             p = f"hours.open[{i}]"
             v = c.text(n, p)
@@ -402,8 +402,8 @@ def _hours(c: _Checker, node: Node | None) -> Hours | None:
 
     closed = dates("closed_days")
     working = dates("working_days")
-    for d in set(closed) & set(working):
-        c.err(m["working_days"][1], "hours.working_days", f"{d} is both a closed day and a working day")
+    for day in set(closed) & set(working):
+        c.err(m["working_days"][1], "hours.working_days", f"{day} is both a closed day and a working day")
         ok = False
     return Hours(days, intervals, holidays_cc, closed, working) if ok else None
 
@@ -551,7 +551,7 @@ def loads(text: str, name: str = "routing.yaml") -> Routing:
             if code is not None and code in agencies:
                 c.err(am["code"][1], f"{p}.code", f"duplicate agency code '{code}' (first at {agency_nodes[code][1]})")
                 code = None
-            name = c.text(am["name"][1], f"{p}.name") if "name" in am else None
+            aname = c.text(am["name"][1], f"{p}.name") if "name" in am else None
             kind = c.text(am["kind"][1], f"{p}.kind") if "kind" in am else None
             parent = c.text(am["parent"][1], f"{p}.parent", nonempty=False) if "parent" in am else None
             station = None
@@ -563,13 +563,13 @@ def loads(text: str, name: str = "routing.yaml") -> Routing:
                 elif station is not None and station in ext_nodes:
                     c.err(am["station"][1], f"{p}.station", f"duplicate extension number '{station}' (first at {ext_nodes[station]})")
                     station = None
-            if code and name and kind:
-                agencies[code] = Agency(code, name, kind, parent or None, station)
+            if code and aname and kind:
+                agencies[code] = Agency(code, aname, kind, parent or None, station)
                 agency_nodes[code] = (an, p)
                 if parent:
                     parents.append((code, parent, am["parent"][1], f"{p}.parent"))
                 if station:
-                    stations[station] = Extension(station, code, name, "station")
+                    stations[station] = Extension(station, code, aname, "station")
                     ext_nodes[station] = f"{p}.station"
     for code, parent, pnode, ppath in parents:
         if parent not in agencies:
@@ -636,7 +636,7 @@ def loads(text: str, name: str = "routing.yaml") -> Routing:
     digits = set(digit_paths)
     for _bn, p, bm in branch_nodes:
         digit = c.text(bm["digit"][1], f"{p}.digit") if "digit" in bm else None
-        name = c.text(bm["name"][1], f"{p}.name") if "name" in bm else None
+        bname = c.text(bm["name"][1], f"{p}.name") if "name" in bm else None
         agency = c.text(bm["agency"][1], f"{p}.agency") if "agency" in bm else None
         if agency is not None and agency not in agencies:
             c.err(bm["agency"][1], f"{p}.agency", f"unknown agency '{agency}'")
@@ -666,8 +666,8 @@ def loads(text: str, name: str = "routing.yaml") -> Routing:
         if digit and no_answer == f"branch:{digit}":
             c.err(bm["no_answer"][1], f"{p}.no_answer", "a branch cannot fall back to itself")
             no_answer = None
-        if digit and name and agency and ok_targets and targets and strategy and ring and no_answer:
-            branches.append(Branch(digit, name, agency, tuple(targets), strategy, int(ring), no_answer))
+        if digit and bname and agency and ok_targets and targets and strategy and ring and no_answer:
+            branches.append(Branch(digit, bname, agency, tuple(targets), strategy, int(ring), no_answer))
     menu = _menu(c, top["menu"][1] if "menu" in top else None, digits)
     complaints = _complaints(c, top["complaints"][1] if "complaints" in top else None, digit_paths)
     survey = _survey(c, top["survey"][1] if "survey" in top else None)
