@@ -22,9 +22,9 @@ import logging
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
-from sqlalchemy import BindParameter, bindparam, delete, insert, select, update
+from sqlalchemy import BindParameter, Table, bindparam, delete, insert, select, update
 from sqlalchemy.ext.asyncio import AsyncEngine, async_sessionmaker
 
 from ivr.models import Call, CallEvent, CallLeg, RegistrationEvent
@@ -32,7 +32,8 @@ from ivr.records.spool import Spool
 
 log = logging.getLogger("tongdai.calllog")
 
-CALLS, EVENTS, LEGS, PRESENCE = Call.__table__, CallEvent.__table__, CallLeg.__table__, RegistrationEvent.__table__
+# Declarative types __table__ as any FromClause; a mapped class's own is a Table.
+CALLS, EVENTS, LEGS, PRESENCE = (cast(Table, m.__table__) for m in (Call, CallEvent, CallLeg, RegistrationEvent))
 MAX_BATCH = 200  # records per transaction
 
 # The writer's statements, built once: building them per batch (the IN lists above all) and

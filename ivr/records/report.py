@@ -302,10 +302,10 @@ async def _desks(conn: AsyncConnection, r: Report, routing: Routing) -> None:
         state[ext] = (status not in UP_STATUSES, m.start)
         if acode:
             ev_agency[ext] = acode
-    stmt = (sa.select(RegistrationEvent.extension, RegistrationEvent.at, RegistrationEvent.status, RegistrationEvent.agency_code)
-            .where(RegistrationEvent.at >= m.start, RegistrationEvent.at < cutoff)
-            .order_by(RegistrationEvent.at, RegistrationEvent.id))
-    async for ext, at, status, acode in await conn.stream(stmt.execution_options(yield_per=2000)):
+    changes = (sa.select(RegistrationEvent.extension, RegistrationEvent.at, RegistrationEvent.status, RegistrationEvent.agency_code)
+               .where(RegistrationEvent.at >= m.start, RegistrationEvent.at < cutoff)
+               .order_by(RegistrationEvent.at, RegistrationEvent.id))
+    async for ext, at, status, acode in await conn.stream(changes.execution_options(yield_per=2000)):
         at = _utc(at)
         if acode:
             ev_agency[ext] = acode
