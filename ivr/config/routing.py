@@ -294,7 +294,7 @@ class _Checker:
 
 
 def _kind(node: Node) -> str:
-    return {MappingNode: "a mapping", SequenceNode: "a list"}.get(type(node), "a single value")
+    return "a mapping" if isinstance(node, MappingNode) else "a list" if isinstance(node, SequenceNode) else "a single value"
 
 
 def _parse_time(s: str) -> dt.time | None:
