@@ -362,15 +362,16 @@ def _hours(c: _Checker, node: Node | None) -> Hours | None:
                 ok = False
                 continue
             start, end = times
-            if start >= end:  # type: ignore[operator]
+            assert start is not None and end is not None  # refused just above
+            if start >= end:
                 c.err(n, p, f"'{v}': the end must be after the start")
                 ok = False
                 continue
-            if ivs and start < ivs[-1].end:  # type: ignore[operator]
+            if ivs and start < ivs[-1].end:
                 c.err(n, p, f"'{v}' overlaps or precedes the previous range")
                 ok = False
                 continue
-            ivs.append(Interval(start, end))  # type: ignore[arg-type]
+            ivs.append(Interval(start, end))
         intervals = tuple(ivs)
     holidays_cc: str | None = "VN"
     if "public_holidays" in m:
@@ -433,9 +434,9 @@ def _menu(c: _Checker, node: Node | None, digits: set[str]) -> Menu | None:
     t2 = c.number(m["inter_digit_timeout"][1], "menu.inter_digit_timeout", 1, 30, integer=False) if "inter_digit_timeout" in m else 3.0
     tries = c.number(m["max_tries"][1], "menu.max_tries", 1, 10) if "max_tries" in m else 3
     fb = _target_ref(c, m["fallback"][1], "menu.fallback", digits) if "fallback" in m else "complaint"
-    if None in (t1, t2, tries, fb):
+    if None in (t1, t2, tries) or fb is None:
         return None
-    return Menu(float(t1), float(t2), int(tries), fb)  # type: ignore[arg-type]
+    return Menu(float(t1), float(t2), int(tries), fb)
 
 
 def _complaints(c: _Checker, node: Node | None, digit_paths: dict[str, str]) -> Complaints | None:

@@ -169,7 +169,8 @@ def _mean(total: float, n: int) -> float | None:
     return total / n if n else None
 
 
-async def _calls(conn: AsyncConnection, r: Report, routing: Routing) -> None:
+async def _calls(conn: AsyncConnection, r: Report, routing: Routing) -> tuple[Counter, Counter, dict[str, str]]:
+    """The call figures; returns each agency's calls, answered calls and name, for :func:`_desks`."""
     m, f = r.month, r.figures
     tz = m.zone
     total = closed = answered = abandoned = 0
@@ -257,7 +258,7 @@ async def _calls(conn: AsyncConnection, r: Report, routing: Routing) -> None:
         f[f"survey.{d}.rate"] = _ratio(s_count[d], answered_d)
         for score in range(1, 6):
             f[f"survey.{d}.s{score}"] = s_dist[d, score]
-    r._agency_calls = (a_calls, a_answered, names)  # type: ignore[attr-defined]
+    return a_calls, a_answered, names
 
 
 def _open_intervals(routing: Routing, m: Month, until: dt.datetime) -> list[tuple[dt.datetime, dt.datetime]]:
@@ -279,7 +280,8 @@ def _overlap(a0, a1, spans) -> float:
     return sum(max(0.0, (min(a1, b1) - max(a0, b0)).total_seconds()) for b0, b1 in spans)
 
 
-async def _desks(conn: AsyncConnection, r: Report, routing: Routing) -> None:
+async def _desks(conn: AsyncConnection, r: Report, routing: Routing,
+                 agency_calls: tuple[Counter, Counter, dict[str, str]]) -> None:
     m, f, cutoff = r.month, r.figures, r.cutoff
     legs: dict[str, Counter] = defaultdict(Counter)
     stmt = (sa.select(CallLeg.extension, CallLeg.result)
@@ -341,7 +343,7 @@ async def _desks(conn: AsyncConnection, r: Report, routing: Routing) -> None:
         a_legs_missed[acode] += sum(c[x] for x in MISSED_LEG)
         a_down[acode] += down_s[ext]
 
-    a_calls, a_answered, names = r._agency_calls  # type: ignore[attr-defined]
+    a_calls, a_answered, names = agency_calls
     codes = sorted(set(a_calls) | {a for _, a, _ in r.extensions})
     r.agencies = [(c, routing.agencies[c].name if c in routing.agencies else names.get(c, c)) for c in codes]
     for code in codes:
@@ -443,8 +445,8 @@ async def build(engine: AsyncEngine, routing: Routing, month: Month, *, now: dt.
         raise ReportError(f"tháng {month.label} chưa bắt đầu")
     r = Report(month=month, cutoff=min(month.end, now), generated_at=now)
     async with engine.connect() as conn:
-        await _calls(conn, r, routing)
-        await _desks(conn, r, routing)
+        agency_calls = await _calls(conn, r, routing)
+        await _desks(conn, r, routing, agency_calls)
         await _cases(conn, r, routing)
         answers = await zalo_survey_rows(conn, month)
     if answers:
