@@ -14,7 +14,11 @@ import logging
 import os
 import signal
 import sys
+from datetime import datetime
 from pathlib import Path
+from typing import TYPE_CHECKING
+
+from sqlalchemy.ext.asyncio import AsyncEngine
 
 from ivr.call.dispatcher import Controller
 from ivr.config import credentials as secrets_mod
@@ -28,6 +32,9 @@ from ivr.pbx.presence import Presence
 from ivr.records import cases as cases_mod
 from ivr.records import db
 from ivr.records.calllog import CallLog, last_presence, utcnow
+
+if TYPE_CHECKING:
+    from ivr.zalo.service import ZaloService
 
 log = logging.getLogger("tongdai.server")
 
@@ -89,24 +96,24 @@ class Service:
         self.presence: Presence | None = None
         self.control: ControlServer | None = None
         self.guard: Guard | None = None
-        self.started_at = None
-        self.engine = None
-        self.zalo = None  # ZaloService when TONGDAI_ZALO_APP_ID is set
+        self.started_at: datetime | None = None
+        self.engine: AsyncEngine | None = None
+        self.zalo: ZaloService | None = None  # when TONGDAI_ZALO_APP_ID is set
 
     async def start(self, timeout: float = 15) -> None:
         s = self.settings
         routing = self._routing or rt.load(s.routing_path)
         sec = secrets_mod.load(s.secrets_path, list(routing.extensions))
-        self.engine = db.engine(s)
-        self.calllog = CallLog(self.engine, s.home / "spool" / "calllog.jsonl")
+        self.engine = engine = db.engine(s)
+        self.calllog = CallLog(engine, s.home / "spool" / "calllog.jsonl")
         self.calllog.start()
         self._ari = Ari(s.bind, s.ari_port, sec.ari_user, sec.ari_password, s.ari_apps)
         self._ari.use_ws_rest = s.ari_rest == "auto"
         await self._ari.__aenter__()
-        self.controller = Controller(s, routing, self._ari, self.calllog, strict=self.strict)
+        self.controller = ctl = Controller(s, routing, self._ari, self.calllog, strict=self.strict)
         # Complaints spooled while the database was down (in this run or an earlier one).
-        self.calllog.also_replay(lambda: cases_mod.replay_spooled(self.engine, self.controller.routing, s.home))
-        self._runner = asyncio.create_task(self._ari.run(self.controller.on_event, self.controller.on_connect), name="ari-events")
+        self.calllog.also_replay(lambda: cases_mod.replay_spooled(engine, ctl.routing, s.home))
+        self._runner = asyncio.create_task(self._ari.run(ctl.on_event, ctl.on_connect), name="ari-events")
         try:
             await asyncio.wait_for(self._ari.connected.wait(), timeout)
         except TimeoutError:
@@ -119,7 +126,7 @@ class Service:
         from ivr.zalo.service import maybe_start
 
         try:
-            self.zalo = await maybe_start(s, self.engine, lambda: self.controller.routing)
+            self.zalo = await maybe_start(s, engine, lambda: ctl.routing)
         except OSError as e:
             await self.stop(0)
             raise RuntimeError(f"Zalo webhook cannot listen on {s.web_addr[0]}:{s.web_addr[1]}: {e.strerror}") from None
@@ -127,6 +134,7 @@ class Service:
 
     async def _start_presence(self, sec) -> None:
         s = self.settings
+        assert self.engine is not None and self.controller is not None, "start() sets them first"
         try:
             known = await asyncio.wait_for(last_presence(self.engine), 5)
         except Exception as e:  # database down: history restarts from what AMI says now
@@ -146,6 +154,7 @@ class Service:
     def _reload(self, path: Path) -> tuple[list[str], dict]:
         """For the control socket: the errors (none: the new routing is in use) and its size."""
         ctl = self.controller
+        assert ctl is not None, "the control socket is started after the controller"
         errors = ctl.reload(path)
         return errors, {"branches": len(ctl.routing.branches), "extensions": len(ctl.routing.extensions)}
 
@@ -224,6 +233,7 @@ async def serve(settings: Settings, *, grace: float = 30, on_ready=None) -> int:
     loop.add_signal_handler(signal.SIGTERM, stop.set)
     loop.add_signal_handler(signal.SIGINT, stop.set)
     await stop.wait()
+    assert service.controller is not None  # start() returned
     log.info("stopping: no new calls, %d in progress, grace %.0fs", len(service.controller.sessions), grace)
     await service.stop(grace)
     return 0

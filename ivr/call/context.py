@@ -23,7 +23,8 @@ class AriRequests(Protocol):
 
     lost_at: float | None
 
-    async def request(self, method: str, path: str, **kw: Any) -> Any: ...
+    async def request(self, method: str, path: str, *, params: dict | None = None, body: Any = None,
+                      ok_missing: bool = False) -> Any: ...
 
 
 class CallLogSink(Protocol):

@@ -13,6 +13,7 @@ import collections
 import logging
 import time
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from ivr.call import flow
 from ivr.call.context import CallContext
@@ -24,6 +25,9 @@ from ivr.config.settings import Settings
 from ivr.pbx.ari import Ari, AriError
 from ivr.pbx.asterisk import Layout
 from ivr.records.calllog import CallLog
+
+if TYPE_CHECKING:
+    from ivr.pbx.presence import Presence
 
 log = logging.getLogger("tongdai.controller")
 
@@ -64,7 +68,7 @@ class Controller:
         self.owners: dict[str, CallSession] = {}
         self.tasks: set[asyncio.Task] = set()
         self.accepting = True
-        self.presence = None  # ivr.presence.Presence, when AMI is configured
+        self.presence: Presence | None = None  # when AMI is configured
         self.calls_per_minute = RateLimit(60.0)
         self.idle = asyncio.Event()
         self.idle.set()
@@ -91,7 +95,7 @@ class Controller:
                       (ev.get("peer") or {}).get("id"), ev.get("dialstatus"), ev.get("cause"))
         if t == "StasisStart" and cid not in self.owners:
             args = ev.get("args") or []
-            if args and args[0] == "leg":
+            if args and args[0] == "leg" and cid:
                 # A desk-phone leg whose call is already over: nobody wants it.
                 log.info("orphan leg %s hung up", cid)
                 asyncio.create_task(self._hangup_quietly(cid))
@@ -100,7 +104,7 @@ class Controller:
             return
         owner = self.owners.get(cid) if cid else None
         if owner is None and t == "Dial":
-            owner = self.owners.get((ev.get("peer") or {}).get("id"))
+            owner = self.owners.get((ev.get("peer") or {}).get("id", ""))
         if owner is None and t and (t.startswith("Playback") or t.startswith("Recording")):
             target = (ev.get("playback") or ev.get("recording") or {}).get("target_uri", "")
             owner = self.owners.get(target.partition(":")[2])

@@ -104,6 +104,7 @@ async def steps(session: CallSession) -> None:
         # (dial() records each phone as unreachable without ringing anything).
         outcome = await route.dial(session, branch, plan)
         if outcome.answered:
+            assert outcome.leg_id is not None and outcome.extension is not None  # set with answered
             session.transition(State.BRIDGED, f"answered by {outcome.extension}")
             who = await bridge.run(session, outcome.leg_id, outcome.extension, plan)
             if who == "caller":

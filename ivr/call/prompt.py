@@ -57,6 +57,7 @@ async def play(session: CallSession, sounds: list[str], *, max_digits: int = 0, 
     """
     matcher = matcher or length_matcher(max_digits, terminator)
     digits = ""
+    ev: dict | None  # never None while a playback runs (no timeout), None on a wait's timeout
     try:
         if sounds:
             pb = session.new_id("pb")

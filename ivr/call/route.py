@@ -140,7 +140,7 @@ async def dial(session: CallSession, branch: Branch, plan: Plan | None = None) -
     groups = plan.groups if plan else session.ctx.route_state.order(branch)
     # shield: a call cancelled here (shutdown, its channel vanished) must not cancel creates
     # already sent; cleanup waits for the task and hangs up whatever it created.
-    created = await asyncio.shield(plan.created) if plan else {}
+    created = await asyncio.shield(plan.created) if plan and plan.created else {}  # prepare() set it
     session.rec.event("route", branch=branch.digit, strategy=branch.strategy, order=[e for g in groups for e in g])
     try:
         for i, group in enumerate(groups):

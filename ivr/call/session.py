@@ -12,7 +12,7 @@ import asyncio
 import datetime as dt
 import enum
 import logging
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, overload
 
 from ivr.call.errors import CallerHangup, IllegalEvent, IllegalTransition
 from ivr.pbx.ari import AriError
@@ -116,6 +116,10 @@ class CallSession:
         self.rec.event("state", frm=self.state.value, to=new.value, why=why)
         self.state = new
 
+    @overload
+    async def next_event(self, timeout: None) -> dict: ...
+    @overload
+    async def next_event(self, timeout: float) -> dict | None: ...
     async def next_event(self, timeout: float | None) -> dict | None:
         """The next event for this call, or None on timeout. Raises CallerHangup when the caller goes."""
         try:

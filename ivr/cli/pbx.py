@@ -197,8 +197,8 @@ def apply_cmd(yes: bool, dry_run: bool) -> None:
         click.echo("Bộ điều khiển không chạy; routing mới sẽ dùng khi khởi động.")
         return
     if not res.get("ok"):
-        for e in res.get("errors", []):
-            click.echo(e, err=True)
+        for error in res.get("errors", []):
+            click.echo(error, err=True)
         fail("bộ điều khiển từ chối routing mới; vẫn dùng routing cũ")
     click.echo(f"Bộ điều khiển đã nạp routing mới ({res['branches']} nhánh, {res['extensions']} máy lẻ); "
                "cuộc gọi đang diễn ra vẫn theo routing cũ.")

@@ -30,6 +30,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import yaml
+from yaml.nodes import MappingNode
 
 from ivr.config import routing as rt
 
@@ -179,7 +180,7 @@ def splice(text: str, key: str, block: str) -> str:
     """Replace a top-level section of a YAML document, keeping everything else byte for byte."""
     root = yaml.compose(text, Loader=_Loader)
     lines = text.splitlines(keepends=True)
-    for knode, vnode in root.value:
+    for knode, vnode in root.value if isinstance(root, MappingNode) else ():  # empty file: None
         if knode.value == key:
             start = knode.start_mark.line
             end = vnode.end_mark.line if vnode.end_mark.column == 0 else vnode.end_mark.line + 1

@@ -214,7 +214,7 @@ class _Checker:
         self.problems.append(Problem(self.file, line, path, message))
 
     def mapping(
-        self, node: Node, path: str, allowed: set[str], required: set[str] = frozenset()
+        self, node: Node, path: str, allowed: set[str], required: set[str] | frozenset[str] = frozenset()
     ) -> dict[str, tuple[Node, Node]]:
         """Keys of a mapping -> (key node, value node); reports unknown, duplicate, missing keys."""
         if not isinstance(node, MappingNode):
@@ -294,7 +294,7 @@ class _Checker:
 
 
 def _kind(node: Node) -> str:
-    return {MappingNode: "a mapping", SequenceNode: "a list"}.get(type(node), "a single value")
+    return "a mapping" if isinstance(node, MappingNode) else "a list" if isinstance(node, SequenceNode) else "a single value"
 
 
 def _parse_time(s: str) -> dt.time | None:
@@ -348,7 +348,7 @@ def _hours(c: _Checker, node: Node | None) -> Hours | None:
         days = tuple(sorted(found))
     intervals: tuple[Interval, ...] = default_open
     if "open" in m:
-        ivs = []
+        ivs: list[Interval] = []
         for i, n in enumerate(c.sequence(m["open"][1], "hours.open")):
             p = f"hours.open[{i}]"
             v = c.text(n, p)
@@ -362,15 +362,16 @@ def _hours(c: _Checker, node: Node | None) -> Hours | None:
                 ok = False
                 continue
             start, end = times
-            if start >= end:  # type: ignore[operator]
+            assert start is not None and end is not None  # refused just above
+            if start >= end:
                 c.err(n, p, f"'{v}': the end must be after the start")
                 ok = False
                 continue
-            if ivs and start < ivs[-1].end:  # type: ignore[operator]
+            if ivs and start < ivs[-1].end:
                 c.err(n, p, f"'{v}' overlaps or precedes the previous range")
                 ok = False
                 continue
-            ivs.append(Interval(start, end))  # type: ignore[arg-type]
+            ivs.append(Interval(start, end))
         intervals = tuple(ivs)
     holidays_cc: str | None = "VN"
     if "public_holidays" in m:
@@ -402,8 +403,8 @@ def _hours(c: _Checker, node: Node | None) -> Hours | None:
 
     closed = dates("closed_days")
     working = dates("working_days")
-    for d in set(closed) & set(working):
-        c.err(m["working_days"][1], "hours.working_days", f"{d} is both a closed day and a working day")
+    for day in set(closed) & set(working):
+        c.err(m["working_days"][1], "hours.working_days", f"{day} is both a closed day and a working day")
         ok = False
     return Hours(days, intervals, holidays_cc, closed, working) if ok else None
 
@@ -433,9 +434,9 @@ def _menu(c: _Checker, node: Node | None, digits: set[str]) -> Menu | None:
     t2 = c.number(m["inter_digit_timeout"][1], "menu.inter_digit_timeout", 1, 30, integer=False) if "inter_digit_timeout" in m else 3.0
     tries = c.number(m["max_tries"][1], "menu.max_tries", 1, 10) if "max_tries" in m else 3
     fb = _target_ref(c, m["fallback"][1], "menu.fallback", digits) if "fallback" in m else "complaint"
-    if None in (t1, t2, tries, fb):
+    if None in (t1, t2, tries) or fb is None:
         return None
-    return Menu(float(t1), float(t2), int(tries), fb)  # type: ignore[arg-type]
+    return Menu(float(t1), float(t2), int(tries), fb)
 
 
 def _complaints(c: _Checker, node: Node | None, digit_paths: dict[str, str]) -> Complaints | None:
@@ -551,7 +552,7 @@ def loads(text: str, name: str = "routing.yaml") -> Routing:
             if code is not None and code in agencies:
                 c.err(am["code"][1], f"{p}.code", f"duplicate agency code '{code}' (first at {agency_nodes[code][1]})")
                 code = None
-            name = c.text(am["name"][1], f"{p}.name") if "name" in am else None
+            aname = c.text(am["name"][1], f"{p}.name") if "name" in am else None
             kind = c.text(am["kind"][1], f"{p}.kind") if "kind" in am else None
             parent = c.text(am["parent"][1], f"{p}.parent", nonempty=False) if "parent" in am else None
             station = None
@@ -563,13 +564,13 @@ def loads(text: str, name: str = "routing.yaml") -> Routing:
                 elif station is not None and station in ext_nodes:
                     c.err(am["station"][1], f"{p}.station", f"duplicate extension number '{station}' (first at {ext_nodes[station]})")
                     station = None
-            if code and name and kind:
-                agencies[code] = Agency(code, name, kind, parent or None, station)
+            if code and aname and kind:
+                agencies[code] = Agency(code, aname, kind, parent or None, station)
                 agency_nodes[code] = (an, p)
                 if parent:
                     parents.append((code, parent, am["parent"][1], f"{p}.parent"))
                 if station:
-                    stations[station] = Extension(station, code, name, "station")
+                    stations[station] = Extension(station, code, aname, "station")
                     ext_nodes[station] = f"{p}.station"
     for code, parent, pnode, ppath in parents:
         if parent not in agencies:
@@ -636,7 +637,7 @@ def loads(text: str, name: str = "routing.yaml") -> Routing:
     digits = set(digit_paths)
     for _bn, p, bm in branch_nodes:
         digit = c.text(bm["digit"][1], f"{p}.digit") if "digit" in bm else None
-        name = c.text(bm["name"][1], f"{p}.name") if "name" in bm else None
+        bname = c.text(bm["name"][1], f"{p}.name") if "name" in bm else None
         agency = c.text(bm["agency"][1], f"{p}.agency") if "agency" in bm else None
         if agency is not None and agency not in agencies:
             c.err(bm["agency"][1], f"{p}.agency", f"unknown agency '{agency}'")
@@ -666,8 +667,8 @@ def loads(text: str, name: str = "routing.yaml") -> Routing:
         if digit and no_answer == f"branch:{digit}":
             c.err(bm["no_answer"][1], f"{p}.no_answer", "a branch cannot fall back to itself")
             no_answer = None
-        if digit and name and agency and ok_targets and targets and strategy and ring and no_answer:
-            branches.append(Branch(digit, name, agency, tuple(targets), strategy, int(ring), no_answer))
+        if digit and bname and agency and ok_targets and targets and strategy and ring and no_answer:
+            branches.append(Branch(digit, bname, agency, tuple(targets), strategy, int(ring), no_answer))
     menu = _menu(c, top["menu"][1] if "menu" in top else None, digits)
     complaints = _complaints(c, top["complaints"][1] if "complaints" in top else None, digit_paths)
     survey = _survey(c, top["survey"][1] if "survey" in top else None)

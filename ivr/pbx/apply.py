@@ -51,7 +51,7 @@ class Plan:
 
     @property
     def reloads(self) -> list[str]:
-        return sorted({RELOADS[n] for n in self.changed if RELOADS.get(n)})
+        return sorted({r for n in self.changed if (r := RELOADS.get(n))})
 
     @property
     def restart_needed(self) -> list[str]:
@@ -66,7 +66,7 @@ def plan(settings: Settings, routing: rt.Routing) -> Plan:
     sec = secrets_mod.load(settings.secrets_path, list(routing.extensions))
     files = rd.render(routing, settings, sec, layout)
     p = Plan(files)
-    chunks = []
+    chunks: list[str] = []
     for name, new in files.items():
         cur_path = layout.etc / name
         cur = cur_path.read_text(encoding="utf-8") if cur_path.exists() else ""

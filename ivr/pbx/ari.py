@@ -255,6 +255,7 @@ class Ari:
         """A websocket for requests only, kept open (with backoff) until the client stops. It
         registers its own, empty application: a second websocket of the main app would take the
         main one's events."""
+        assert self._http is not None  # started by run(), inside `async with`
         backoff = 0.2
         while not self._stopping:
             try:

@@ -258,10 +258,11 @@ class Presence:
         now = utcnow()
         out = {}
         for ext, phone in sorted(self.phones.items()):
+            seen = now if phone.up else phone.last_up
             out[ext] = {
                 "status": phone.status, "device_state": phone.device_state,
                 "since": phone.since.isoformat() if phone.since else None,
-                "last_seen": (now if phone.up else phone.last_up).isoformat() if (phone.up or phone.last_up) else None,
+                "last_seen": seen.isoformat() if seen else None,
                 "address": phone.address,
             }
         return out

@@ -22,9 +22,9 @@ import logging
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
-from sqlalchemy import bindparam, delete, insert, select, update
+from sqlalchemy import BindParameter, Table, bindparam, delete, insert, select, update
 from sqlalchemy.ext.asyncio import AsyncEngine, async_sessionmaker
 
 from ivr.models import Call, CallEvent, CallLeg, RegistrationEvent
@@ -32,12 +32,13 @@ from ivr.records.spool import Spool
 
 log = logging.getLogger("tongdai.calllog")
 
-CALLS, EVENTS, LEGS, PRESENCE = Call.__table__, CallEvent.__table__, CallLeg.__table__, RegistrationEvent.__table__
+# Declarative types __table__ as any FromClause; a mapped class's own is a Table.
+CALLS, EVENTS, LEGS, PRESENCE = (cast(Table, m.__table__) for m in (Call, CallEvent, CallLeg, RegistrationEvent))
 MAX_BATCH = 200  # records per transaction
 
 # The writer's statements, built once: building them per batch (the IN lists above all) and
 # computing their cache keys again was a tenth of the writer's CPU in the bench's profile.
-_IDS = bindparam("ids", expanding=True)
+_IDS: BindParameter[str] = bindparam("ids", expanding=True)
 EXISTING = select(CALLS.c.id, CALLS.c.disposition).where(CALLS.c.id.in_(_IDS))
 INSERT_CALLS, INSERT_EVENTS, INSERT_LEGS = insert(CALLS), insert(EVENTS), insert(LEGS)
 UPDATE_CALLS = update(CALLS).where(CALLS.c.id == bindparam("_call"))
@@ -210,6 +211,7 @@ class CallLog:
         await asyncio.wait_for(self._write_batch([(op, payload)]), self.write_timeout)
 
     def _spool_all(self, batch: list[tuple[str, dict]]) -> None:
+        assert self.spool is not None  # callers check
         self.spool.extend([{"op": op, "payload": payload} for op, payload in batch])
 
     async def _writer(self) -> None:
@@ -249,6 +251,7 @@ class CallLog:
                     self._queue.task_done()
 
     async def _replayer(self) -> None:
+        assert self.spool is not None  # started only with one
         while True:
             await asyncio.sleep(self.replay_every)
             try:
@@ -276,7 +279,7 @@ class CallLog:
             if not batch:
                 return
             ids = list(dict.fromkeys(p["id"] for _, p in batch))
-            existing = dict((await conn.execute(EXISTING, {"ids": ids})).all())
+            existing: dict[str, str] = dict((await conn.execute(EXISTING, {"ids": ids})).all())
             rows: dict[str, dict] = {}    # call id -> the row as the last record leaves it
             closes: dict[str, dict] = {}  # call id -> the last close record
             for op, payload in batch:
@@ -323,9 +326,9 @@ async def last_presence(engine: AsyncEngine) -> dict[str, tuple[str, dt.datetime
     async with sm() as s:
         latest = (select(RegistrationEvent.extension, func.max(RegistrationEvent.id).label("id"))
                   .group_by(RegistrationEvent.extension).subquery())
-        rows = await s.execute(select(RegistrationEvent.extension, RegistrationEvent.status, RegistrationEvent.at)
-                               .join(latest, RegistrationEvent.id == latest.c.id))
-        rows = rows.all()
+        result = await s.execute(select(RegistrationEvent.extension, RegistrationEvent.status, RegistrationEvent.at)
+                                 .join(latest, RegistrationEvent.id == latest.c.id))
+        rows = result.all()
         ever_up = set((await s.execute(select(RegistrationEvent.extension).where(
             RegistrationEvent.status.in_(("registered", "reachable"))).distinct())).scalars())
         return {ext: (status, at, ext in ever_up) for ext, status, at in rows}

@@ -186,7 +186,7 @@ class Cases:
                     f"phản ánh {case.code} đang ở trạng thái '{STATUS_VI[case.status]}': không thể {_ACTION_VI[action]}"
                     f" (chỉ được khi: {allowed})")
             if action == "classify":
-                if category not in CATEGORIES:
+                if category is None or category not in CATEGORIES:
                     raise CaseError(f"loại phản ánh phải là một trong: {', '.join(CATEGORIES)}")
                 if category != case.category:
                     note = f"{CATEGORY_VI[case.category]} → {CATEGORY_VI[category]}" + (f"; {note}" if note else "")
@@ -212,7 +212,7 @@ class Cases:
                 case.answered_at = now
                 note = case.answer
             elif action == "close":
-                if reason not in CLOSE_REASONS:
+                if reason is None or reason not in CLOSE_REASONS:
                     raise CaseError(f"lý do đóng phải là một trong: {', '.join(CLOSE_REASONS)}")
                 if reason == "resolved" and case.status != "answered":
                     raise CaseError(f"phản ánh {case.code} chưa được trả lời: không thể đóng với lý do 'đã giải quyết'")

@@ -29,11 +29,11 @@ import re
 import tempfile
 import threading
 import zoneinfo
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from operator import itemgetter
 from pathlib import Path
-from typing import IO, Any
+from typing import IO, Any, Literal, overload
 
 import sqlalchemy as sa
 
@@ -237,7 +237,7 @@ def sync_url(url: str) -> str | None:
     return None
 
 
-def iter_batches(settings: Settings, stmt: sa.Select, *, batch: int = BATCH, force_async: bool = False) -> Iterator[list[tuple]]:
+def iter_batches(settings: Settings, stmt: sa.Select, *, batch: int = BATCH, force_async: bool = False) -> Iterator[Sequence[tuple]]:
     """Batches of result tuples, never the whole result in memory.
 
     SQLite is read with a synchronous engine; any other database with the configured async
@@ -324,7 +324,7 @@ def _assignments(settings: Settings, ids: list[int]) -> dict[int, list[str]]:
     return out
 
 
-def rows(settings: Settings, q: Query, *, now: dt.datetime | None = None, as_text: bool = False) -> Iterator[list]:
+def rows(settings: Settings, q: Query, *, now: dt.datetime | None = None, as_text: bool = False) -> Iterator[Sequence]:
     """Batches of rows in the column order of ``COLUMNS[q.table]``; times still raw.
 
     ``as_text``: calls and surveys come with every other value as text, '' for none (CSV).
@@ -388,11 +388,15 @@ class LocalTime:
             return None
         return loc.strftime("%Y-%m-%dT%H"), loc.isoformat()[19:]
 
-    def one(self, v) -> str | None:
+    @overload
+    def one(self, v: None) -> None: ...
+    @overload
+    def one(self, v: str | dt.datetime) -> str: ...
+    def one(self, v: str | dt.datetime | None) -> str | None:
         if v is None:
             return None
         if isinstance(v, str):
-            hit = self._hours.get(v[:13], False)
+            hit: tuple[str, str] | None | Literal[False] = self._hours.get(v[:13], False)
             if hit is False:
                 hit = self._hours[v[:13]] = self._hour(v[:13])
             if hit is not None and len(v) >= 19 and v[13] == ":":
@@ -409,13 +413,13 @@ class LocalTime:
             return ["" if v is None else v for v in out]
         return out
 
-    def column(self, values: tuple) -> list:
+    def column(self, values: Sequence) -> list:
         hours = self._hours
-        out = []
+        out: list = []
         append = out.append
         for v in values:
             if v.__class__ is str and len(v) >= 19:
-                hit = hours.get(v[:13], False)
+                hit: tuple[str, str] | None | Literal[False] = hours.get(v[:13], False)
                 if hit:
                     append(hit[0] + v[13:19] + hit[1])
                     continue
@@ -432,7 +436,7 @@ def _csv_cell(v: str) -> str:
     return '"' + v.replace('"', '""') + '"' if _CSV_QUOTE(v) else v
 
 
-def _csv_text(values: tuple) -> Iterable[str]:
+def _csv_text(values: Sequence) -> Iterable[str]:
     distinct = set(values)
     if None in distinct:
         distinct.discard(None)
@@ -638,12 +642,13 @@ def export(settings: Settings, routing: Routing, q: Query, fmt: str, out: Path |
             elif stream is not None:
                 stream.flush()
         if fmt == "xlsx" and tmp is None:
-            assert stdout is not None
+            assert stdout is not None and target is not None
             with open(target, "rb") as f:
                 while chunk := f.read(1 << 20):
                     stdout.write(chunk)
             stdout.flush()
         if tmp is not None:
+            assert out is not None  # a temporary file is made only for one
             publish(tmp, out)
             tmp = None
         return n

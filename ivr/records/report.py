@@ -38,7 +38,7 @@ from array import array
 from collections import Counter, defaultdict
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, overload
 
 import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
@@ -141,6 +141,12 @@ class Report:
         return self.figures[key]
 
 
+@overload
+def _utc(v: dt.datetime) -> dt.datetime: ...
+@overload
+def _utc(v: None) -> None: ...
+@overload
+def _utc(v: dt.datetime | None) -> dt.datetime | None: ...
 def _utc(v: dt.datetime | None) -> dt.datetime | None:
     if v is None:
         return None
@@ -163,7 +169,8 @@ def _mean(total: float, n: int) -> float | None:
     return total / n if n else None
 
 
-async def _calls(conn: AsyncConnection, r: Report, routing: Routing) -> None:
+async def _calls(conn: AsyncConnection, r: Report, routing: Routing) -> tuple[Counter, Counter, dict[str, str]]:
+    """The call figures; returns each agency's calls, answered calls and name, for :func:`_desks`."""
     m, f = r.month, r.figures
     tz = m.zone
     total = closed = answered = abandoned = 0
@@ -251,7 +258,7 @@ async def _calls(conn: AsyncConnection, r: Report, routing: Routing) -> None:
         f[f"survey.{d}.rate"] = _ratio(s_count[d], answered_d)
         for score in range(1, 6):
             f[f"survey.{d}.s{score}"] = s_dist[d, score]
-    r._agency_calls = (a_calls, a_answered, names)  # type: ignore[attr-defined]
+    return a_calls, a_answered, names
 
 
 def _open_intervals(routing: Routing, m: Month, until: dt.datetime) -> list[tuple[dt.datetime, dt.datetime]]:
@@ -273,7 +280,8 @@ def _overlap(a0, a1, spans) -> float:
     return sum(max(0.0, (min(a1, b1) - max(a0, b0)).total_seconds()) for b0, b1 in spans)
 
 
-async def _desks(conn: AsyncConnection, r: Report, routing: Routing) -> None:
+async def _desks(conn: AsyncConnection, r: Report, routing: Routing,
+                 agency_calls: tuple[Counter, Counter, dict[str, str]]) -> None:
     m, f, cutoff = r.month, r.figures, r.cutoff
     legs: dict[str, Counter] = defaultdict(Counter)
     stmt = (sa.select(CallLeg.extension, CallLeg.result)
@@ -284,7 +292,7 @@ async def _desks(conn: AsyncConnection, r: Report, routing: Routing) -> None:
 
     # Presence: the state at the month's start, then every change until the cut-off.
     spans = _open_intervals(routing, m, cutoff)
-    down_s: Counter = Counter()
+    down_s: dict[str, float] = defaultdict(float)  # seconds: a Counter is typed for ints
     down_n: Counter = Counter()
     ev_agency: dict[str, str] = {}
     last_before = (sa.select(RegistrationEvent.extension, sa.func.max(RegistrationEvent.id).label("id"))
@@ -296,10 +304,10 @@ async def _desks(conn: AsyncConnection, r: Report, routing: Routing) -> None:
         state[ext] = (status not in UP_STATUSES, m.start)
         if acode:
             ev_agency[ext] = acode
-    stmt = (sa.select(RegistrationEvent.extension, RegistrationEvent.at, RegistrationEvent.status, RegistrationEvent.agency_code)
-            .where(RegistrationEvent.at >= m.start, RegistrationEvent.at < cutoff)
-            .order_by(RegistrationEvent.at, RegistrationEvent.id))
-    async for ext, at, status, acode in await conn.stream(stmt.execution_options(yield_per=2000)):
+    changes = (sa.select(RegistrationEvent.extension, RegistrationEvent.at, RegistrationEvent.status, RegistrationEvent.agency_code)
+               .where(RegistrationEvent.at >= m.start, RegistrationEvent.at < cutoff)
+               .order_by(RegistrationEvent.at, RegistrationEvent.id))
+    async for ext, at, status, acode in await conn.stream(changes.execution_options(yield_per=2000)):
         at = _utc(at)
         if acode:
             ev_agency[ext] = acode
@@ -322,7 +330,7 @@ async def _desks(conn: AsyncConnection, r: Report, routing: Routing) -> None:
     shown = sorted(set(legs) | {e for e in down_s if down_s[e] or down_n[e]} | set(down_n))
     r.extensions = [(e, agency_of(e), routing.extensions[e].name if e in routing.extensions else "") for e in shown]
     a_legs_missed: Counter = Counter()
-    a_down: Counter = Counter()
+    a_down: dict[str, float] = defaultdict(float)
     for ext, acode, _ in r.extensions:
         c = legs[ext]
         f[f"ext.{ext}.legs"] = c["legs"]
@@ -335,15 +343,15 @@ async def _desks(conn: AsyncConnection, r: Report, routing: Routing) -> None:
         a_legs_missed[acode] += sum(c[x] for x in MISSED_LEG)
         a_down[acode] += down_s[ext]
 
-    a_calls, a_answered, names = r._agency_calls  # type: ignore[attr-defined]
+    a_calls, a_answered, names = agency_calls
     codes = sorted(set(a_calls) | {a for _, a, _ in r.extensions})
     r.agencies = [(c, routing.agencies[c].name if c in routing.agencies else names.get(c, c)) for c in codes]
-    for c in codes:
-        f[f"agency.{c}.calls"] = a_calls[c]
-        f[f"agency.{c}.answered"] = a_answered[c]
-        f[f"agency.{c}.missed"] = a_calls[c] - a_answered[c]
-        f[f"agency.{c}.legs_missed"] = a_legs_missed[c]
-        f[f"agency.{c}.down_s"] = float(a_down[c])
+    for code in codes:
+        f[f"agency.{code}.calls"] = a_calls[code]
+        f[f"agency.{code}.answered"] = a_answered[code]
+        f[f"agency.{code}.missed"] = a_calls[code] - a_answered[code]
+        f[f"agency.{code}.legs_missed"] = a_legs_missed[code]
+        f[f"agency.{code}.down_s"] = float(a_down[code])
 
 
 def case_state(received_at, deadline_at, answered_at, closed_at, cutoff) -> str:
@@ -437,8 +445,8 @@ async def build(engine: AsyncEngine, routing: Routing, month: Month, *, now: dt.
         raise ReportError(f"tháng {month.label} chưa bắt đầu")
     r = Report(month=month, cutoff=min(month.end, now), generated_at=now)
     async with engine.connect() as conn:
-        await _calls(conn, r, routing)
-        await _desks(conn, r, routing)
+        agency_calls = await _calls(conn, r, routing)
+        await _desks(conn, r, routing, agency_calls)
         await _cases(conn, r, routing)
         answers = await zalo_survey_rows(conn, month)
     if answers:
@@ -446,7 +454,7 @@ async def build(engine: AsyncEngine, routing: Routing, month: Month, *, now: dt.
         r.zalo = {"count": len(answers), "avg": _mean(sum(ratings), len(ratings)),
                   **{f"s{i}": ratings.count(i) for i in range(1, 6)}}
         for i, q in enumerate(ZALO_QUESTIONS):
-            given = [row[i] for row in answers if row[i] is not None]
+            given = [v for row in answers if (v := row[i]) is not None]
             r.zalo[q] = _mean(sum(given), len(given))
         for k, v in r.zalo.items():
             r.figures[f"zalo.{k}"] = v

@@ -217,5 +217,5 @@ def _parse(raw: bytes) -> Result:
         code = int(body["error"])
     except (TypeError, ValueError):
         return Result(error=0, transport="mã lỗi không đọc được")
-    data = body.get("data") if isinstance(body.get("data"), dict) else {}
+    data = got if isinstance(got := body.get("data"), dict) else {}
     return Result(error=code, message=str(body.get("message") or ""), data=data)

@@ -64,7 +64,7 @@ def content(event_name: str, message: dict) -> str:
         if not isinstance(a, dict):
             continue
         kind = str(a.get("type") or event_name.removeprefix("user_send_"))
-        payload = a.get("payload") if isinstance(a.get("payload"), dict) else {}
+        payload = got if isinstance(got := a.get("payload"), dict) else {}
         where = payload.get("url") or payload.get("thumbnail") or ""
         if kind == "location" and isinstance(payload.get("coordinates"), dict):
             c = payload["coordinates"]
@@ -120,7 +120,7 @@ class Intake:
              code: str | None, note: str | None) -> ZaloEvent:
         body = body if isinstance(body, dict) else {}
         user = _user_of(body)
-        msg = body.get("message") if isinstance(body.get("message"), dict) else {}
+        msg = got if isinstance(got := body.get("message"), dict) else {}
         return ZaloEvent(event_key=key, event_name=str(body.get("event_name") or "?")[:64], user_id=user,
                          msg_id=(str(msg["msg_id"])[:80] if msg.get("msg_id") else None),
                          event_at=event_time(body) or received_at, received_at=received_at, processed_at=self.clock(),
@@ -163,7 +163,7 @@ class Intake:
     async def _message(self, s: AsyncSession, name: str, body: dict, user_id: str, when: dt.datetime):
         u = await self._user(s, user_id)
         u.last_interaction_at = _later(u.last_interaction_at, when)
-        message = body.get("message") if isinstance(body.get("message"), dict) else {}
+        message = got if isinstance(got := body.get("message"), dict) else {}
         text = content(name, message)
         routing = self.routing()
         now = self.clock()
@@ -224,7 +224,7 @@ def _oa_of(body: dict) -> str | None:
 
 
 def _key(body: dict) -> str:
-    msg = body.get("message") if isinstance(body.get("message"), dict) else {}
+    msg = got if isinstance(got := body.get("message"), dict) else {}
     return str(msg.get("msg_id") or body.get("timestamp"))
 
 

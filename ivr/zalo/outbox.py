@@ -31,8 +31,9 @@ import logging
 import zoneinfo
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import cast
 
-from sqlalchemy import and_, or_, select, update
+from sqlalchemy import CursorResult, and_, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
 from ivr.models.cases import Case, CaseEvent
@@ -176,7 +177,7 @@ class Outbox:
                        or_(OutboxItem.status == "pending",
                            and_(OutboxItem.status == "sending", OutboxItem.claimed_until < now)))
                 .values(status="sending", claimed_until=now + CLAIM))
-            return r.rowcount == 1
+            return cast(CursorResult, r).rowcount == 1  # an UPDATE's result is a CursorResult, typed as Result
 
     async def _send(self, item: OutboxItem) -> Result:
         try:

@@ -31,6 +31,7 @@ import os
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TypeGuard
 
 from ivr.zalo.api import TokenError, ZaloApi
 
@@ -132,7 +133,7 @@ class TokenManager:
         self._lock = asyncio.Lock()
         self.refreshes = 0
 
-    def _usable(self, t: Tokens | None) -> bool:
+    def _usable(self, t: Tokens | None) -> TypeGuard[Tokens]:
         return (t is not None and (self._seed is None or t.seed == _sha(self._seed))
                 and t.expires_at - self.margin > self.clock())
 
@@ -155,14 +156,14 @@ class TokenManager:
             try:
                 await asyncio.to_thread(fcntl.flock, fd, fcntl.LOCK_EX)
                 current = self.store.load()
-                chain_ok = current is not None and (self._seed is None or current.seed == _sha(self._seed))
-                if chain_ok and rejected is None and self._usable(current):
-                    return current
-                if chain_ok and rejected is not None and current.access_token != rejected \
-                        and current.expires_at > self.clock():
-                    return current
-                if chain_ok:
-                    refresh_token, seed = current.refresh_token, current.seed
+                chained = current if current is not None and (self._seed is None or current.seed == _sha(self._seed)) else None
+                if chained is not None and rejected is None and self._usable(chained):
+                    return chained
+                if chained is not None and rejected is not None and chained.access_token != rejected \
+                        and chained.expires_at > self.clock():
+                    return chained
+                if chained is not None:
+                    refresh_token, seed = chained.refresh_token, chained.seed
                 elif self._seed:
                     refresh_token, seed = self._seed, _sha(self._seed)
                     if current is not None:

@@ -71,3 +71,14 @@ def test_reimporting_the_sourced_list_changes_nothing_but_the_note(tmp_path):
     res = _run(tmp_path, p, str(REPO_ROOT / "data/agencies/hau-giang-units.csv"))
     assert res.exit_code == 0, res.output
     assert rt.load(p).agencies == rt.load(REPO_ROOT / "routing.yaml").agencies
+
+
+def test_import_into_an_empty_routing_file_is_refused_cleanly(tmp_path):
+    # An empty routing.yaml composes to no node at all: the import used to crash on it.
+    p = tmp_path / "routing.yaml"
+    p.write_text("# nothing yet\n", encoding="utf-8")
+    csv = tmp_path / "list.csv"
+    csv.write_text("code,name,kind,parent\nUBND-HG,UBND tỉnh,province,\n", encoding="utf-8")
+    res = _run(tmp_path, p, str(csv))
+    assert res.exit_code == 1 and "would make routing.yaml invalid" in res.output, res.output
+    assert p.read_text(encoding="utf-8") == "# nothing yet\n"
