@@ -122,6 +122,13 @@ class EventQueue(asyncio.Queue[dict]):
             self.waiting -= 1
 
 
+def idle(session: CallSession) -> bool:
+    """Whether the call (made by :func:`make_call`) has taken every event delivered so far and
+    waits for the next one: what a test waits for before saying that an event changed nothing."""
+    q = session.queue
+    return q.empty() and isinstance(q, EventQueue) and q.waiting > 0
+
+
 @dataclass(frozen=True)
 class Playback:
     """A playback the call asked Asterisk for: its id and what it plays."""
@@ -170,10 +177,8 @@ class Call:
         return [e[2] for e in self.session.rec.events if e[1] == name]
 
     def idle(self) -> bool:
-        """The call has taken every event delivered so far and waits for the next one (what a
-        test waits for before saying that an event changed nothing)."""
-        q = self.session.queue
-        return q.empty() and isinstance(q, EventQueue) and q.waiting > 0
+        """See :func:`idle`."""
+        return idle(self.session)
 
     async def playback(self, timeout: float = 2.0) -> Playback:
         """The next playback the call asks for, waiting for it; each is handed out once."""
