@@ -76,6 +76,12 @@ def replay_refused(caplog, spool) -> bool:
                for r in caplog.records)
 
 
+# On PostgreSQL the outage stops the server; on SQLite a lock refuses the writes.
+WITH_OUTAGE = pytest.mark.parametrize(
+    "database_url", ["sqlite", pytest.param("postgresql", marks=pytest.mark.pg_outage)], indirect=True)
+
+
+@WITH_OUTAGE
 async def test_database_outage_spools_then_replays_exactly_once(db_settings, request, caplog):
     s = db_settings
     await asyncio.to_thread(db.upgrade, s)
@@ -183,6 +189,7 @@ async def test_a_hung_postgresql_never_blocks_the_writer(db_settings, postgres):
     await engine.dispose()
 
 
+@pytest.mark.pg_outage
 @pytest.mark.parametrize("database_url", ["postgresql"], indirect=True)
 async def test_first_write_after_a_postgresql_restart_goes_straight_in(db_settings, postgres):
     """The pool's connections die with the server; the next write must not fail on one of them

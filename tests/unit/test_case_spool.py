@@ -14,7 +14,7 @@ from ivr.records.calllog import CallLog
 from ivr.testing import wait_until
 from tests.paths import REPO_ROOT
 
-from .test_calllog_spool import engine_for, outage, record, replay_refused, scalar
+from .test_calllog_spool import WITH_OUTAGE, engine_for, outage, record, replay_refused, scalar
 
 ROUTING = rt.load(REPO_ROOT / "routing.yaml")
 
@@ -25,6 +25,7 @@ def complaint(call_id: str, **kw) -> cm.NewCase:
                       recording_seconds=4.2, **kw)
 
 
+@WITH_OUTAGE
 async def test_spooled_cases_are_stored_once_with_their_code_after_their_call(db_settings, request, caplog):
     s = db_settings
     await asyncio.to_thread(db.upgrade, s)
