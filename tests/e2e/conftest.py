@@ -3,6 +3,11 @@ ports of its own, plus port allocation for SIPp peers.
 
 Locally, a machine that cannot run Asterisk or SIPp skips these tests with the reason. In CI
 (TONGDAI_REQUIRE_E2E=1, set by .ci/run, or CI=true) that is a failure, never a skip.
+
+The tests pass in any order: the controller is started once for the session (``ivr``), a test
+that needs Asterisk without it asks for ``no_controller``, and what must hold for the whole run
+(no ERROR from Asterisk, no password in any log) is checked after each test on the lines that
+test caused (``logs_stay_clean``).
 """
 
 from __future__ import annotations
@@ -10,6 +15,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import datetime as dt
+import json
 import logging
 import os
 import random
@@ -22,18 +28,18 @@ from pathlib import Path
 import aiohttp
 import pytest
 
+from ivr.config import credentials as sec_mod
 from ivr.config import hours as cal
-from ivr.records import db
-from ivr.pbx import sounds as prompts
+from ivr.config import routing as rt
+from ivr.config.settings import Settings
+from ivr.dialplan import render as rd
 from ivr.pbx import sipp
+from ivr.pbx import sounds as prompts
+from ivr.pbx.asterisk import Layout, PbxError
+from ivr.records import db
 from ivr.records.calllog import load_call
 from ivr.server import Service
-
-from ivr.dialplan import render as rd
-from ivr.config import routing as rt
-from ivr.config import credentials as sec_mod
-from ivr.pbx.asterisk import Layout, PbxError
-from ivr.config.settings import Settings
+from ivr.testing import wait_until
 from tests.paths import REPO_ROOT
 
 REQUIRED = bool(os.environ.get("TONGDAI_REQUIRE_E2E")) or os.environ.get("CI", "").lower() == "true"
@@ -69,6 +75,7 @@ class Pbx:
     routing: rt.Routing
     secrets: sec_mod.Secrets
     ports: Ports
+    controller: Ivr | None = None  # the session's controller, once the ivr fixture has started it
 
     def rx(self, command: str) -> str:
         return self.layout.rx(command)
@@ -101,34 +108,20 @@ def parse_channelstats(text: str) -> dict[str, tuple[int, int]]:
     return {m["name"]: (int(m["rx"]), int(m["tx"])) for m in STATS_ROW.finditer(text)}
 
 
-async def max_channelstats(pbx: "Pbx", seconds: float, until=None) -> dict[str, tuple[int, int]]:
-    """The largest (RX, TX) packet counts seen per endpoint while polling for ``seconds``
-    (or until the awaitable ``until`` is done)."""
-    import asyncio
-
+async def rtp_both_ways(pbx: Pbx, names: set[str], timeout: float, packets: int = 25) -> dict[str, tuple[int, int]]:
+    """Wait until each endpoint of ``names`` has received and sent ``packets`` RTP packets on a
+    leg of a call (the largest counts `pjsip show channelstats` showed, as legs come and go);
+    return those counts. Fails on timeout with the counts seen."""
     best: dict[str, tuple[int, int]] = {}
-    loop = asyncio.get_running_loop()
-    end = loop.time() + seconds
-    while loop.time() < end and not (until is not None and until.done()):
+
+    async def enough() -> bool:
         for name, (rx, tx) in parse_channelstats(await asyncio.to_thread(pbx.rx, "pjsip show channelstats")).items():
             old = best.get(name, (0, 0))
             best[name] = (max(old[0], rx), max(old[1], tx))
-        await asyncio.sleep(0.25)
-    return best
+        return all(min(best.get(n, (0, 0))) >= packets for n in names)
 
-
-async def sample_channelstats(pbx: "Pbx", names: set[str], seconds: float) -> dict[str, tuple[int, int]]:
-    """Poll channelstats for ``seconds``; return the last sample that showed every name."""
-    import asyncio
-
-    best: dict[str, tuple[int, int]] = {}
-    loop = asyncio.get_running_loop()
-    end = loop.time() + seconds
-    while loop.time() < end:
-        stats = parse_channelstats(await asyncio.to_thread(pbx.rx, "pjsip show channelstats"))
-        if names <= stats.keys():
-            best = stats
-        await asyncio.sleep(0.3)
+    await wait_until(enough, timeout, lambda: f"{packets} RTP packets each way on {sorted(names)}; saw {best}",
+                     interval=0.25)
     return best
 
 
@@ -175,6 +168,61 @@ def pbx(tmp_path_factory) -> Pbx:
         pytest.fail(f"Asterisk did not start with the rendered config: {e}", pytrace=False)
     yield Pbx(s, layout, routing, sec, Ports())
     layout.stop()
+
+
+def log_files(pbx: Pbx) -> list[Path]:
+    """Every log file of the run: the controller's, Asterisk's, the console's."""
+    home = pbx.settings.home
+    files = [p for p in (home / "log").rglob("*") if p.is_file()]
+    files += [p for p in pbx.layout.log_file.parent.rglob("*") if p.is_file()]
+    files += [p for p in home.glob("*.log") if p.is_file()]
+    return files
+
+
+def log_ends(pbx: Pbx) -> dict[Path, int]:
+    return {p: p.stat().st_size for p in log_files(pbx)}
+
+
+def logged_since(pbx: Pbx, ends: dict[Path, int]) -> dict[Path, str]:
+    """What each log file gained after ``ends`` (all of a file that is new or was cut short)."""
+    out = {}
+    for p in log_files(pbx):
+        with open(p, "rb") as f:
+            start = ends.get(p, 0)
+            if p.stat().st_size < start:
+                start = 0
+            f.seek(start)
+            out[p] = f.read().decode("utf-8", errors="replace")
+    return out
+
+
+def passwords(pbx: Pbx) -> set[str]:
+    """Every password of the run, as the secrets file holds them now (`tongdai apply` adds some)."""
+    data = json.loads(pbx.settings.secrets_path.read_text(encoding="utf-8"))
+    found = {data["ari"]["password"], data["ami"]["password"], *data["sip"].values()}
+    assert all(len(p) >= 12 for p in found)
+    return found
+
+
+def leaks(sources: dict[str, str], secrets: set[str]) -> list[tuple[str, str]]:
+    return [(name, s[:3] + "…") for name, text in sources.items() for s in secrets if s in text]
+
+
+@pytest.fixture(autouse=True)
+def logs_stay_clean(request):
+    """After each test on Asterisk: the log lines it caused hold no ERROR from Asterisk and no
+    password. (Before no_leftovers below, so it looks once the test's channels are gone.)"""
+    if "pbx" not in request.fixturenames:
+        yield
+        return
+    pbx = request.getfixturevalue("pbx")
+    ends = log_ends(pbx)
+    yield
+    new = logged_since(pbx, ends)
+    errors = [ln for p, text in new.items() if p.parent == pbx.layout.log_file.parent
+              for ln in text.splitlines() if " ERROR[" in ln]
+    assert errors == [], "Asterisk logged errors"
+    assert leaks({str(p): text for p, text in new.items()}, passwords(pbx)) == []
 
 
 # ----------------------------------------------------------------------------------------------
@@ -241,9 +289,42 @@ async def ivr(pbx):
     service = Service(s, strict=True, routing=routing)
     await service.start()
     it = Ivr(pbx, service, routing, records, durations)
+    pbx.controller = it
     yield it
+    pbx.controller = None
     await it.service.stop(5)  # a test may have swapped the service (controller_on)
     logger.removeHandler(records)
+
+
+async def restart(ivr: Ivr) -> None:
+    """Start a controller on the session's settings again as ``ivr.service``."""
+    service = Service(ivr.settings, strict=True, routing=ivr.routing)
+    await service.start()
+    ivr.service = service
+
+
+@pytest.fixture
+async def no_controller(pbx):
+    """No controller holds the hotline's ARI apps during the test (it is the ARI app itself, or
+    checks what Asterisk does without one): the session's controller, if it runs, is stopped
+    for the test and started again after it."""
+    it = pbx.controller
+    if it is None:
+        yield
+        return
+    await it.service.calllog.flush()
+    await it.service.stop(5)
+    auth = basic_auth(pbx.secrets.ari_user, pbx.secrets.ari_password)
+    async with aiohttp.ClientSession(headers=auth) as http:
+        async def apps_gone() -> bool:
+            async with http.get(f"http://127.0.0.1:{pbx.settings.ari_port}/ari/applications") as r:
+                return not {a["name"] for a in await r.json()} & set(pbx.settings.ari_apps)
+
+        await wait_until(apps_gone, 10, "Asterisk to let the controller's ARI apps go", interval=0.1)
+    try:
+        yield
+    finally:
+        await restart(it)
 
 
 @contextlib.asynccontextmanager
@@ -273,14 +354,13 @@ async def controller_on(ivr: Ivr, settings: Settings):
         cases = ivr.settings.home / "spool" / "cases"
         if any(cases.glob("*.json")):
             os.replace(cases, cases.with_name(f"cases.leftover-{stamp}"))
-        restarted = Service(ivr.settings, strict=True, routing=ivr.routing)
-        await restarted.start()
-        ivr.service = restarted
+        await restart(ivr)
 
 
 @pytest.fixture(autouse=True)
 async def no_leftovers(request):
-    """After each test: no channel or bridge left in Asterisk, no illegal event, no crash."""
+    """After each test: no channel or bridge left in Asterisk, no illegal event, no crash, no
+    password in the controller's log records."""
     if "ivr" not in request.fixturenames:
         yield
         return
@@ -289,19 +369,20 @@ async def no_leftovers(request):
     yield
     s = ivr.settings
     auth = basic_auth(ivr.pbx.secrets.ari_user, ivr.pbx.secrets.ari_password)
+    left: dict[str, list] = {}
     async with aiohttp.ClientSession(headers=auth) as http:
-        for _ in range(50):
-            async with http.get(f"http://127.0.0.1:{s.ari_port}/ari/channels") as r:
-                channels = await r.json()
-            async with http.get(f"http://127.0.0.1:{s.ari_port}/ari/bridges") as r:
-                bridges = await r.json()
-            if not channels and not bridges:
-                break
-            await asyncio.sleep(0.2)
-    assert channels == [] and bridges == [], f"leftovers: {channels} {bridges}"
+        async def nothing_left() -> bool:
+            for kind in ("channels", "bridges"):
+                async with http.get(f"http://127.0.0.1:{s.ari_port}/ari/{kind}") as r:
+                    left[kind] = await r.json()
+            return not any(left.values())
+
+        await wait_until(nothing_left, 10, lambda: f"Asterisk to have no channel or bridge left: {left}", interval=0.2)
     await ivr.service.calllog.flush()
-    bad = [ln for ln in ivr.log.lines()[start:] if "illegal event" in ln or "unhandled error" in ln or ln.startswith("ERROR")]
+    lines = ivr.log.lines()[start:]
+    bad = [ln for ln in lines if "illegal event" in ln or "unhandled error" in ln or ln.startswith("ERROR")]
     assert bad == []
+    assert leaks({"controller records": "\n".join(lines)}, passwords(ivr.pbx)) == []
 
 
 def new_caller() -> str:
@@ -337,32 +418,24 @@ async def place(ivr: Ivr, digits: str | None, *, hold_ms: int = 4000, wait_for_b
 
 
 async def wait_row(ivr: Ivr, caller: str):
+    """The caller's latest call (a test may call several times from one number), once it has
+    ended: (call, events, legs)."""
     from sqlalchemy import select
 
     from ivr.models import Call
 
-    for _ in range(100):
+    async def finished():
         await ivr.service.calllog.flush()
         async with ivr.service.engine.connect() as conn:
-            # The caller's latest call (a test may call several times from one number).
             cid = (await conn.execute(select(Call.id).where(Call.caller == caller)
                                       .order_by(Call.started_at.desc()).limit(1))).scalar_one_or_none()
         if cid:
             call, events, legs = await load_call(ivr.service.engine, cid)
             if call.disposition != "in_progress":
                 return call, events, legs
-        await asyncio.sleep(0.1)
-    raise AssertionError(f"no finished call row for {caller}")
+        return None
 
-
-async def wait_for(pred, timeout: float, what: str):
-    loop = asyncio.get_running_loop()
-    end = loop.time() + timeout
-    while loop.time() < end:
-        if pred():
-            return
-        await asyncio.sleep(0.05)
-    raise AssertionError(f"timed out waiting for {what}")
+    return await wait_until(finished, 15, f"a finished call row for {caller}", interval=0.1)
 
 
 def talking(controller) -> bool:
@@ -376,17 +449,3 @@ def talking(controller) -> bool:
 
 def kinds(events) -> list[str]:
     return [e.kind for e in events]
-
-
-
-
-def pytest_collection_modifyitems(session, config, items):
-    """The foundation tests talk to ARI as the Stasis app themselves and need the controller not
-    to be connected yet; the controller fixture is session-wide, so they run first."""
-    def order(item) -> int:
-        if "test_foundation" in item.nodeid:
-            return 0
-        last = ("test_asterisk_logged_no_error_in_the_whole_run", "test_no_secret_in_any_log_line")
-        return 2 if item.name in last else 1
-
-    items.sort(key=order)

@@ -20,7 +20,7 @@ from tests.paths import REPO_ROOT
 
 from .conftest import need
 
-pytestmark = pytest.mark.e2e
+pytestmark = [pytest.mark.e2e, pytest.mark.capacity]
 
 
 def test_quick_bench_measures_both_variants(tmp_path):

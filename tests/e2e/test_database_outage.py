@@ -12,17 +12,15 @@ import pytest
 from sqlalchemy import pool, select, text
 from sqlalchemy.ext.asyncio import create_async_engine
 
+from ivr.models import Call, CallEvent, CallLeg, Case
+from ivr.pbx import sipp
 from ivr.records import cases as cm
 from ivr.records import db
-from ivr.pbx import sipp
-from ivr.models import Call
-from ivr.models import CallEvent
-from ivr.models import CallLeg
-from ivr.models import Case
+from ivr.testing import wait_until
 
 from .conftest import controller_on, new_caller, phones
 
-pytestmark = pytest.mark.e2e
+pytestmark = [pytest.mark.e2e, pytest.mark.pg_outage]
 
 # Ten calls, one every 0.7 s, each to a branch whose first desk phone answers.
 DIGITS = ["1", "3", "4", "5", "6", "7", "8", "1", "3", "4"]
@@ -31,6 +29,7 @@ FIRST = {"1": "2101", "3": "2301", "4": "2401", "5": "2501", "6": "2601", "7": "
 
 async def test_postgresql_stopped_while_calls_go_through(ivr, postgres):
     pg = postgres
+    first_record = len(ivr.log.records)  # the session's log holds what other tests logged
     url = pg.url(pg.create_database("outage"))
     s = dataclasses.replace(ivr.settings, database_url=url)
     await asyncio.to_thread(db.upgrade, s)
@@ -45,17 +44,29 @@ async def test_postgresql_stopped_while_calls_go_through(ivr, postgres):
             closed(rec)
 
         service.calllog.closed = spy
+        arrived: list[str] = []
+        opened = service.calllog.opened
+
+        def arrival(rec):
+            arrived.append(rec.caller)
+            opened(rec)
+
+        service.calllog.opened = arrival
         spool = service.calllog.spool
         peak = {"records": 0, "cases": 0, "emptied": None}
 
+        def cases_spooled() -> int:
+            return len(list(cm.spool_dir(s.home).glob("*.json")))
+
         async def watch():
             while True:
-                n, k = spool.pending(), len(list(cm.spool_dir(s.home).glob("*.json")))
+                n, k = spool.pending(), cases_spooled()
                 peak["records"], peak["cases"] = max(peak["records"], n), max(peak["cases"], k)
                 if n or k:
                     peak["emptied"] = None
                 elif peak["emptied"] is None:
                     peak["emptied"] = time.monotonic()  # the last time the spools became empty
+                # Not synchronisation: a sampling period, for the peaks and times printed below.
                 await asyncio.sleep(0.05)
 
         watcher = asyncio.create_task(watch())
@@ -67,7 +78,7 @@ async def test_postgresql_stopped_while_calls_go_through(ivr, postgres):
             t0 = loop.time()
 
             async def one(i: int, digit: str):
-                await asyncio.sleep(i * 0.7)
+                await asyncio.sleep(i * 0.7)  # not synchronisation: the calls' arrival pattern
                 return await sipp.call(**ivr.pbx.peer(), to=ivr.routing.hotline.number, from_user=callers[i],
                                        digits=digit, digits_at_ms=500, hold_ms=40000, wait_for_bye_ms=40000,
                                        timeout=60)
@@ -75,18 +86,22 @@ async def test_postgresql_stopped_while_calls_go_through(ivr, postgres):
             async def complaint():
                 # While PostgreSQL is down: branch 2's phones are busy, the caller records a
                 # complaint ('#' ends it), hears the case code, and '1' repeats it.
-                await asyncio.sleep(2.5)
+                await down.wait()
                 t_hash = 0.5 + d["branch_2"] + d["connecting"] + d["all_busy"] + d["record_offer"] + 3.0
                 return await sipp.call(**ivr.pbx.peer(), to=ivr.routing.hotline.number, from_user=complainer,
                                        digits="2#", digits_at_ms=500, dtmf_gap_ms=int((t_hash - 0.66) * 1000),
                                        hold_ms=60000, wait_for_bye_ms=60000, timeout=70)
 
+            down = asyncio.Event()
             calls = [asyncio.create_task(one(i, dg)) for i, dg in enumerate(DIGITS)]
             complaint_call = asyncio.create_task(complaint())
-            await asyncio.sleep(1.6)  # three calls are in
+            await wait_until(lambda: len(arrived) >= 3, 10, "three calls to be in")
             await asyncio.to_thread(pg.stop, "fast")
+            down.set()
             stopped_at = loop.time() - t0
-            await asyncio.sleep(9.0 - stopped_at)  # the last calls are in progress
+            # Every call is in (the last ones in progress) and the complaint's case is spooled.
+            await wait_until(lambda: len(arrived) == len(DIGITS) + 1 and cases_spooled(), 40,
+                             lambda: f"every call in and the case spooled: {len(arrived)} in, {cases_spooled()} spooled")
             assert service.calllog.spool.pending() > 0, "nothing was spooled: was the database really down?"
             await asyncio.to_thread(pg.start)
             started = time.monotonic()
@@ -96,15 +111,14 @@ async def test_postgresql_stopped_while_calls_go_through(ivr, postgres):
             complaint_res = await complaint_call
             desk = {ext: p.stats() for ext, p in ph.items()}
         # Written back once the database is here again.
-        for _ in range(200):
+        async def written_back() -> bool:
             await service.calllog.flush()
-            if not spool.pending() and not any(cm.spool_dir(s.home).glob("*.json")) and len(handed) == 11:
-                break
-            await asyncio.sleep(0.1)
-        await asyncio.sleep(0.1)
+            return not spool.pending() and not cases_spooled() and len(handed) == 11
+
+        await wait_until(written_back, 20, "the spools to be written back", interval=0.1)
+        await wait_until(lambda: peak["emptied"] is not None, 2, "the watcher to see the spools empty")
         watcher.cancel()
         replayed_in = peak["emptied"] - started
-        assert spool.pending() == 0 and not list(cm.spool_dir(s.home).glob("*.json"))
 
     # Every call was answered by the system and routed to its branch's desk phone (SIPp's view).
     for digit, res in zip(DIGITS, results):
@@ -147,15 +161,16 @@ async def test_postgresql_stopped_while_calls_go_through(ivr, postgres):
     print(f"\nPostgreSQL down from {stopped_at:.1f}s to {started_at:.1f}s; peak spool {peak['records']} call log records"
           f" + {peak['cases']} case; spools empty {replayed_in:.1f}s after the restart;"
           f" wait (arrival→desk phone answered) {min(waits[c] for c in callers):.2f}–{max(waits[c] for c in callers):.2f}s")
-    drains = [f"+{r.created - started_wall:.1f}s: {r.getMessage().split(': ', 1)[1]}" for r in ivr.log.records
+    records = ivr.log.records[first_record:]
+    drains = [f"+{r.created - started_wall:.1f}s: {r.getMessage().split(': ', 1)[1]}" for r in records
               if r.name in ("tongdai.spool", "tongdai.cases") and "written to the database" in r.getMessage()
               and r.created >= started_wall]
     print("replays after the restart: " + "; ".join(drains))
     # Records of the expected outage in the log: asserted, then consumed so that the
     # per-test check (no ERROR line) still catches anything else.
-    spooled = [r for r in ivr.log.records if r.name == "tongdai.calllog" and "spooled" in r.getMessage()]
+    spooled = [r for r in records if r.name == "tongdai.calllog" and "spooled" in r.getMessage()]
     assert spooled
-    case_spooled = [r for r in ivr.log.records if r.name == "tongdai.complaint" and "spooled, database unavailable" in r.getMessage()]
+    case_spooled = [r for r in records if r.name == "tongdai.complaint" and "spooled, database unavailable" in r.getMessage()]
     assert len(case_spooled) == 1
     for r in spooled + case_spooled:
         ivr.log.records.remove(r)

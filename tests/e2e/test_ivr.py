@@ -11,9 +11,10 @@ import pytest
 
 from ivr.pbx import sipp
 from ivr.records.calllog import load_call
+from ivr.testing import wait_until
 from tests.paths import REPO_ROOT
 
-from .conftest import kinds, max_channelstats, phones, place, sample_channelstats
+from .conftest import kinds, phones, place, rtp_both_ways
 
 pytestmark = pytest.mark.e2e
 
@@ -27,7 +28,8 @@ async def test_each_branch_reaches_its_desk_phone(ivr):
     async with phones(ivr, {ext: ("answer", {"hangup_after_ms": 2500}) for ext in first.values()}) as ph:
         calls = asyncio.ensure_future(asyncio.gather(*(
             place(ivr, d, hold_ms=30000, wait_for_bye_ms=30000) for d in first)))
-        rtp = await max_channelstats(ivr.pbx, 40, until=calls)
+        # RTP both ways on every desk phone's leg: it sent (RX) and heard the caller (TX)
+        await rtp_both_ways(ivr.pbx, set(first.values()), 40)
         results = await calls
         stats = {ext: p.stats() for ext, p in ph.items()}
         invites = {ext: [m for m in sipp.parse_message_trace(p.trace_path)
@@ -50,22 +52,14 @@ async def test_each_branch_reaches_its_desk_phone(ivr):
     # two phones share SNV's branch agency but not extensions: every phone got exactly its call
     for ext, st in stats.items():
         assert st.answered == 1, (ext, st)
-    # RTP both ways on every desk phone's leg: it sent (RX) and heard the caller (TX)
-    for ext in first.values():
-        rx, tx = rtp.get(ext, (0, 0))
-        assert rx >= 25 and tx >= 25, (ext, rtp)
 
 
 async def test_audio_flows_both_ways_when_bridged(ivr):
     async with phones(ivr, {"2401": ("answer", {"hangup_after_ms": 5000})}):
         call = asyncio.create_task(place(ivr, "4", hold_ms=30000, wait_for_bye_ms=30000))
-        stats = await sample_channelstats(ivr.pbx, {"trunk", "2401"}, 8.0)
+        await rtp_both_ways(ivr.pbx, {"trunk", "2401"}, 10)
         res, (row, events, legs) = await call
     assert row.disposition == "answered" and row.answered_by == "2401"
-    assert {"trunk", "2401"} <= stats.keys(), stats
-    for name in ("trunk", "2401"):
-        rx, tx = stats[name]
-        assert rx >= 25 and tx >= 25, (name, stats)
 
 
 async def test_wrong_digit_then_right_digit_is_routed(ivr):
@@ -114,7 +108,7 @@ async def test_caller_hangs_up_while_ringing(ivr):
     async with phones(ivr, {"2601": "noanswer", "2602": "noanswer"}) as ph:
         hold = int((0.5 + d["branch_6"] + d["connecting"] + 2.0) * 1000)
         res, (call, events, legs) = await place(ivr, "6", hold_ms=hold)
-        await asyncio.sleep(0.5)
+        await wait_until(lambda: all(p.stats().cancelled for p in ph.values()), 5, "both phones to get CANCEL")
         stats = {e: p.stats() for e, p in ph.items()}
     assert call.disposition == "abandoned" and call.ended_in == "dialing", kinds(events)
     assert {l.extension for l in legs} == {"2601", "2602"}
@@ -129,7 +123,8 @@ async def test_ringall_first_answer_wins_others_cancelled(ivr):
     }
     async with phones(ivr, modes) as ph:
         res, (call, events, legs) = await place(ivr, "4", hold_ms=30000, wait_for_bye_ms=30000)
-        await asyncio.sleep(0.5)
+        await wait_until(lambda: ph["2402"].stats().cancelled and ph["2403"].stats().cancelled, 5,
+                         "the other phones to get CANCEL")
         stats = {e: p.stats() for e, p in ph.items()}
     assert call.answered_by == "2401" and call.disposition == "answered"
     assert stats["2401"].answered == 1
@@ -175,7 +170,7 @@ async def test_twenty_simultaneous_callers(ivr):
     async with phones(ivr, {ext: ("answer", {"hangup_after_ms": 2000}) for ext in first.values()}) as ph:
         results = await asyncio.gather(*(place(ivr, d, hold_ms=40000, wait_for_bye_ms=40000, timeout=80) for d in digits))
         stats = {ext: p.stats() for ext, p in ph.items()}
-    for d, (res, (call, events, legs)) in zip(digits, results):
+    for d, (_res, (call, events, _legs)) in zip(digits, results):
         assert call.disposition == "answered", (d, kinds(events))
         assert call.branch_digit == d and call.answered_by == first[d]
     assert sum(st.answered for st in stats.values()) == 20
@@ -200,21 +195,17 @@ async def test_tongdai_call_command(ivr, tmp_path):
 async def test_caller_leaving_during_the_announcement_rings_nobody(ivr):
     """The first phone's channel is created while the branch announcement plays (route.prepare);
     a caller who hangs up then leaves no channel behind in Asterisk, and no phone rings."""
-    seen: set[str] = set()
-
-    async def watch():  # the desk phone's channel, as Asterisk lists it during the call
-        while True:
-            seen.update(c["id"] for c in await ivr.service._ari.request("GET", "/channels") if "-leg" in c["id"])
-            await asyncio.sleep(0.05)
+    async def leg_created() -> list[str]:  # the desk phone's channel, as Asterisk lists it
+        return [c["id"] for c in await ivr.service._ari.request("GET", "/channels") if "-leg" in c["id"]]
 
     async with phones(ivr, {"2401": ("answer", {"hangup_after_ms": 2000})}) as ph:
-        watcher = asyncio.create_task(watch())
-        try:
-            # digit 4 at 0.5 s, hang up at 0.9 s: "Nhánh bốn. Xin chờ." lasts over a second
-            res, (call, events, legs) = await place(ivr, "4", hold_ms=900)
-        finally:
-            watcher.cancel()
-        await asyncio.sleep(1.5)  # time enough for a wrong INVITE to arrive
+        # digit 4 at 0.5 s, hang up at 0.9 s: "Nhánh bốn. Xin chờ." lasts over a second
+        placed = asyncio.create_task(place(ivr, "4", hold_ms=900))
+        seen = await wait_until(leg_created, 10, "the first phone's channel to be created", interval=0.05)
+        res, (call, events, legs) = await placed
+        # Not synchronisation: the subject is that nothing arrives; this is the time a wrong
+        # INVITE would take to reach the phone.
+        await asyncio.sleep(1.5)
         stats = ph["2401"].stats()
     assert any(leg.startswith(call.id) for leg in seen), seen  # it was created, then hung up
     assert res.answered and res.hung_up_by == "caller", res
@@ -257,11 +248,12 @@ async def test_garbage_and_odd_caller_numbers_do_not_break_calls(ivr):
 
 
 async def wait_row_any(ivr, pred):
+    """The latest finished call (of the last five) that ``pred`` accepts: (call, events, legs)."""
     from sqlalchemy import select
 
     from ivr.models import Call
 
-    for _ in range(100):
+    async def found():
         await ivr.service.calllog.flush()
         async with ivr.service.engine.connect() as conn:
             ids = (await conn.execute(select(Call.id).order_by(Call.started_at.desc()).limit(5))).scalars().all()
@@ -269,10 +261,6 @@ async def wait_row_any(ivr, pred):
             call, events, legs = await load_call(ivr.service.engine, cid)
             if pred(call) and call.disposition != "in_progress":
                 return call, events, legs
-        await asyncio.sleep(0.1)
-    raise AssertionError("no matching call")
+        return None
 
-
-def test_asterisk_logged_no_error_in_the_whole_run(ivr):
-    """Runs last (see conftest): nothing any test did made Asterisk log an ERROR."""
-    assert ivr.pbx.error_lines() == []
+    return await wait_until(found, 15, "a matching finished call", interval=0.1)

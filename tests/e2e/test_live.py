@@ -14,10 +14,23 @@ import pytest
 from sqlalchemy import select
 
 from ivr.config import credentials as sec_mod
-from ivr.server import Service
 from ivr.models import RegistrationEvent
+from ivr.testing import wait_until
 
-from .conftest import wait_for, REPO_ROOT, kinds, new_caller, phones, place, routing_text_for_tests, talking, wait_row
+from .conftest import (
+    REPO_ROOT,
+    kinds,
+    leaks,
+    log_files,
+    new_caller,
+    passwords,
+    phones,
+    place,
+    restart,
+    routing_text_for_tests,
+    talking,
+    wait_row,
+)
 
 pytestmark = pytest.mark.e2e
 
@@ -51,7 +64,7 @@ async def test_registration_is_tracked_with_history_and_shown_by_status(ivr):
     before = await history(ivr, "2802")
     assert presence.reachable("2802") is False
     async with phones(ivr, {"2802": "answer"}):
-        await wait_for(lambda: presence.reachable("2802") is True, 5, "2802 registered over AMI")
+        await wait_until(lambda: presence.reachable("2802") is True, 5, "2802 registered over AMI")
         code, out, err = await tongdai(ivr, "status", "--json")
         assert code == 0, err
         st = json.loads(out)
@@ -60,7 +73,7 @@ async def test_registration_is_tracked_with_history_and_shown_by_status(ivr):
         assert st["phones"]["2801"]["status"] == "unregistered"
         code, out, err = await tongdai(ivr, "status")
         assert "Sở Khoa học và Công nghệ" in out and "2802 ✓" in out, out
-    await wait_for(lambda: presence.reachable("2802") is False, 5, "2802 unregistered over AMI")
+    await wait_until(lambda: presence.reachable("2802") is False, 5, "2802 unregistered over AMI")
     after = await history(ivr, "2802")
     new = after[len(before):]
     assert [s for s, _ in new] == ["registered", "unregistered"]
@@ -73,7 +86,7 @@ async def test_status_lists_active_calls(ivr):
     async with phones(ivr, {"2601": ("answer", {"hangup_after_ms": 6000})}):
         call = asyncio.create_task(place(ivr, "6", hold_ms=15000, wait_for_bye_ms=15000))
         ctl = ivr.service.controller
-        await wait_for(lambda: talking(ctl), 15, "a bridged call")
+        await wait_until(lambda: talking(ctl), 15, "a bridged call")
         code, out, err = await tongdai(ivr, "status", "--json")
         st = json.loads(out)
         assert [(c["branch"], c["state"], c["answered_by"]) for c in st["calls"]] == [("6", "bridged", "2601")]
@@ -84,7 +97,7 @@ async def test_status_lists_active_calls(ivr):
 async def test_one_phone_unregistered_the_other_answers_without_ring_timeout(ivr):
     # Branch 2 hunts 2201 then 2202; only 2202 is registered.
     async with phones(ivr, {"2202": ("answer", {"hangup_after_ms": 1000})}):
-        await wait_for(lambda: ivr.service.presence.reachable("2202"), 5, "2202 registered")
+        await wait_until(lambda: ivr.service.presence.reachable("2202"), 5, "2202 registered")
         res, (call, events, legs) = await place(ivr, "2", hold_ms=20000, wait_for_bye_ms=20000)
     assert call.disposition == "answered" and call.answered_by == "2202"
     assert [(l.extension, l.result) for l in legs] == [("2201", "unreachable"), ("2202", "answered")]
@@ -133,7 +146,7 @@ async def test_apply_new_target_while_a_call_is_bridged(ivr, tmp_path):
     try:
         async with phones(ivr, {"2401": ("answer", {"hangup_after_ms": 7000})}):
             first = asyncio.create_task(place(ivr, "4", hold_ms=20000, wait_for_bye_ms=20000))
-            await wait_for(lambda: talking(ctl), 15, "a bridged call")
+            await wait_until(lambda: talking(ctl), 15, "a bridged call")
             write_routing(routing_file, changed)
             code, out, err = await tongdai(ivr, "apply", "--yes", env=env)
             assert code == 0, out + err
@@ -148,7 +161,7 @@ async def test_apply_new_target_while_a_call_is_bridged(ivr, tmp_path):
         from ivr.pbx import sipp
         async with sipp.DeskPhone(**ivr.pbx.peer(), user="2404", password=new_secrets.sip_password("2404"),
                                   mode="answer", hangup_after_ms=1000):
-            await wait_for(lambda: ivr.service.presence.reachable("2404"), 5, "the new phone registered")
+            await wait_until(lambda: ivr.service.presence.reachable("2404"), 5, "the new phone registered")
             res2, (call2, _, legs2) = await place(ivr, "4", hold_ms=15000, wait_for_bye_ms=15000)
             assert call2.disposition == "answered" and call2.answered_by == "2404"
             # A broken file is refused; the hotline keeps routing as before.
@@ -181,24 +194,24 @@ async def test_sigterm_lets_the_call_finish_and_exits_zero(ivr, tmp_path):
 
     reader = asyncio.create_task(pump())
     try:
-        await wait_for(lambda: any("controller ready" in ln for ln in lines), 20, "the controller to start")
+        await wait_until(lambda: any("controller ready" in ln for ln in lines), 20, "the controller to start")
         # SIGHUP with a broken routing.yaml: refused, the running routing stays.
         good = routing_file.read_text(encoding="utf-8")
         write_routing(routing_file, good.replace('targets: ["2601", "2602"]', 'targets: ["2601", "9999"]', 1))
         proc.send_signal(signal.SIGHUP)
-        await wait_for(lambda: any("routing reload rejected" in ln and "9999" in ln for ln in lines), 5, "the refusal")
+        await wait_until(lambda: any("routing reload rejected" in ln and "9999" in ln for ln in lines), 5, "the refusal")
         write_routing(routing_file, good)
         proc.send_signal(signal.SIGHUP)
-        await wait_for(lambda: any("routing reloaded" in ln for ln in lines), 5, "the reload")
+        await wait_until(lambda: any("routing reloaded" in ln for ln in lines), 5, "the reload")
         from ivr.pbx import sipp
         caller = new_caller()
         async with phones(ivr, {"2601": ("answer", {"hangup_after_ms": 6000})}):
             first = asyncio.create_task(sipp.call(**ivr.pbx.peer(), to=ivr.routing.hotline.number, from_user=caller,
                                                   digits="6", digits_at_ms=500, hold_ms=20000,
                                                   wait_for_bye_ms=20000, timeout=40))
-            await wait_for(lambda: any("-> bridged" in ln for ln in lines), 20, "a bridged call")
+            await wait_until(lambda: any("-> bridged" in ln for ln in lines), 20, "a bridged call")
             proc.send_signal(signal.SIGTERM)
-            await wait_for(lambda: any("stopping: no new calls" in ln for ln in lines), 5, "the drain to begin")
+            await wait_until(lambda: any("stopping: no new calls" in ln for ln in lines), 5, "the drain to begin")
             late = await sipp.call(**ivr.pbx.peer(), to=ivr.routing.hotline.number, from_user=new_caller(),
                                    digits="6", hold_ms=10000, wait_for_bye_ms=10000, timeout=30)
             assert late.answered and late.hung_up_by == "callee"  # the apology, then Asterisk hangs up
@@ -215,9 +228,7 @@ async def test_sigterm_lets_the_call_finish_and_exits_zero(ivr, tmp_path):
             proc.kill()
             await proc.wait()
         reader.cancel()
-        service = Service(ivr.settings, strict=True, routing=ivr.routing)
-        await service.start()
-        ivr.service = service
+        await restart(ivr)
     # What the stopped process wrote is all there.
     call, events, legs = await wait_row(ivr, caller)
     assert call.disposition == "answered" and call.answered_by == "2601" and call.talk_s > 5
@@ -242,33 +253,46 @@ async def test_repeated_failed_registrations_block_the_address_for_a_while(ivr):
     try:
         for _ in range(lim.registration_failures):
             assert await register("127.0.0.2", "wrong-password") == 401
-        await wait_for(lambda: "127.0.0.2" in ivr.service.guard.blocked, 5, "the address to be blocked")
-        await asyncio.sleep(0.5)  # res_pjsip reload
+        await wait_until(lambda: "127.0.0.2" in ivr.service.guard.blocked, 5, "the address to be blocked")
+
+        async def refused() -> bool:  # no challenge any more: the reloaded ACL turns it away
+            return await register("127.0.0.2", "wrong-password") in (0, 403)
+
+        await wait_until(refused, 15, "res_pjsip to apply the block", interval=0.2)
         # Blocked: even the right password from that address is refused…
         assert await register("127.0.0.2", password) in (0, 403)
         # …while other addresses are not affected.
         assert await register("127.0.0.1", password) == 200
         assert await register("127.0.0.1", password, expires=0) == 200
-        await wait_for(lambda: "127.0.0.2" not in ivr.service.guard.blocked, 10, "the block to end")
-        await asyncio.sleep(0.5)
-        assert await register("127.0.0.2", password) == 200
+        await wait_until(lambda: "127.0.0.2" not in ivr.service.guard.blocked, 10, "the block to end")
+
+        async def accepted() -> bool:
+            return await register("127.0.0.2", password) == 200
+
+        await wait_until(accepted, 25, "res_pjsip to lift the block", interval=0.2)
         assert await register("127.0.0.2", password, expires=0) == 200
     finally:
         ctl.swap_routing(ivr.routing)
 
 
-def test_no_secret_in_any_log_line(ivr):
-    """Runs last: the controller's log records and every log file of the run hold no password."""
-    sec = ivr.pbx.secrets
-    secrets = {sec.ari_password, sec.ami_password} | {sec.sip_password(e) for e in ivr.routing.extensions}
-    assert all(len(s) >= 12 for s in secrets)
-    sources = {"controller records": "\n".join(ivr.log.lines())}
-    home = ivr.settings.home
-    files = [p for p in (home / "log").rglob("*") if p.is_file()]
-    files += [p for p in ivr.pbx.layout.log_file.parent.rglob("*") if p.is_file()]
-    files += [p for p in home.glob("*.log") if p.is_file()]
+async def test_no_secret_in_any_log_line(ivr):
+    """Where passwords are used (a desk phone's digest, a wrong one, a call, ARI and AMI, the
+    status command), no log line holds one: the controller's records and every log file of the
+    run. (Each e2e test is checked so for the lines it caused; this one makes sure those paths
+    ran, whatever else was selected.)"""
+    from ivr.pbx import sipp
+
+    ext = "2101"
+    sip, _, _ = ivr.pbx.ports.block()
+    assert await sipp.register(**ivr.pbx.sip(), user=ext, password="not-the-password", local_port=sip) == 401
+    async with phones(ivr, {ext: ("answer", {"hangup_after_ms": 1000})}):
+        res, (call, _, _) = await place(ivr, "1", hold_ms=20000, wait_for_bye_ms=20000)
+    assert call.answered_by == ext
+    code, out, err = await tongdai(ivr, "status")
+    assert code == 0, err
+    sources = {"controller records": "\n".join(ivr.log.lines()), "tongdai status": out + err}
+    files = log_files(ivr.pbx)
     assert ivr.pbx.layout.log_file in files and len(files) >= 2
     for p in files:
         sources[str(p)] = p.read_text(encoding="utf-8", errors="replace")
-    leaks = [(name, s[:3] + "…") for name, text in sources.items() for s in secrets if s in text]
-    assert leaks == []
+    assert leaks(sources, passwords(ivr.pbx)) == []

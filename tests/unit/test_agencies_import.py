@@ -6,8 +6,8 @@ import shutil
 
 from click.testing import CliRunner
 
-from ivr.config import routing as rt
 from ivr.cli import main
+from ivr.config import routing as rt
 from tests.paths import REPO_ROOT
 
 

@@ -11,6 +11,7 @@ import pytest
 from aiohttp import web
 
 from ivr.pbx.ari import Ari, AriError
+from ivr.testing import wait_until
 
 
 class FakeAsterisk:
@@ -26,7 +27,7 @@ class FakeAsterisk:
         self.sockets: list[web.WebSocketResponse] = []
         self.silent: set[str] = set()  # uris never answered
 
-    async def start(self) -> "FakeAsterisk":
+    async def start(self) -> FakeAsterisk:
         app = web.Application()
         app.router.add_get("/ari/events", self.events)
         app.router.add_route("*", "/ari/{path:.*}", self.http)
@@ -58,7 +59,7 @@ class FakeAsterisk:
             self.served_by[req["uri"]] = app
             if not self.rest_over_ws or req["uri"] in self.silent:
                 continue  # what an Asterisk before 22.4 does with a text message
-            await asyncio.sleep(self.delay)
+            await asyncio.sleep(self.delay)  # the fake's simulated service time, not synchronisation
             ok = req["uri"].startswith("asterisk/ping")
             await ws.send_str(json.dumps({
                 "type": "RESTResponse", "request_id": req["request_id"], "status_code": 200 if ok else 404,
@@ -122,8 +123,8 @@ async def test_a_dropped_websocket_fails_pending_requests_at_once():
     ari, task = await connect(fake)
     try:
         pending = asyncio.create_task(ari.request("POST", "/channels/x/answer"))
-        while not any(r["uri"] == "channels/x/answer" for r in fake.ws_requests):
-            await asyncio.sleep(0.01)
+        await wait_until(lambda: any(r["uri"] == "channels/x/answer" for r in fake.ws_requests), 5,
+                         "the request to reach Asterisk")
         t0 = asyncio.get_running_loop().time()
         for ws in fake.sockets:  # Asterisk goes away: every websocket closes
             await ws.close()
@@ -142,11 +143,8 @@ async def test_concurrent_requests_spread_over_the_websockets():
     fake = await FakeAsterisk(rest_over_ws=True, delay=0.2).start()
     ari, task = await connect(fake, ["tongdai", "tongdai-2"])
     try:
-        async def all_links():  # the event websocket and three that carry requests only
-            while len(ari._links) < 4:
-                await asyncio.sleep(0.01)
-
-        await asyncio.wait_for(all_links(), 5)
+        # the event websocket and three that carry requests only
+        await wait_until(lambda: len(ari._links) >= 4, 5, "four websockets")
         # The call lanes share the event websocket; the request-only ones are named after the first.
         assert sorted(fake.apps) == ["tongdai,tongdai-2", "tongdai-rest1", "tongdai-rest2", "tongdai-rest3"]
         got = await asyncio.gather(*(ari.request("GET", "/asterisk/ping", params={"n": i}) for i in range(4)))

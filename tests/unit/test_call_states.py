@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from ivr.call.session import TRANSITIONS, State, _clean_number
 from ivr.call.errors import IllegalTransition
+from ivr.call.session import TRANSITIONS, State, _clean_number
 
 
 def session():
@@ -95,6 +95,7 @@ async def test_an_interrupted_prompt_is_stopped_without_waiting_for_asterisk():
     import asyncio
 
     from ivr.call import prompt
+    from ivr.testing import wait_until
 
     class SlowStopAri:
         def __init__(self):
@@ -109,10 +110,7 @@ async def test_an_interrupted_prompt_is_stopped_without_waiting_for_asterisk():
     s = session()
     s.ari = s.ctx.ari = SlowStopAri()
     play = asyncio.create_task(prompt.play(s, ["greeting"], max_digits=1))
-    for _ in range(1000):
-        if s.ari.sent:
-            break
-        await asyncio.sleep(0.001)
+    await wait_until(lambda: s.ari.sent, 2, "the playback to be asked for")
     (method, path), = s.ari.sent
     assert method == "POST" and path.startswith("/channels/c1/play/")
     pb = path.rsplit("/", 1)[1]
@@ -121,7 +119,7 @@ async def test_an_interrupted_prompt_is_stopped_without_waiting_for_asterisk():
     assert (result.status, result.digits) == ("digits", "2")
     assert ("DELETE", f"/playbacks/{pb}") in s.ari.sent and s.in_flight
     cleanup = asyncio.create_task(s.cleanup())
-    await asyncio.sleep(0.01)
+    await wait_until(lambda: s._entering is None, 2, "the cleanup to begin")
     assert not cleanup.done()  # still waiting for the DELETE
     s.ari.gate.set()
     await asyncio.wait_for(cleanup, 2)

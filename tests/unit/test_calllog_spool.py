@@ -13,10 +13,10 @@ import pytest
 from sqlalchemy import pool, select, text
 from sqlalchemy.ext.asyncio import create_async_engine
 
-from ivr.records import db
-from ivr.records import export
-from ivr.records.calllog import CallLog, CallRecord, LegRecord, utcnow
 from ivr.models import Call
+from ivr.records import db, export
+from ivr.records.calllog import CallLog, CallRecord, LegRecord, utcnow
+from ivr.testing import wait_until
 
 
 def record(i: int) -> CallRecord:
@@ -30,14 +30,6 @@ def record(i: int) -> CallRecord:
     rec.disposition = "answered"
     rec.ended_at = utcnow()
     return rec
-
-
-async def wait_until(pred, timeout=10.0):
-    for _ in range(int(timeout / 0.05)):
-        if pred():
-            return True
-        await asyncio.sleep(0.05)
-    return pred()
 
 
 async def scalar(url: str, sql: str):
@@ -77,7 +69,19 @@ async def outage(request, s):
             await asyncio.to_thread(pg.start)
 
 
-async def test_database_outage_spools_then_replays_exactly_once(db_settings, request):
+def replay_refused(caplog, spool) -> bool:
+    """Whether the replayer has tried to write the spool back and was refused."""
+    return any(r.name == "tongdai.spool" and "still cannot write" in r.getMessage() and spool.name in r.getMessage()
+               for r in caplog.records)
+
+
+# On PostgreSQL the outage stops the server; on SQLite a lock refuses the writes.
+WITH_OUTAGE = pytest.mark.parametrize(
+    "database_url", ["sqlite", pytest.param("postgresql", marks=pytest.mark.pg_outage)], indirect=True)
+
+
+@WITH_OUTAGE
+async def test_database_outage_spools_then_replays_exactly_once(db_settings, request, caplog):
     s = db_settings
     await asyncio.to_thread(db.upgrade, s)
     engine = engine_for(s)
@@ -99,9 +103,9 @@ async def test_database_outage_spools_then_replays_exactly_once(db_settings, req
         assert time.monotonic() - t0 < 2 + 1
         assert log.failures >= 1
         assert len(spool.read_text().splitlines()) == 20  # all there, durable, in order
-        await asyncio.sleep(0.5)  # the replayer tries, and fails, meanwhile
+        await wait_until(lambda: replay_refused(caplog, spool), 5, "the replayer to try, and fail")
         assert log.spool.pending() == 20
-    assert await wait_until(lambda: log.spool.pending() == 0)
+    await wait_until(lambda: log.spool.pending() == 0, 10, "the spool to be written back")
     url = s.database_url
     assert await scalar(url, "select count(*), count(distinct id) from calls where id != 'c99'") == (10, 10)
     assert (await scalar(url, "select count(*) from calls where disposition = 'answered' and answered_by = '2401'"))[0] == 11
@@ -177,13 +181,14 @@ async def test_a_hung_postgresql_never_blocks_the_writer(db_settings, postgres):
     finally:
         await tr.rollback()
         await locker.close()
-    assert await wait_until(lambda: log.spool.pending() == 0, 15)
+    await wait_until(lambda: log.spool.pending() == 0, 15, "the spool to be written back")
     assert await scalar(s.database_url, "select count(*), count(distinct id) from calls") == (5, 5)
     assert (await scalar(s.database_url, "select count(*) from call_events"))[0] == 10
     await log.close()
     await engine.dispose()
 
 
+@pytest.mark.pg_outage
 @pytest.mark.parametrize("database_url", ["postgresql"], indirect=True)
 async def test_first_write_after_a_postgresql_restart_goes_straight_in(db_settings, postgres):
     """The pool's connections die with the server; the next write must not fail on one of them
@@ -212,16 +217,19 @@ async def test_concurrent_drains_never_cut_a_record_appended_meanwhile(tmp_path)
     for i in range(2):
         spool.append({"n": i})
     written: list[int] = []
+    writing, appended = asyncio.Event(), asyncio.Event()
 
-    async def slow_write(r):
-        await asyncio.sleep(0.1)
+    async def write(r):
+        writing.set()
+        await appended.wait()  # record 2 arrives while a drain is half-way
         written.append(r["n"])
 
-    async def append_later():
-        await asyncio.sleep(0.05)
+    async def append_meanwhile():
+        await writing.wait()
         spool.append({"n": 2})
+        appended.set()
 
-    await asyncio.gather(spool.drain(slow_write), spool.drain(slow_write), append_later())
+    await asyncio.wait_for(asyncio.gather(spool.drain(write), spool.drain(write), append_meanwhile()), 5)
     # Whatever the interleaving, record 2 is either written or still waiting; never dropped.
     assert 2 in written or spool.pending() == 1
     assert {0, 1} <= set(written)

@@ -7,13 +7,14 @@ from __future__ import annotations
 import asyncio
 import datetime as dt
 
+from ivr.config import routing as rt
 from ivr.records import cases as cm
 from ivr.records import db
-from ivr.config import routing as rt
 from ivr.records.calllog import CallLog
+from ivr.testing import wait_until
 from tests.paths import REPO_ROOT
 
-from .test_calllog_spool import engine_for, outage, record, scalar, wait_until
+from .test_calllog_spool import WITH_OUTAGE, engine_for, outage, record, replay_refused, scalar
 
 ROUTING = rt.load(REPO_ROOT / "routing.yaml")
 
@@ -24,7 +25,8 @@ def complaint(call_id: str, **kw) -> cm.NewCase:
                       recording_seconds=4.2, **kw)
 
 
-async def test_spooled_cases_are_stored_once_with_their_code_after_their_call(db_settings, request):
+@WITH_OUTAGE
+async def test_spooled_cases_are_stored_once_with_their_code_after_their_call(db_settings, request, caplog):
     s = db_settings
     await asyncio.to_thread(db.upgrade, s)
     engine = engine_for(s)
@@ -49,8 +51,9 @@ async def test_spooled_cases_are_stored_once_with_their_code_after_their_call(db
         assert sorted(p.stem for p in cm.spool_dir(s.home).glob("*.json")) == sorted(codes)
         # Nothing gets in while it is down (and the case files wait behind the call log).
         assert await cm.replay_spooled(engine, ROUTING, s.home) == 0
-        await asyncio.sleep(0.5)
-    assert await wait_until(lambda: log.spool.pending() == 0 and not list(cm.spool_dir(s.home).glob("*.json")), 15)
+        await wait_until(lambda: replay_refused(caplog, log.spool.path), 5, "the replayer to try, and fail")
+    await wait_until(lambda: log.spool.pending() == 0 and not list(cm.spool_dir(s.home).glob("*.json")), 15,
+                     "both spools to be written back")
     url = s.database_url
     assert await scalar(url, "select count(*), count(distinct code) from cases") == (3, 3)
     for rec, code in zip(recs, codes):

@@ -9,10 +9,10 @@ import zoneinfo
 import pytest
 from click.testing import CliRunner
 
+from ivr.cli import main
+from ivr.config import routing as rt
 from ivr.records import cases as cm
 from ivr.records import db
-from ivr.config import routing as rt
-from ivr.cli import main
 from tests.paths import REPO_ROOT
 
 VN = zoneinfo.ZoneInfo("Asia/Ho_Chi_Minh")

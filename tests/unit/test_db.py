@@ -9,8 +9,8 @@ from alembic import command
 from click.testing import CliRunner
 from sqlalchemy import inspect
 
-from ivr.records import db
 from ivr.cli import main
+from ivr.records import db
 from ivr.records.db import alembic_config
 
 TABLES = {"calls", "call_events", "call_legs", "cases", "case_assignments", "case_events",
@@ -65,8 +65,9 @@ def test_upgrade_reports_a_broken_database_url(settings_factory):
 
 
 def test_upgrade_reports_an_unreachable_postgresql(settings_factory):
-    from tests.conftest import free_port
     import socket
+
+    from tests.conftest import free_port
 
     port = free_port(socket.SOCK_STREAM)  # nothing listens there
     res = CliRunner().invoke(main, ["db", "upgrade"], env={

@@ -21,14 +21,12 @@ import sqlalchemy as sa
 from click.testing import CliRunner
 from sqlalchemy.orm import Session
 
+from ivr.cli import main
+from ivr.config import routing as rt
+from ivr.models import Call, Case, CaseAssignment
 from ivr.records import db
 from ivr.records import export as ex
-from ivr.config import routing as rt
-from ivr.cli import main
 from tests.paths import REPO_ROOT
-from ivr.models import Call
-from ivr.models import Case
-from ivr.models import CaseAssignment
 
 VN = zoneinfo.ZoneInfo("Asia/Ho_Chi_Minh")
 ROUTING = rt.load(REPO_ROOT / "routing.yaml")

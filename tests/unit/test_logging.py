@@ -9,7 +9,8 @@ from ivr.server import LogLines, setup_logging
 
 def test_each_record_once_on_stderr_and_in_the_file(settings_factory, capsys):
     s = settings_factory()
-    level = logging.getLogger("tongdai").level
+    root = logging.getLogger("tongdai")
+    level, kept = root.level, list(root.handlers)  # e.g. the e2e tests' record of the controller's log
     path = setup_logging(s)
     try:
         logging.getLogger("tongdai.call").info("call=%s %s -> %s -> %s", "1.0", "menu", "dtmf 4", "dialing")
@@ -17,12 +18,13 @@ def test_each_record_once_on_stderr_and_in_the_file(settings_factory, capsys):
         setup_logging(s)  # a second setup (the tests do it) replaces the handler, file and all
         logging.getLogger("tongdai.ari").warning("ari websocket closed")
     finally:
-        root = logging.getLogger("tongdai")
         handlers = [h for h in root.handlers if isinstance(h, LogLines)]
         for h in handlers:
             root.removeHandler(h)
             h.close()
         root.setLevel(level)
+        for h in kept:  # setup_logging() replaced them: whoever runs after this test still has them
+            root.addHandler(h)
     err = capsys.readouterr().err.splitlines()
     lines = path.read_text(encoding="utf-8").splitlines()
     assert len(handlers) == 1

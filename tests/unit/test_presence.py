@@ -79,21 +79,25 @@ async def test_events_after_the_snapshot_apply_at_once():
 async def test_a_new_login_replaces_a_snapshot_still_waiting():
     import asyncio
 
+    from ivr.testing import wait_until
+
     p, log = presence()
     stuck = asyncio.Event()
+    asked = []
     answer = p.manager.send_action
 
     async def first_connection(action):
+        asked.append(action)
         await stuck.wait()  # the connection dropped: no answer ever comes
         return await answer(action)
 
     p.manager.send_action = first_connection
     p._on_login(p.manager)
-    await asyncio.sleep(0)
+    await wait_until(lambda: asked, 2, "the first snapshot to ask")
     old = p._snapshot_task
     p.manager.send_action = answer
     p._on_login(p.manager)
     await p._snapshot_task
-    await asyncio.sleep(0)
+    await wait_until(old.done, 2, "the first snapshot to end")
     assert old.cancelled()
     assert p.reachable("2401") is True and p._held is None

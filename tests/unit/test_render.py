@@ -6,13 +6,12 @@ import re
 import stat
 
 import pytest
-
 from click.testing import CliRunner
 
-from ivr.dialplan import render as rd
-from ivr.config import routing as rt
-from ivr.config import credentials as sec_mod
 from ivr.cli import main
+from ivr.config import credentials as sec_mod
+from ivr.config import routing as rt
+from ivr.dialplan import render as rd
 from ivr.pbx.asterisk import Layout
 from tests.paths import REPO_ROOT
 

@@ -19,18 +19,13 @@ import sqlalchemy as sa
 from click.testing import CliRunner
 from sqlalchemy.orm import Session
 
-from ivr.records import db
-from ivr.records import report as rp
+from ivr.cli import main
 from ivr.config import routing as rt
 from ivr.config.hours import is_working_day
-from ivr.cli import main
+from ivr.models import Call, CallLeg, Case, CaseAssignment, CaseEvent, RegistrationEvent
+from ivr.records import db
+from ivr.records import report as rp
 from tests.paths import REPO_ROOT
-from ivr.models import Call
-from ivr.models import CallLeg
-from ivr.models import Case
-from ivr.models import CaseAssignment
-from ivr.models import CaseEvent
-from ivr.models import RegistrationEvent
 
 VN = zoneinfo.ZoneInfo("Asia/Ho_Chi_Minh")
 UTC = dt.timezone.utc
@@ -407,8 +402,7 @@ def test_cutoff_mid_month_counts_up_to_now(fixture_db):
 def test_zalo_survey_answers_of_the_month_are_reported(fixture_db):
     from sqlalchemy.orm import Session
 
-    from ivr.models import SurveyAnswer
-    from ivr.models import SurveyRecipient
+    from ivr.models import SurveyAnswer, SurveyRecipient
 
     answers = [  # (answered at, Vietnam time; the five ratings)
         (dt.datetime(2026, 9, 5, 9, 0, tzinfo=VN), (4, 5, 5, 4, None)),

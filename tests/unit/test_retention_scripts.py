@@ -13,12 +13,10 @@ import sqlalchemy as sa
 from click.testing import CliRunner
 from sqlalchemy.orm import Session
 
-from ivr.records import db
 from ivr.cli import main
+from ivr.models import Call, Case, CaseEvent
+from ivr.records import db
 from tests.paths import REPO_ROOT
-from ivr.models import Call
-from ivr.models import Case
-from ivr.models import CaseEvent
 
 VN = zoneinfo.ZoneInfo("Asia/Ho_Chi_Minh")
 

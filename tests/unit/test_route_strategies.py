@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from ivr.call.route import DialOutcome, RouteState
 from ivr.config.routing import Branch
+from ivr.testing import idle, wait_until
 
 
 def branch(strategy: str, targets=("2101", "2102", "2103")) -> Branch:
@@ -79,8 +80,6 @@ def dial_session(ari):
 
 async def until_sent(ari, request: tuple[str, str]) -> None:
     """Wait until ``ari`` has been sent ``request``; fail the test after two seconds."""
-    from ivr.testing import wait_until
-
     await wait_until(lambda: request in ari.sent, 2.0, f"{request} to be sent")
 
 
@@ -114,10 +113,8 @@ async def test_ringing_goes_out_with_the_originates_and_the_answer_is_the_legs_s
     ari = GatedAri()
     s = dial_session(ari)
     task = asyncio.create_task(dial(s, branch("ringall", ("2101", "2102"))))
-    for _ in range(1000):  # 2 endpoint look-ups (no AMI here), 2 originates, the ringback
-        if len(ari.sent) >= 5:
-            break
-        await asyncio.sleep(0.001)
+    # 2 endpoint look-ups (no AMI here), 2 originates, the ringback
+    await wait_until(lambda: len(ari.sent) >= 5, 2, "five requests")
     # All three were sent while none had been answered: sent together, not one after another.
     assert sorted(p for m, p in ari.sent if m == "POST") == ["/channels", "/channels", "/channels/c1/ring"], ari.sent
     legs = sorted(s.legs)
@@ -125,7 +122,7 @@ async def test_ringing_goes_out_with_the_originates_and_the_answer_is_the_legs_s
     ari.gate.set()
     s.queue.put_nowait({"type": "Dial", "peer": {"id": legs[1]}, "dialstatus": "RINGING"})
     s.queue.put_nowait({"type": "Dial", "peer": {"id": legs[1]}, "dialstatus": "ANSWER"})
-    await asyncio.sleep(0.01)
+    await wait_until(lambda: idle(s), 2, "the call to take the Dial events")
     assert not task.done()  # answered at the phone, not yet in the app
     s.queue.put_nowait({"type": "StasisStart", "channel": {"id": legs[1]}, "args": ["leg", "c1"]})
     outcome = await asyncio.wait_for(task, 2)
@@ -140,8 +137,8 @@ async def test_phones_already_ringing_are_cancelled_when_the_ringback_fails():
     legs that were started are hung up and logged, not left ringing for nobody."""
     import asyncio
 
-    from ivr.pbx.ari import AriError
     from ivr.call.route import dial
+    from ivr.pbx.ari import AriError
 
     class GoneCallerAri(GatedAri):
         async def request(self, method, path, **kw):
@@ -190,11 +187,8 @@ async def test_prepared_phones_ring_with_one_dial_and_their_dial_answer_is_the_a
     s.unexpected({"type": "StasisStart", "channel": {"id": leg}, "args": ["leg", "c1"]})
     assert s.spare == {leg: True}
     task = asyncio.create_task(dial(s, b, plan))
-    for _ in range(1000):
-        if ("POST", "/channels/c1/ring") in ari.sent and ("POST", f"/channels/{leg}/dial") in ari.sent:
-            break
-        await asyncio.sleep(0.001)
-    assert ("POST", f"/channels/{leg}/dial") in ari.sent and ("POST", "/channels/c1/ring") in ari.sent, ari.sent
+    await until_sent(ari, ("POST", "/channels/c1/ring"))
+    await until_sent(ari, ("POST", f"/channels/{leg}/dial"))
     assert ari.params[f"/channels/{leg}/dial"] == {"caller": "PJSIP/caller-00000001", "timeout": 20}
     assert ("POST", "/channels") not in ari.sent  # nothing originated for the first phone
     assert leg not in s.spare and leg in s.live_legs
@@ -220,15 +214,9 @@ async def test_the_next_phone_of_a_prepared_hunt_is_originated():
     (leg,) = (await plan.created).values()
     s.unexpected({"type": "StasisStart", "channel": {"id": leg}, "args": ["leg", "c1"]})  # during the announcement
     task = asyncio.create_task(dial(s, b, plan))
-    for _ in range(1000):
-        if ("POST", f"/channels/{leg}/dial") in ari.sent:
-            break
-        await asyncio.sleep(0.001)
+    await until_sent(ari, ("POST", f"/channels/{leg}/dial"))
     s.queue.put_nowait({"type": "Dial", "peer": {"id": leg}, "dialstatus": "BUSY"})
-    for _ in range(1000):
-        if ("POST", "/channels") in ari.sent:
-            break
-        await asyncio.sleep(0.001)
+    await until_sent(ari, ("POST", "/channels"))
     second = ari.params["/channels"]["channelId"]
     assert ari.params["/channels"]["endpoint"] == "PJSIP/2102" and ari.params["/channels"]["app"] == "tongdai-3"
     s.queue.put_nowait({"type": "StasisStart", "channel": {"id": second}, "args": ["leg", "c1"]})
@@ -244,8 +232,8 @@ async def test_a_create_without_an_answer_is_hung_up_by_the_cleanup():
     too, so no channel is left in the app for good."""
     import asyncio
 
-    from ivr.pbx.ari import AriError
     from ivr.call.route import dial, prepare
+    from ivr.pbx.ari import AriError
 
     class TimeoutCreateAri(GatedAri):
         async def request(self, method, path, **kw):
@@ -262,10 +250,7 @@ async def test_a_create_without_an_answer_is_hung_up_by_the_cleanup():
     assert await asyncio.wait_for(plan.created, 2) == {}
     (maybe,) = s.spare  # kept: it may exist
     task = asyncio.create_task(dial(s, b, plan))
-    for _ in range(1000):
-        if ("POST", "/channels") in ari.sent:
-            break
-        await asyncio.sleep(0.001)
+    await until_sent(ari, ("POST", "/channels"))
     second = ari.params["/channels"]["channelId"]
     assert second != maybe and ari.params["/channels"]["endpoint"] == "PJSIP/2101"
     # The channel of the timed-out create shows up after all: swallowed, not an illegal event.
@@ -299,7 +284,7 @@ async def test_a_call_cancelled_while_its_legs_are_being_created_still_hangs_the
     b = branch("hunt", ("2101",))
     plan = prepare(s, b)
     task = asyncio.create_task(dial(s, b, plan))
-    await asyncio.sleep(0.01)
+    await until_sent(ari, ("POST", "/channels/create"))  # held at the gate; dial() waits for it
     task.cancel()
     await asyncio.gather(task, return_exceptions=True)
     assert not plan.created.done()  # the create goes on
@@ -315,8 +300,8 @@ async def test_a_leg_given_up_on_that_enters_the_app_later_is_hung_up():
     enters the app after we are done with it: it is hung up, not left in the app."""
     import asyncio
 
-    from ivr.pbx.ari import AriError
     from ivr.call.route import dial
+    from ivr.pbx.ari import AriError
 
     class LostOriginateAri(GatedAri):
         async def request(self, method, path, **kw):
@@ -353,16 +338,10 @@ async def test_ringback_starts_before_waiting_for_a_created_leg_that_is_late():
     plan = prepare(s, b)
     (leg,) = (await plan.created).values()
     task = asyncio.create_task(dial(s, b, plan))
-    for _ in range(1000):
-        if ("POST", "/channels/c1/ring") in ari.sent:
-            break
-        await asyncio.sleep(0.001)
-    assert ("POST", "/channels/c1/ring") in ari.sent and ("POST", f"/channels/{leg}/dial") not in ari.sent
+    await until_sent(ari, ("POST", "/channels/c1/ring"))
+    assert ("POST", f"/channels/{leg}/dial") not in ari.sent
     s.queue.put_nowait({"type": "StasisStart", "channel": {"id": leg}, "args": ["leg", "c1"]})
-    for _ in range(1000):
-        if ("POST", f"/channels/{leg}/dial") in ari.sent:
-            break
-        await asyncio.sleep(0.001)
+    await until_sent(ari, ("POST", f"/channels/{leg}/dial"))
     assert ari.sent.count(("POST", "/channels/c1/ring")) == 1
     s.queue.put_nowait({"type": "Dial", "peer": {"id": leg}, "dialstatus": "ANSWER"})
     outcome = await asyncio.wait_for(task, 2)
@@ -429,7 +408,7 @@ async def test_the_cleanup_does_not_wait_for_a_leg_that_never_enters():
 
     ari = GatedAri()
     s, _, plan, (leg,) = await prepared(ari)
-    await asyncio.sleep(0.01)  # the join is waiting for the leg's StasisStart
+    await wait_until(lambda: leg in s._entering, 2, "the join to wait for the leg's StasisStart")
     s.caller_gone = True
     await asyncio.wait_for(s.cleanup(), 1)  # well under the join's 5 s
     assert plan.joined[leg].result() is False
@@ -439,14 +418,13 @@ async def test_the_cleanup_does_not_wait_for_a_leg_that_never_enters():
 async def test_phones_rung_together_do_not_wait_in_the_calls_bridge():
     """Ringall: the legs ring from Asterisk's dial bridge, not the call's (two desks answering at
     once must not hear each other), and the one that answers joins with the caller."""
-    import asyncio
 
     ari = GatedAri()
     s, _, plan, legs = await prepared(ari, "ringall", ("2101", "2102"))
     assert len(legs) == 2 and plan.joined == {}
     for leg in legs:
         entered(s, leg)
-    await asyncio.sleep(0.01)
+    await wait_until(lambda: not s.in_flight, 2, "the call's background requests to end")
     assert not any(p.endswith("/addChannel") for _, p in ari.sent)
 
 

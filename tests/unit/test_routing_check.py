@@ -10,8 +10,8 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
-from ivr.config import routing as rt
 from ivr.cli import main
+from ivr.config import routing as rt
 from tests.paths import REPO_ROOT
 
 ROUTING = REPO_ROOT / "routing.yaml"

@@ -13,14 +13,14 @@ from click.testing import CliRunner
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import async_sessionmaker
 
-from ivr.records import cases as cm
-from ivr.records import db
-from ivr.config import routing as rt
 from ivr.cli import main
-from tests.paths import REPO_ROOT
-from ivr.zalo.service import build
+from ivr.config import routing as rt
 from ivr.models.cases import CaseEvent
 from ivr.models.zalo import OutboxItem
+from ivr.records import cases as cm
+from ivr.records import db
+from ivr.zalo.service import build
+from tests.paths import REPO_ROOT
 
 from .zalo_fake import Clock, FakeZalo, env
 

@@ -13,16 +13,17 @@ from click.testing import CliRunner
 from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import async_sessionmaker
 
-from ivr.records import db
-from ivr.config import routing as rt
 from ivr.cli import main
-from tests.paths import REPO_ROOT
-from ivr.zalo.service import ZaloService, build
-from ivr.zalo.surveys import Surveys, normalize_phone, parse_answer
-from ivr.zalo.webhook import PATH
+from ivr.config import routing as rt
 from ivr.models.calls import Call
 from ivr.models.cases import Case
 from ivr.models.zalo import SurveyAnswer, SurveyRecipient, ZaloUser
+from ivr.records import db
+from ivr.testing import wait_until
+from ivr.zalo.service import ZaloService, build
+from ivr.zalo.surveys import Surveys, normalize_phone, parse_answer
+from ivr.zalo.webhook import PATH
+from tests.paths import REPO_ROOT
 
 from .zalo_fake import APP_ID, OA_ID, Clock, FakeZalo, env, ms, post_event, text_event
 
@@ -151,12 +152,12 @@ async def test_follower_answers_on_the_oa_and_the_report_shows_it_beside_phone_s
                   "timestamp": ms(now - dt.timedelta(seconds=1))}
         for body in (follow, info):
             assert (await post_event(url, body))[0] == 200
-        for _ in range(200):  # until both events are processed
+        async def follower():
             async with w.sm() as s:
                 fan = await s.get(ZaloUser, "fan-1")
-            if fan is not None and fan.following and fan.phone:
-                break
-            await asyncio.sleep(0.05)
+            return fan if fan is not None and fan.following and fan.phone else None
+
+        fan = await wait_until(follower, 10, "both events to be processed")
         assert fan.phone == "84912345678" and fan.name == "Nguyễn Văn An"
         r = await cli(w, "surveys", "send")  # no ZNS template: followers get an OA message, others are skipped
         assert r.exit_code == 0 and "1 tin OA" in r.output and "1 người không gửi được" in r.output, r.output
@@ -166,29 +167,21 @@ async def test_follower_answers_on_the_oa_and_the_report_shows_it_beside_phone_s
         assert len(survey) == 1 and f"KS {rows[0].code}" in survey[0]["text"]
         # The answer arrives as an ordinary text message.
         assert (await post_event(url, text_event("fan-1", "KS 5 4 3 5 4 cán bộ nhiệt tình", now)))[0] == 200
-        for _ in range(100):
+        async def answer():
             async with w.sm() as s:
-                ans = (await s.execute(select(SurveyAnswer))).scalar_one_or_none()
-            if ans:
-                break
-            await asyncio.sleep(0.05)
-        assert ans is not None
+                return (await s.execute(select(SurveyAnswer))).scalar_one_or_none()
+
+        ans = await wait_until(answer, 10, "the survey answer")
         assert (ans.q_access, ans.q_procedure, ans.q_official, ans.q_result, ans.q_complaints) == (5, 4, 3, 5, 4)
         assert ans.comment == "cán bộ nhiệt tình" and ans.office == "Trung tâm Hành chính công tỉnh"
         async with w.sm() as s:
             assert (await s.execute(select(func.count()).select_from(Case))).scalar_one() == 0  # not a complaint
-        for _ in range(200):
-            if any("Cảm ơn" in m["text"] and rows[0].code in m["text"] for m in w.fake.sent):
-                break
-            await asyncio.sleep(0.05)
-        assert any("Cảm ơn" in m["text"] and rows[0].code in m["text"] for m in w.fake.sent)
+        await wait_until(lambda: any("Cảm ơn" in m["text"] and rows[0].code in m["text"] for m in w.fake.sent), 10,
+                         "the thanks for the answer")
         # A second answer to the same survey is not stored twice.
         assert (await post_event(url, text_event("fan-1", f"KS {rows[0].code} 1 1 1 1 1", now)))[0] == 200
-        for _ in range(200):  # until the second answer is processed (an "already answered" reply)
-            if any("đã được trả lời" in m["text"] for m in w.fake.sent):
-                break
-            await asyncio.sleep(0.05)
-        assert any("đã được trả lời" in m["text"] for m in w.fake.sent)
+        await wait_until(lambda: any("đã được trả lời" in m["text"] for m in w.fake.sent), 10,
+                         "the second answer to be processed (an 'already answered' reply)")
         async with w.sm() as s:
             assert (await s.execute(select(func.count()).select_from(SurveyAnswer))).scalar_one() == 1
     finally:

@@ -60,7 +60,7 @@ class FakeZalo:
         return self.access, refresh
 
     # -- server
-    async def start(self) -> "FakeZalo":
+    async def start(self) -> FakeZalo:
         app = web.Application()
         app.router.add_post("/v3.0/oa/message/cs", self.cs)
         app.router.add_post("/message/template", self.template)
