@@ -59,7 +59,7 @@ def fill(settings):
             ("a4", t(11, 1, 0, 5), b4, "0909000004", None),  # November
             ("a5", t(9, 30, 23, 59), b1, "0909000005", 4),  # September
         ]
-        for i, (cid, start, b, caller, score) in enumerate(rows):
+        for cid, start, b, caller, score in rows:
             s.add(Call(id=cid, caller=caller, hotline="1022", started_at=start, answered_at=start + dt.timedelta(seconds=12),
                        ended_at=start + dt.timedelta(seconds=100.5), branch_digit=b.digit, branch_name=b.name,
                        agency_code=b.agency, agency_name=ROUTING.agencies[b.agency].name, answered_by=b.targets[0],

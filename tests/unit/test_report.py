@@ -250,7 +250,7 @@ def expected(cutoff: dt.datetime) -> dict:
 
     keys = ("received", "answered_on_time", "answered_late", "closed_no_answer", "overdue", "pending")
     tally: Counter = Counter()
-    for code, received, deadline, answered, closed, cat, agency, assigned, _ in CASES:
+    for _code, received, deadline, answered, closed, cat, agency, assigned, _ in CASES:
         if not (in_month(received) and received < cutoff):
             continue
         owners = assigned or [agency]
