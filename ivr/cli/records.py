@@ -15,6 +15,7 @@ import click
 
 from ivr.cli.common import fail as _fail
 from ivr.cli.common import load_routing
+from ivr.cli.common import need_database as _need_database
 from ivr.config.settings import Settings
 
 # ivr.export (SQLAlchemy, the models) is imported inside the commands that need it, so that
@@ -23,15 +24,6 @@ from ivr.config.settings import Settings
 
 def _routing(s: Settings):
     return load_routing(s.routing_path)
-
-
-def _need_database(s: Settings) -> None:
-    """An SQLite file that does not exist yet would be created empty by a read: refuse."""
-    import sqlalchemy as sa
-
-    u = sa.engine.make_url(s.database_url)
-    if u.get_backend_name() == "sqlite" and u.database and u.database != ":memory:" and not Path(u.database).exists():
-        _fail(f"chưa có cơ sở dữ liệu {u.database} (chạy `tongdai db upgrade` hoặc `make run` trước)")
 
 
 def _agency_in_log(s: Settings, code: str) -> bool:

@@ -56,7 +56,8 @@ def day_off_reason(hours: Hours, day: dt.date) -> str | None:
         return "ngày nghỉ theo routing.yaml"
     if hours.public_holidays and day in _public_holidays_vi(hours.public_holidays, day.year):
         return f"ngày lễ: {_public_holidays_vi(hours.public_holidays, day.year)[day]}"
-    return f"ngày nghỉ ({WEEKDAY_VI[day.weekday()]})"
+    weekday = WEEKDAY_VI[day.weekday()]
+    return f"cuối tuần ({weekday})" if day.weekday() >= 5 else f"ngày không làm việc ({weekday})"
 
 
 def is_working_day(hours: Hours, day: dt.date) -> bool:
