@@ -838,5 +838,5 @@ def shift_rows(batch: list, routing: Routing, now: dt.datetime) -> list[tuple]:
         district = district_of(routing, desk)
         out.append((sid, day.isoformat(), starts, ends, desk, desk_name(routing, desk), district,
                     district_name(routing, district), phone, name, unit, cin, cout, served_minutes(i_, o_),
-                    shift_state(s_, e_, i_, o_, now, tz), cal.day_off_reason(routing.hours, day)))
+                    str(shift_state(s_, e_, i_, o_, now, tz)), cal.day_off_reason(routing.hours, day)))
     return out
