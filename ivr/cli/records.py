@@ -104,9 +104,10 @@ def report_group() -> None:
 
 @report_group.command("monthly")
 @click.option("--month", required=True, metavar="YYYY-MM", help="Tháng báo cáo, ví dụ 2026-10.")
-@click.option("--out", required=True, type=click.Path(path_type=Path), help="Tệp .html hoặc .pdf.")
+@click.option("--out", required=True, type=click.Path(path_type=Path),
+              help="Tệp .html, .pdf, hoặc .json (mọi số liệu, cho hệ thống khác).")
 def report_monthly(month: str, out: Path) -> None:
-    """Báo cáo tháng gửi UBND tỉnh (HTML hoặc PDF, biểu đồ nhúng sẵn)."""
+    """Báo cáo tháng gửi UBND tỉnh (HTML hoặc PDF, biểu đồ nhúng sẵn; JSON: số liệu)."""
     from ivr.records import db as db_mod
     from ivr.records import report as rp
 

@@ -687,7 +687,8 @@ async def month_summary(conn: AsyncConnection, routing: Routing, start: dt.datet
                         cutoff: dt.datetime) -> dict:
     """The figures of a period (the monthly report's section), as plain data, as of ``cutoff``.
 
-    - ``enrolled``: volunteers on the roster at the cut-off; ``volunteers``: those who served
+    - ``enrolled``: volunteers on the roster at the cut-off (or with a shift or an assist in the
+      period, if the roster was imported later); ``volunteers``: those who served
       (checked in to a shift of the period); ``days``: volunteer-days served;
     - shifts of the period (by planned start, up to the cut-off): ``shifts_planned``, ``shifts``
       served (checked in),
@@ -700,8 +701,9 @@ async def month_summary(conn: AsyncConnection, routing: Routing, start: dt.datet
     """
     tz = routing.hotline.timezone
     zone = zoneinfo.ZoneInfo(tz)
-    enrolled = (await conn.execute(sa.select(sa.func.count()).select_from(Volunteer)
-                                   .where(Volunteer.enrolled_at < cutoff))).scalar_one()
+    # On the roster at the cut-off; a roster imported after the month for shifts entered late
+    # still counts those who had a shift or an assist in it.
+    enrolled_ids = set((await conn.execute(sa.select(Volunteer.id).where(Volunteer.enrolled_at < cutoff))).scalars())
     served_by: set[int] = set()
     days: set[tuple[int, dt.date]] = set()
     n = Counter()
@@ -713,6 +715,7 @@ async def month_summary(conn: AsyncConnection, routing: Routing, start: dt.datet
             .where(VolunteerShift.starts_at >= start, VolunteerShift.starts_at < end, VolunteerShift.starts_at < cutoff))
     async for vid, desk, starts, ends, cin, cout in await conn.stream(stmt.execution_options(yield_per=2000)):
         starts, ends, cin, cout = as_utc(starts), as_utc(ends), as_utc(cin), as_utc(cout)
+        enrolled_ids.add(vid)
         key = district_of(routing, desk)
         n["shifts_planned"] += 1
         if cal.day_off_reason(routing.hours, starts.astimezone(zone).date()):
@@ -733,10 +736,11 @@ async def month_summary(conn: AsyncConnection, routing: Routing, start: dt.datet
             n["minutes"] += minutes
             d[key, "minutes"] += minutes
     by_kind = dict.fromkeys(AssistKind.values(), 0)
-    stmt = (sa.select(VolunteerAssist.kind, VolunteerAssist.desk_code, sa.func.count())
+    stmt = (sa.select(VolunteerAssist.kind, VolunteerAssist.desk_code, VolunteerAssist.volunteer_id, sa.func.count())
             .where(VolunteerAssist.at >= start, VolunteerAssist.at < end, VolunteerAssist.at < cutoff)
-            .group_by(VolunteerAssist.kind, VolunteerAssist.desk_code))
-    for kind, desk, count in (await conn.execute(stmt)).all():
+            .group_by(VolunteerAssist.kind, VolunteerAssist.desk_code, VolunteerAssist.volunteer_id))
+    for kind, desk, vid, count in (await conn.execute(stmt)).all():
+        enrolled_ids.add(vid)
         by_kind[kind] = by_kind.get(kind, 0) + count
         n["assists"] += count
         d[district_of(routing, desk), "assists"] += count
@@ -746,7 +750,7 @@ async def month_summary(conn: AsyncConnection, routing: Routing, start: dt.datet
                       "minutes": d[k, "minutes"], "hours": round(d[k, "minutes"] / 60, 2), "assists": d[k, "assists"]}
                      for k in keys]
     return {
-        "enrolled": enrolled,
+        "enrolled": len(enrolled_ids),
         "volunteers": len(served_by),
         "days": len(days),
         "shifts_planned": n["shifts_planned"],
