@@ -100,7 +100,7 @@ def vol_list(desk: str | None) -> None:
     """Danh sách đoàn viên theo bộ phận một cửa."""
 
     async def go(v, r, _):
-        rows = await v.list(desk=desk)
+        rows = await v.list_volunteers(desk=desk)
         current = None
         for x in rows:
             if x.desk_code != current:
@@ -109,7 +109,7 @@ def vol_list(desk: str | None) -> None:
             click.echo(f"  {x.phone:<12} {x.name:<30} {x.unit}")
         click.echo(f"{len(rows)} đoàn viên.")
 
-    _run(go)
+    _run(go, parse=lambda vm, r: desk and vm.check_desk(r, desk))
 
 
 @volunteers.group("shift")

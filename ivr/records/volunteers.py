@@ -69,8 +69,10 @@ def utcnow() -> dt.datetime:
 
 def as_utc(v: Any) -> dt.datetime | None:
     """An aware UTC datetime from what a query gives back (SQLite's text or a datetime)."""
-    if v is None:
-        return None
+    return None if v is None else utc(v)
+
+
+def utc(v: str | dt.datetime) -> dt.datetime:
     if isinstance(v, str):
         v = dt.datetime.fromisoformat(v)
     return v.replace(tzinfo=dt.timezone.utc) if v.tzinfo is None else v.astimezone(dt.timezone.utc)
@@ -421,7 +423,8 @@ class Volunteers:
             phones = [r.phone for r in rows]
             for i in range(0, len(phones), 500):  # bounded IN lists, whatever the roster's size
                 q = sa.select(Volunteer).where(Volunteer.phone.in_(phones[i:i + 500]))
-                known.update((v.phone, v) for v in (await s.execute(q)).scalars())
+                found: list[Volunteer] = list((await s.execute(q)).scalars())
+                known.update((x.phone, x) for x in found)
             for r in rows:
                 v = known.get(r.phone)
                 if v is None:
@@ -437,7 +440,7 @@ class Volunteers:
     def _info(self, v: Volunteer) -> VolunteerInfo:
         return VolunteerInfo(v.id, v.phone, v.name, v.desk_code, desk_name(self.routing, v.desk_code), v.unit, v.enrolled_at)
 
-    async def list(self, *, desk: str | None = None) -> list[VolunteerInfo]:
+    async def list_volunteers(self, *, desk: str | None = None) -> list[VolunteerInfo]:
         """The roster, by desk (routing.yaml's order) and name."""
         if desk is not None:
             check_desk(self.routing, desk)
@@ -445,7 +448,7 @@ class Volunteers:
         if desk is not None:
             q = q.where(Volunteer.desk_code == desk)
         async with self._sm() as s:
-            found = list((await s.execute(q)).scalars())
+            found: list[Volunteer] = list((await s.execute(q)).scalars())
         order = {c: i for i, c in enumerate(self.routing.agencies)}
         found.sort(key=lambda v: (order.get(v.desk_code, len(order)), v.desk_code, v.name, v.phone))
         return [self._info(v) for v in found]
@@ -514,7 +517,7 @@ class Volunteers:
                                    .where(VolunteerShift.id == shift_id))).first()
             if row is None:
                 raise VolunteerError(f"không có ca #{shift_id}")
-            sh, v = row
+            sh, v = row[0], row[1]
             if sh.checkin_at is not None:
                 raise VolunteerError(f"{self._span(sh)} đã có giờ vào: không huỷ được")
             info = self._shift(sh, v, now)
@@ -533,7 +536,8 @@ class Volunteers:
         if desk is not None:
             q = q.where(VolunteerShift.desk_code == desk)
         async with self._sm() as s:
-            found = [self._shift(sh, v, now) for sh, v in (await s.execute(q)).all()]
+            pairs: Any = (await s.execute(q)).all()
+            found = [self._shift(sh, v, now) for sh, v in pairs]
         order = {c: i for i, c in enumerate(self.routing.agencies)}
         found.sort(key=lambda x: (order.get(x.desk_code, len(order)), x.desk_code, x.starts_at, x.name, x.id))
         return found
@@ -569,7 +573,7 @@ class Volunteers:
                 if sh.checkin_at is not None:
                     raise VolunteerError(f"{self._span(sh)}: đã vào lúc {sh.checkin_at.astimezone(zone):%H:%M}")
             else:
-                today = list((await s.execute(
+                today: list[VolunteerShift] = list((await s.execute(
                     q.where(VolunteerShift.starts_at >= day_start, VolunteerShift.starts_at < day_end)
                     .order_by(VolunteerShift.starts_at))).scalars())
                 if not today:
@@ -672,8 +676,9 @@ class Volunteers:
             q = q.where(VolunteerAssist.desk_code == check_desk(self.routing, desk))
         q = q.order_by(VolunteerAssist.at.desc(), VolunteerAssist.id.desc()).limit(limit)
         async with self._sm() as s:
+            pairs: Any = (await s.execute(q)).all()
             return [AssistInfo(a.id, v.phone, v.name, a.desk_code, desk_name(self.routing, a.desk_code), a.at, a.kind,
-                               a.procedure, a.case_code, a.shift_id) for a, v in (await s.execute(q)).all()]
+                               a.procedure, a.case_code, a.shift_id) for a, v in pairs]
 
     # ------------------------------------------------------------------ figures
 
@@ -706,15 +711,16 @@ async def month_summary(conn: AsyncConnection, routing: Routing, start: dt.datet
     enrolled_ids = set((await conn.execute(sa.select(Volunteer.id).where(Volunteer.enrolled_at < cutoff))).scalars())
     served_by: set[int] = set()
     days: set[tuple[int, dt.date]] = set()
-    n = Counter()
+    n: Counter[str] = Counter()
     d_vol: dict[str, set[int]] = defaultdict(set)
     d: Counter = Counter()
     served_desks: set[str] = set()
     stmt = (sa.select(VolunteerShift.volunteer_id, VolunteerShift.desk_code, VolunteerShift.starts_at, VolunteerShift.ends_at,
                       VolunteerShift.checkin_at, VolunteerShift.checkout_at)
             .where(VolunteerShift.starts_at >= start, VolunteerShift.starts_at < end, VolunteerShift.starts_at < cutoff))
-    async for vid, desk, starts, ends, cin, cout in await conn.stream(stmt.execution_options(yield_per=2000)):
-        starts, ends, cin, cout = as_utc(starts), as_utc(ends), as_utc(cin), as_utc(cout)
+    rows: Any = await conn.stream(stmt.execution_options(yield_per=2000))
+    async for vid, desk, starts_raw, ends_raw, cin_raw, cout_raw in rows:
+        starts, ends, cin, cout = utc(starts_raw), utc(ends_raw), as_utc(cin_raw), as_utc(cout_raw)
         enrolled_ids.add(vid)
         key = district_of(routing, desk)
         n["shifts_planned"] += 1
@@ -739,7 +745,8 @@ async def month_summary(conn: AsyncConnection, routing: Routing, start: dt.datet
     stmt = (sa.select(VolunteerAssist.kind, VolunteerAssist.desk_code, VolunteerAssist.volunteer_id, sa.func.count())
             .where(VolunteerAssist.at >= start, VolunteerAssist.at < end, VolunteerAssist.at < cutoff)
             .group_by(VolunteerAssist.kind, VolunteerAssist.desk_code, VolunteerAssist.volunteer_id))
-    for kind, desk, vid, count in (await conn.execute(stmt)).all():
+    grouped: Any = (await conn.execute(stmt)).all()
+    for kind, desk, vid, count in grouped:
         enrolled_ids.add(vid)
         by_kind[kind] = by_kind.get(kind, 0) + count
         n["assists"] += count
@@ -837,7 +844,7 @@ def shift_rows(batch: list, routing: Routing, now: dt.datetime) -> list[tuple]:
     zone = zoneinfo.ZoneInfo(tz)
     out = []
     for sid, starts, ends, desk, phone, name, unit, cin, cout in batch:
-        s_, e_, i_, o_ = as_utc(starts), as_utc(ends), as_utc(cin), as_utc(cout)
+        s_, e_, i_, o_ = utc(starts), utc(ends), as_utc(cin), as_utc(cout)
         day = s_.astimezone(zone).date()
         district = district_of(routing, desk)
         out.append((sid, day.isoformat(), starts, ends, desk, desk_name(routing, desk), district,
