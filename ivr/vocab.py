@@ -87,6 +87,35 @@ class Channel(Vocabulary):
     WEB = "web", "trang web"
 
 
+class DeskKind(Vocabulary):
+    """Kinds of agency (routing.yaml ``kind``) that run a one-stop desk (bộ phận tiếp nhận và trả
+    kết quả), where Youth Union volunteers serve."""
+
+    CENTER = "center", "Trung tâm Phục vụ hành chính công"
+    DISTRICT = "district", "bộ phận một cửa cấp huyện"
+    COMMUNE = "commune", "bộ phận một cửa cấp xã"
+
+
+class AssistKind(Vocabulary):
+    """What a volunteer helped one person with (one assist = one person helped)."""
+
+    GUIDANCE = "guidance", "hướng dẫn thủ tục"
+    FORM_FILLING = "form_filling", "hỗ trợ kê khai hồ sơ"
+    ONLINE_SUBMISSION = "online_submission", "hỗ trợ nộp hồ sơ trực tuyến"
+    VNEID = "vneid", "hỗ trợ VNeID"
+    OTHER = "other", "hỗ trợ khác"
+
+
+class ShiftState(Vocabulary):
+    """Where a volunteer's shift stands; derived from the plan, check-in, check-out and the time."""
+
+    PLANNED = "planned", "đã lên lịch"
+    ON_DUTY = "on_duty", "đang trực"
+    SERVED = "served", "đã trực"
+    NO_CHECKOUT = "no_checkout", "thiếu giờ ra"
+    ABSENT = "absent", "không đến"
+
+
 @dataclass(frozen=True)
 class MenuAction:
     """Where the menu (or a branch nobody answered) sends the caller: ``branch:<digit>``,

@@ -1,4 +1,5 @@
-"""The database models (SQLAlchemy 2, typed): the call log, cases, desk phones, Zalo and surveys.
+"""The database models (SQLAlchemy 2, typed): the call log, cases, desk phones, Zalo and surveys,
+the Youth Union volunteers.
 
 Times are stored in UTC (see :class:`UTCDateTime`) and shown in Asia/Ho_Chi_Minh. Relationships
 are ``lazy="raise"``: every query says what it loads.
@@ -48,4 +49,5 @@ class Base(DeclarativeBase):
 from ivr.models.calls import Call, CallEvent, CallLeg  # noqa: E402,F401
 from ivr.models.cases import Case, CaseAssignment, CaseEvent  # noqa: E402,F401
 from ivr.models.presence import RegistrationEvent  # noqa: E402,F401
+from ivr.models.volunteers import Volunteer, VolunteerAssist, VolunteerShift  # noqa: E402,F401
 from ivr.models.zalo import OutboxItem, SurveyAnswer, SurveyRecipient, ZaloEvent, ZaloUser  # noqa: E402,F401

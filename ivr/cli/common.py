@@ -30,6 +30,15 @@ def load_routing(path: Path) -> rt.Routing:
         sys.exit(1)
 
 
+def need_database(s: Settings) -> None:
+    """An SQLite file that does not exist yet would be created empty by a read: refuse."""
+    import sqlalchemy as sa
+
+    u = sa.engine.make_url(s.database_url)
+    if u.get_backend_name() == "sqlite" and u.database and u.database != ":memory:" and not Path(u.database).exists():
+        fail(f"chưa có cơ sở dữ liệu {u.database} (chạy `tongdai db upgrade` hoặc `make run` trước)")
+
+
 def fail(message: str, code: int = 1) -> None:
     """One line for the operator: exit 1 for a runtime problem, 2 for bad arguments."""
     click.echo(f"lỗi: {message}", err=True)

@@ -1,6 +1,6 @@
-"""CLI of the exports, the monthly report and recordings retention .
+"""CLI of the exports, the monthly report and recordings retention.
 
-``tongdai export calls|cases|surveys …``, ``tongdai report monthly …``,
+``tongdai export calls|cases|surveys|assists|shifts …``, ``tongdai report monthly …``,
 ``tongdai recordings prune …``. Messages for staff are Vietnamese; bad arguments exit 2 and
 write nothing.
 """
@@ -15,6 +15,7 @@ import click
 
 from ivr.cli.common import fail as _fail
 from ivr.cli.common import load_routing
+from ivr.cli.common import need_database as _need_database
 from ivr.config.settings import Settings
 
 # ivr.export (SQLAlchemy, the models) is imported inside the commands that need it, so that
@@ -25,22 +26,15 @@ def _routing(s: Settings):
     return load_routing(s.routing_path)
 
 
-def _need_database(s: Settings) -> None:
-    """An SQLite file that does not exist yet would be created empty by a read: refuse."""
+def _agency_in_log(s: Settings, code: str, table: str) -> bool:
     import sqlalchemy as sa
 
-    u = sa.engine.make_url(s.database_url)
-    if u.get_backend_name() == "sqlite" and u.database and u.database != ":memory:" and not Path(u.database).exists():
-        _fail(f"chưa có cơ sở dữ liệu {u.database} (chạy `tongdai db upgrade` hoặc `make run` trước)")
-
-
-def _agency_in_log(s: Settings, code: str) -> bool:
-    import sqlalchemy as sa
-
-    from ivr.models import Call, Case, CaseAssignment
+    from ivr.models import Call, Case, CaseAssignment, VolunteerAssist, VolunteerShift
     from ivr.records import export as ex
 
-    for col in (Call.agency_code, Case.agency_code, CaseAssignment.agency_code):
+    cols = ((VolunteerAssist.desk_code, VolunteerShift.desk_code) if table in ex.VOLUNTEER_TABLES
+            else (Call.agency_code, Case.agency_code, CaseAssignment.agency_code))
+    for col in cols:
         stmt = sa.select(sa.literal(1)).where(col == code).limit(1)
         for part in ex.iter_batches(s, stmt):
             if part:
@@ -49,17 +43,18 @@ def _agency_in_log(s: Settings, code: str) -> bool:
 
 
 @click.command("export")
-@click.argument("table", metavar="calls|cases|surveys")
+@click.argument("table", metavar="calls|cases|surveys|assists|shifts")
 @click.option("--from", "date_from", metavar="NGÀY", help="Từ ngày (YYYY-MM-DD hoặc DD/MM/YYYY), giờ Việt Nam.")
 @click.option("--to", "date_to", metavar="NGÀY", help="Đến hết ngày này.")
 @click.option("--branch", metavar="D", help="Chỉ một nhánh (phím 1–8).")
-@click.option("--agency", metavar="MÃ", help="Chỉ một cơ quan (mã trong routing.yaml hoặc trong nhật ký).")
+@click.option("--agency", metavar="MÃ", help="Chỉ một cơ quan (mã trong routing.yaml hoặc trong nhật ký); "
+              "assists, shifts: một bộ phận một cửa, hoặc một huyện với các xã của nó.")
 @click.option("--format", "fmt", default="csv", show_default=True, metavar="csv|xlsx|jsonl", help="Định dạng.")
 @click.option("--out", type=click.Path(path_type=Path), help="Tệp ghi ra (mặc định: đầu ra chuẩn).")
 @click.option("--no-bom", is_flag=True, help="CSV không có BOM UTF-8 (mặc định có, để Excel hiện đúng dấu).")
 @click.option("--home-affairs", is_flag=True, help="cases: hiện số của người phản ánh ẩn danh (Sở Nội vụ).")
 def export_cmd(table, date_from, date_to, branch, agency, fmt, out, no_bom, home_affairs) -> None:
-    """Xuất nhật ký cuộc gọi, phản ánh hoặc khảo sát (CSV, XLSX, JSON Lines)."""
+    """Xuất nhật ký cuộc gọi, phản ánh, khảo sát, lượt hỗ trợ hoặc ca trực của đoàn viên (CSV, XLSX, JSON Lines)."""
     from ivr.records import export as ex
 
     s = Settings.from_env()
@@ -79,7 +74,7 @@ def export_cmd(table, date_from, date_to, branch, agency, fmt, out, no_bom, home
         _fail(str(e), 2)
     _need_database(s)
     try:
-        known = [agency] if agency and agency not in r.agencies and _agency_in_log(s, agency) else []
+        known = [agency] if agency and agency not in r.agencies and _agency_in_log(s, agency, table) else []
         q = ex.make_query(table, r, date_from=date_from, date_to=date_to, branch=branch, agency=agency,
                           known_agencies=known, home_affairs=home_affairs)
     except ex.ExportError as e:
@@ -109,9 +104,10 @@ def report_group() -> None:
 
 @report_group.command("monthly")
 @click.option("--month", required=True, metavar="YYYY-MM", help="Tháng báo cáo, ví dụ 2026-10.")
-@click.option("--out", required=True, type=click.Path(path_type=Path), help="Tệp .html hoặc .pdf.")
+@click.option("--out", required=True, type=click.Path(path_type=Path),
+              help="Tệp .html, .pdf, hoặc .json (mọi số liệu, cho hệ thống khác).")
 def report_monthly(month: str, out: Path) -> None:
-    """Báo cáo tháng gửi UBND tỉnh (HTML hoặc PDF, biểu đồ nhúng sẵn)."""
+    """Báo cáo tháng gửi UBND tỉnh (HTML hoặc PDF, biểu đồ nhúng sẵn; JSON: số liệu)."""
     from ivr.records import db as db_mod
     from ivr.records import report as rp
 

@@ -37,6 +37,29 @@ def holiday_name(hours: Hours, day: dt.date) -> str | None:
     return _public_holidays(hours.public_holidays, day.year).get(day)
 
 
+@lru_cache(maxsize=64)
+def _public_holidays_vi(country: str, year: int) -> dict[dt.date, str]:
+    try:
+        return dict(_holidays.country_holidays(country, years=year, language="vi"))
+    except (NotImplementedError, KeyError, ValueError):  # a calendar without Vietnamese names
+        return _public_holidays(country, year)
+
+
+WEEKDAY_VI = ("Thứ Hai", "Thứ Ba", "Thứ Tư", "Thứ Năm", "Thứ Sáu", "Thứ Bảy", "Chủ nhật")
+
+
+def day_off_reason(hours: Hours, day: dt.date) -> str | None:
+    """Why ``day`` is not a working day, for staff (Vietnamese); None on a working day."""
+    if is_working_day(hours, day):
+        return None
+    if day in hours.closed_days:
+        return "ngày nghỉ theo routing.yaml"
+    if hours.public_holidays and day in _public_holidays_vi(hours.public_holidays, day.year):
+        return f"ngày lễ: {_public_holidays_vi(hours.public_holidays, day.year)[day]}"
+    weekday = WEEKDAY_VI[day.weekday()]
+    return f"cuối tuần ({weekday})" if day.weekday() >= 5 else f"ngày không làm việc ({weekday})"
+
+
 def is_working_day(hours: Hours, day: dt.date) -> bool:
     if day in hours.working_days:
         return True

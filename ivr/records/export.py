@@ -1,4 +1,5 @@
-"""Exports of the call log, cases and survey answers: CSV, XLSX or JSON Lines, streamed.
+"""Exports of the call log, cases, survey answers and the youth volunteers' shifts and assists:
+CSV, XLSX or JSON Lines, streamed.
 
 Memory stays flat whatever the number of rows: rows are read in batches (``yield_per``; a
 server-side cursor on PostgreSQL) and written batch by batch; XLSX uses xlsxwriter's
@@ -40,8 +41,10 @@ import sqlalchemy as sa
 from ivr.config.routing import Routing
 from ivr.config.settings import Settings
 from ivr.models import Call, Case, CaseAssignment
+from ivr.records import volunteers as vol
 
-TABLES = ("calls", "cases", "surveys")
+TABLES = ("calls", "cases", "surveys", "assists", "shifts")
+VOLUNTEER_TABLES = ("assists", "shifts")
 FORMATS = ("csv", "xlsx", "jsonl")
 BATCH = 2000
 XLSX_MAX_ROWS = 1_048_575  # Excel's sheet limit, less the header
@@ -68,6 +71,8 @@ COLUMNS: dict[str, tuple[tuple[str, str], ...]] = {
         ("branch_name", "text"), ("agency_code", "text"), ("agency_name", "text"), ("answered_by", "text"),
         ("score", "num"),
     ),
+    "assists": vol.ASSIST_COLUMNS,
+    "shifts": vol.SHIFT_COLUMNS,
 }
 
 
@@ -88,6 +93,7 @@ class Query:
     branch: str | None = None
     agency: str | None = None
     home_affairs: bool = False  # show anonymous callers' numbers (cases)
+    desks: tuple[str, ...] | None = None  # assists, shifts: the desks of --agency (it and those under it)
 
 
 def parse_date(text: str, what: str) -> dt.date:
@@ -112,7 +118,8 @@ def make_query(table: str, routing: Routing, *, date_from: str | None = None, da
     """Check the arguments (Vietnamese errors) and turn local dates into a UTC range.
 
     ``--to`` is inclusive: the whole day. ``known_agencies``: codes found in the log (an agency
-    may have been renamed or merged away in routing.yaml since).
+    may have been renamed or merged away in routing.yaml since). For assists and shifts,
+    ``--agency`` is a desk, or a district with every desk under it.
     """
     if table not in TABLES:
         raise ExportError(f"không có bảng '{table}' (chọn một trong: {', '.join(TABLES)})")
@@ -121,6 +128,8 @@ def make_query(table: str, routing: Routing, *, date_from: str | None = None, da
     d_to = parse_date(date_to, "--to") if date_to else None
     if d_from and d_to and d_from > d_to:
         raise ExportError(f"--from {d_from:%d/%m/%Y} sau --to {d_to:%d/%m/%Y}: khoảng ngày bị ngược")
+    if branch is not None and table in VOLUNTEER_TABLES:
+        raise ExportError(f"--branch không dùng với {table} (lọc theo bộ phận một cửa: --agency MÃ)")
     if branch is not None and routing.branch(branch.strip()) is None:
         digits = ", ".join(b.digit for b in routing.branches)
         raise ExportError(f"không có nhánh '{branch}' (các nhánh: {digits})")
@@ -133,6 +142,8 @@ def make_query(table: str, routing: Routing, *, date_from: str | None = None, da
         branch=branch.strip() if branch is not None else None,
         agency=agency,
         home_affairs=home_affairs,
+        desks=(vol.desks_under(routing, agency) if agency in routing.agencies else (agency,))
+        if agency is not None and table in VOLUNTEER_TABLES else None,
     )
 
 
@@ -220,9 +231,18 @@ def cases_select(q: Query) -> sa.Select:
     return stmt.order_by(k.received_at, k.id)
 
 
+def assists_select(q: Query) -> sa.Select:
+    return vol.assists_select(q.start, q.end, q.desks, raw=_raw)
+
+
+def shifts_select(q: Query) -> sa.Select:
+    return vol.shifts_select(q.start, q.end, q.desks, raw=_raw)
+
+
 def count_select(q: Query) -> sa.Select:
     """How many rows the export will write (for the progress bar)."""
-    inner = {"calls": calls_select, "surveys": surveys_select, "cases": cases_select}[q.table](q).order_by(None)
+    inner = {"calls": calls_select, "surveys": surveys_select, "cases": cases_select, "assists": assists_select,
+             "shifts": shifts_select}[q.table](q).order_by(None)
     return sa.select(sa.func.count()).select_from(inner.subquery())
 
 
@@ -324,12 +344,24 @@ def _assignments(settings: Settings, ids: list[int]) -> dict[int, list[str]]:
     return out
 
 
-def rows(settings: Settings, q: Query, *, now: dt.datetime | None = None, as_text: bool = False) -> Iterator[Sequence]:
+def rows(settings: Settings, q: Query, *, now: dt.datetime | None = None, as_text: bool = False,
+         routing: Routing | None = None) -> Iterator[Sequence]:
     """Batches of rows in the column order of ``COLUMNS[q.table]``; times still raw.
 
     ``as_text``: calls and surveys come with every other value as text, '' for none (CSV).
+    ``routing``: names of desks and districts, the working calendar (assists, shifts).
     """
-    if q.table == "calls":
+    if q.table in VOLUNTEER_TABLES:
+        if routing is None:
+            raise ValueError(f"exporting {q.table} needs the routing")
+        now = now or dt.datetime.now(dt.timezone.utc)
+        if q.table == "assists":
+            for part in iter_batches(settings, assists_select(q)):
+                yield vol.assist_rows(part, routing)
+        else:
+            for part in iter_batches(settings, shifts_select(q)):
+                yield vol.shift_rows(part, routing, now)
+    elif q.table == "calls":
         yield from iter_batches(settings, calls_select(q, as_text=as_text))
     elif q.table == "surveys":
         yield from iter_batches(settings, surveys_select(q, as_text=as_text))
@@ -630,7 +662,7 @@ def export(settings: Settings, routing: Routing, q: Query, fmt: str, out: Path |
                       else JsonlWriter(stream, columns, tz))
         n = 0
         try:
-            for batch in rows(settings, q, now=now, as_text=fmt == "csv"):
+            for batch in rows(settings, q, now=now, as_text=fmt == "csv", routing=routing):
                 writer.write(batch)
                 n += len(batch)
                 if progress:

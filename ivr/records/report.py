@@ -2,8 +2,8 @@
 
 ``build()`` computes every figure of one calendar month (local time) from the database into a
 :class:`Report`; ``render_html()`` turns it into one self-contained Vietnamese HTML page (inline
-CSS, charts as inline SVG, no external resource); ``write()`` saves it as HTML or, through
-WeasyPrint, as PDF.
+CSS, charts as inline SVG, no external resource); ``write()`` saves it as HTML, as PDF through
+WeasyPrint, or as JSON (``to_json()``: every figure, for other systems).
 
 Every figure shown is wrapped as ``<span data-k="KEY" data-v="RAW">shown</span>`` (chart bars as
 ``<rect data-k=… data-v=…>``) so that tests can check each one against values they compute
@@ -23,6 +23,8 @@ Definitions (also printed in the report):
   current month): answered on time / late (``answered_at`` against ``deadline_at``), closed
   without an answer, overdue (deadline passed, neither answered nor closed), pending. A case
   counts for each agency it was assigned to, or for the branch's agency when not assigned.
+- "Đoàn thanh niên chung tay CCHC": :func:`ivr.records.volunteers.month_summary` (shifts by
+  planned start, hours from check-in to check-out, assists by kind and by the desk's district).
 """
 
 from __future__ import annotations
@@ -30,6 +32,7 @@ from __future__ import annotations
 import asyncio
 import datetime as dt
 import html
+import json
 import math
 import os
 import tempfile
@@ -47,8 +50,9 @@ from ivr.config import hours as cal
 from ivr.config.routing import Routing
 from ivr.models import Call, CallLeg, Case, CaseAssignment, CaseEvent, RegistrationEvent
 from ivr.models.presence import UP_STATUSES
+from ivr.records import volunteers as vol
 from ivr.records.export import publish
-from ivr.vocab import Category, Disposition
+from ivr.vocab import AssistKind, Category, Disposition
 
 STATE_VI = {
     "answering": "khi tổng đài nhấc máy", "greeting": "khi nghe lời chào", "menu": "khi chọn nhánh (menu)",
@@ -136,6 +140,7 @@ class Report:
     case_agencies: list[tuple[str, str]] = field(default_factory=list)
     inspection: list[dict] = field(default_factory=list)
     zalo: dict | None = None
+    volunteers: dict | None = None  # vol.month_summary(); its figures are in ``figures`` when there is activity
 
     def __getitem__(self, key: str) -> Any:
         return self.figures[key]
@@ -438,6 +443,23 @@ async def zalo_survey_rows(conn: AsyncConnection, m: Month) -> list[tuple[int | 
     return [tuple(row) for row in (await conn.execute(q)).all()]
 
 
+VOLUNTEER_COUNTS = ("enrolled", "volunteers", "days", "shifts_planned", "shifts", "absent", "no_checkout",
+                    "shifts_day_off", "assists")
+
+
+def _volunteer_figures(f: dict[str, Any], v: dict) -> None:
+    for k in VOLUNTEER_COUNTS:
+        f[f"vol.{k}"] = v[k]
+    f["vol.served_s"] = float(v["minutes"] * 60)
+    for kind, count in v["by_kind"].items():
+        f[f"vol.kind.{kind}"] = count
+    for d in v["districts"]:
+        for k in ("volunteers", "shifts", "assists"):
+            f[f"vol.district.{d['code']}.{k}"] = d[k]
+        f[f"vol.district.{d['code']}.served_s"] = float(d["minutes"] * 60)
+    f["vol.desks_without"] = len(v["desks_without"])
+
+
 async def build(engine: AsyncEngine, routing: Routing, month: Month, *, now: dt.datetime | None = None) -> Report:
     """Compute every figure of ``month``; the cut-off is the month's end, or ``now`` if earlier."""
     now = now or dt.datetime.now(dt.timezone.utc)
@@ -449,6 +471,9 @@ async def build(engine: AsyncEngine, routing: Routing, month: Month, *, now: dt.
         await _desks(conn, r, routing, agency_calls)
         await _cases(conn, r, routing)
         answers = await zalo_survey_rows(conn, month)
+        r.volunteers = await vol.month_summary(conn, routing, month.start, month.end, r.cutoff)
+    if vol.has_activity(r.volunteers):
+        _volunteer_figures(r.figures, r.volunteers)
     if answers:
         ratings = [v for row in answers for v in row if v is not None]
         r.zalo = {"count": len(answers), "avg": _mean(sum(ratings), len(ratings)),
@@ -495,7 +520,7 @@ def shown(key: str, value: Any) -> str:
         return fmt_pct(value)
     if last in ("avg", "p95", "wait_avg", "wait_p95"):
         return fmt_dec(value)
-    if last == "down_s":
+    if last in ("down_s", "served_s"):
         return fmt_duration(value)
     return fmt_int(value)
 
@@ -583,8 +608,16 @@ def render_html(r: Report, routing: Routing) -> str:
         (f"survey.{d}.avg", f"{d}. {name}", f[f"survey.{d}.avg"] or 0, fmt_dec(f[f"survey.{d}.avg"]))
         for d, name in r.branches
     ], colour="#3c9a5f", title="Điểm hài lòng trung bình theo nhánh")
+    kinds = AssistKind.labels()
+    volunteer_chart = svg_bars([
+        (f"vol.kind.{k}", label, f[f"vol.kind.{k}"], fmt_int(f[f"vol.kind.{k}"])) for k, label in kinds.items()
+    ], colour="#c0392b", title="Lượt hỗ trợ theo nội dung") if "vol.enrolled" in f else ""
+    desks_without: dict[str, list[str]] = {}
+    for d in (r.volunteers or {}).get("desks_without", []):
+        desks_without.setdefault(vol.district_name(routing, d["district"]), []).append(d["name"])
     return env.get_template("report_monthly.html.j2").render(
         r=r, f=f, n=n, routing=routing, day_chart=day_chart, branch_chart=branch_chart, survey_chart=survey_chart,
+        volunteer_chart=volunteer_chart, ASSIST_KIND_VI=kinds, desks_without=desks_without,
         STATE_VI=STATE_VI, DISPOSITION_VI=DISPOSITION_VI, CATEGORY_VI=CATEGORY_VI, CASE_STATES=CASE_STATES,
         local=lambda t: t.astimezone(tz).strftime("%d/%m/%Y %H:%M"), fmt_int=fmt_int,
         agency_name={c: name for c, name in r.agencies} | {c: a.name for c, a in routing.agencies.items()},
@@ -603,28 +636,59 @@ def write_pdf(html_text: str, path: Path) -> None:
 
 
 def check_out(out: Path) -> str:
-    """``html`` or ``pdf`` from the file name; Vietnamese error otherwise."""
+    """``html``, ``pdf`` or ``json`` from the file name; Vietnamese error otherwise."""
     kind = out.suffix.lower().lstrip(".")
     if kind in ("htm", "html"):
         return "html"
-    if kind == "pdf":
-        return "pdf"
-    raise ReportError(f"--out {out}: chỉ hỗ trợ tệp .html hoặc .pdf")
+    if kind in ("pdf", "json"):
+        return kind
+    raise ReportError(f"--out {out}: chỉ hỗ trợ tệp .json, .html hoặc .pdf")
+
+
+def _iso(t: dt.datetime | None, tz: zoneinfo.ZoneInfo) -> str | None:
+    return t.astimezone(tz).isoformat(timespec="seconds") if t else None
+
+
+def to_json(r: Report) -> dict:
+    """Every figure of the report as plain JSON data.
+
+    ``figures``: every figure under the same key as in the HTML page (``data-k``); the lists
+    name what the keys refer to. ``volunteers``: the youth volunteers' section as an object
+    (zeros when nobody is enrolled), hours also in whole ``minutes``.
+    """
+    tz = r.month.zone
+    return {
+        "month": f"{r.month.year:04d}-{r.month.month:02d}",
+        "timezone": r.month.tz,
+        "cutoff": _iso(r.cutoff, tz),
+        "generated_at": _iso(r.generated_at, tz),
+        "figures": r.figures,
+        "branches": [{"digit": d, "name": name} for d, name in r.branches],
+        "agencies": [{"code": c, "name": name} for c, name in r.agencies],
+        "extensions": [{"number": e, "agency": a, "name": name} for e, a, name in r.extensions],
+        "case_agencies": [{"code": c, "name": name} for c, name in r.case_agencies],
+        "inspection": [{**c, "received_at": _iso(c["received_at"], tz), "deadline_at": _iso(c["deadline_at"], tz)}
+                       for c in r.inspection],
+        "zalo": r.zalo,
+        "volunteers": r.volunteers,
+    }
 
 
 def write(engine: AsyncEngine, routing: Routing, month: Month, out: Path, *, now: dt.datetime | None = None) -> Report:
-    """Build the report and save it to ``out`` (.html or .pdf) atomically; returns the figures."""
+    """Build the report and save it to ``out`` (.html, .pdf or .json) atomically; returns the figures."""
     kind = check_out(out)
     if not out.parent.is_dir():
         raise ReportError(f"thư mục {out.parent} không tồn tại")
     r = asyncio.run(_build_and_dispose(engine, routing, month, now))
-    text = render_html(r, routing)
+    text = render_html(r, routing) if kind != "json" else ""
     fd, name = tempfile.mkstemp(prefix=f".{out.name}.", suffix=".part", dir=out.parent)
     os.close(fd)
     tmp = Path(name)
     try:
         if kind == "pdf":
             write_pdf(text, tmp)
+        elif kind == "json":
+            tmp.write_text(json.dumps(to_json(r), ensure_ascii=False, indent=1) + "\n", encoding="utf-8")
         else:
             tmp.write_text(text, encoding="utf-8")
         publish(tmp, out)
