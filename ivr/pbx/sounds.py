@@ -44,6 +44,10 @@ DIGITS = {
     "1a": "mốt", "4a": "tư", "5a": "lăm", "odd": "linh",
     "hundred": "trăm", "thousand": "nghìn", "million": "triệu", "billion": "tỷ",
     "star": "sao", "pound": "thăng", "minus": "âm",
+    # Month names, where Asterisk's date sayings look for them (mon-0 is January): April is
+    # "tháng tư", never "tháng bốn".
+    **{f"mon-{i}": f"tháng {w}" for i, w in enumerate(
+        ["một", "hai", "ba", "tư", "năm", "sáu", "bảy", "tám", "chín", "mười", "mười một", "mười hai"])},
 }
 
 
