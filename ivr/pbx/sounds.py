@@ -43,6 +43,7 @@ DIGITS = {
     "60": "sáu mươi", "70": "bảy mươi", "80": "tám mươi", "90": "chín mươi",
     "1a": "mốt", "4a": "tư", "5a": "lăm", "odd": "linh",
     "hundred": "trăm", "thousand": "nghìn", "million": "triệu", "billion": "tỷ",
+    "0-hundred": "không trăm", "0-hundred-odd": "không trăm linh",  # 2026, 2005: say.c asks for them
     "star": "sao", "pound": "thăng", "minus": "âm",
     # Month names, where Asterisk's date sayings look for them (mon-0 is January): April is
     # "tháng tư", never "tháng bốn".
