@@ -16,6 +16,7 @@ no file yet starts one in a worker thread and goes on without it (:meth:`Speech.
 from __future__ import annotations
 
 import asyncio
+import functools
 import hashlib
 import logging
 import os
@@ -52,7 +53,10 @@ class Speech:
         self._background: set[asyncio.Future] = set()  # prepare_soon's, kept until done
 
     @staticmethod
+    @functools.lru_cache(maxsize=256)
     def key(text: str) -> str:
+        # Cached: normalising a long answer takes milliseconds, and a look-up asks on the
+        # controller's event loop, several times a call.
         spoken = normalise(text)[:MAX_CHARS]
         return hashlib.sha256(("\0".join(VOICE) + "\n" + spoken).encode()).hexdigest()[:24]
 
