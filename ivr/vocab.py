@@ -70,14 +70,14 @@ class PublicStatus(Vocabulary):
     @classmethod
     def of(cls, status: str) -> PublicStatus:
         """The public word for a CaseStatus value."""
-        return _PUBLIC[CaseStatus(status)]
+        return _PUBLIC[status]  # a StrEnum member and its value are the same key
 
 
 OPEN_STATUSES: tuple[str, ...] = (CaseStatus.RECEIVED, CaseStatus.CLASSIFIED, CaseStatus.ASSIGNED,
                                   CaseStatus.IN_PROGRESS, CaseStatus.REOPENED)
 
 
-_PUBLIC = {
+_PUBLIC: dict[str, PublicStatus] = {
     CaseStatus.RECEIVED: PublicStatus.RECEIVED, CaseStatus.CLASSIFIED: PublicStatus.RECEIVED,
     CaseStatus.ASSIGNED: PublicStatus.IN_PROGRESS, CaseStatus.IN_PROGRESS: PublicStatus.IN_PROGRESS,
     CaseStatus.REOPENED: PublicStatus.IN_PROGRESS, CaseStatus.ANSWERED: PublicStatus.ANSWERED,

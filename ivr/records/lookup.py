@@ -70,7 +70,7 @@ def canonical_number(raw: str | None) -> str | None:
 
 def actor(via: str) -> str:
     """Who the history says looked: the citizen, and by which channel."""
-    return f"người dân ({Channel(via).label})"
+    return f"người dân ({Channel.labels()[via]})"
 
 
 async def find(s: AsyncSession, code: str, *, number: str | None = None, zalo_user: str | None = None,
@@ -112,7 +112,7 @@ async def _number_of(s: AsyncSession, case: Case) -> str | None:
 def record_reveal(s: AsyncSession, case: Case, via: str, now: dt.datetime) -> None:
     """The case was shown to its citizen: a line in its history (staff see who follows)."""
     s.add(CaseEvent(case_id=case.id, at=now, actor=actor(via), action="lookup",
-                    note=f"người dân tra cứu kết quả qua {Channel(via).label}"))
+                    note=f"người dân tra cứu kết quả qua {Channel.labels()[via]}"))
 
 
 class Lookup:
