@@ -240,3 +240,24 @@ async def test_a_database_that_is_down_is_said_never_dead_air(settings_factory, 
     assert call.events("lookup_failed") and ari.plays[-1] == ["lookup_unavailable", "goodbye"]
     assert call.session.rec.disposition == Disposition.CASE_LOOKUP and call.session.rec.case_code is None
     await broken.dispose()
+
+
+async def test_the_controller_speaks_from_asterisks_sounds_and_warms_the_branches_agencies(settings_factory):
+    from ivr.call.dispatcher import Controller
+    from ivr.pbx.speech import Speech
+    from ivr.testing import FakeAri, FakeCallLog, wait_until
+
+    ctl = Controller(settings_factory(), ROUTING, FakeAri(), FakeCallLog())
+    assert isinstance(ctl.context.speech, Speech)
+    assert ctl.context.speech.sounds_dir == ctl.layout.host(ctl.layout.ast("data/sounds/vi"))
+    asked: list[list[str]] = []
+
+    class Warm:
+        async def warm(self, texts):
+            asked.append(texts)
+
+    ctl.speech = Warm()
+    ctl.swap_routing(ROUTING)  # a reload warms the new routing's names, in the background
+    await wait_until(lambda: asked, 2, "the names to be warmed")
+    assert asked == [[ROUTING.agencies[b.agency].name for b in ROUTING.branches]]
+    assert "Sở Tư pháp" in asked[0] and len(asked[0]) == len(ROUTING.branches)
