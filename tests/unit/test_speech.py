@@ -13,6 +13,7 @@ from click.testing import CliRunner
 from ivr.pbx import sounds
 from ivr.pbx.speech import Speech, plausible_seconds, seconds
 from ivr.pbx.vitext import normalise, number, spell
+from tests.conftest import require
 
 # Sentences of the kind officers write in answers to citizens' complaints (decision numbers,
 # dates, fees, phone numbers, agencies' abbreviations), and how they must be read.
@@ -89,12 +90,14 @@ def test_what_must_not_be_a_date_is_not():
 
 # ------------------------------------------------------------------------------ synthesis
 
-need_tts = pytest.mark.skipif(not (shutil.which("espeak-ng") and shutil.which("sox")) and not os.environ.get("CI"),
-                              reason="espeak-ng and sox (scripts/install-system-deps.sh)")
+@pytest.fixture
+def tts():
+    """espeak-ng and sox, or a skip locally and a failure in CI (tests/conftest.require)."""
+    require(bool(shutil.which("espeak-ng") and shutil.which("sox")),
+            "espeak-ng and sox are not installed (scripts/install-system-deps.sh)")
 
 
-@need_tts
-def test_an_answer_is_synthesised_once_in_every_format_and_lasts_as_long_as_its_words(tmp_path):
+def test_an_answer_is_synthesised_once_in_every_format_and_lasts_as_long_as_its_words(tmp_path, tts):
     sp = Speech(tmp_path)
     text = REAL[1][0]
     assert sp.ready(text) is None
@@ -112,8 +115,7 @@ def test_an_answer_is_synthesised_once_in_every_format_and_lasts_as_long_as_its_
     assert not list((tmp_path / "tongdai" / "speech").glob(".build-*"))  # no leftovers
 
 
-@need_tts
-async def test_concurrent_requests_share_one_synthesis_and_warm_skips_what_is_there(tmp_path, monkeypatch):
+async def test_concurrent_requests_share_one_synthesis_and_warm_skips_what_is_there(tmp_path, monkeypatch, tts):
     sp = Speech(tmp_path)
     runs = []
     real = Speech.synthesise
@@ -129,8 +131,7 @@ async def test_concurrent_requests_share_one_synthesis_and_warm_skips_what_is_th
     assert await sp.warm(["Sở Tư pháp", "Sở Tài chính"]) == 0
 
 
-@need_tts
-def test_answering_a_case_at_the_cli_synthesises_its_answer(tmp_path):
+def test_answering_a_case_at_the_cli_synthesises_its_answer(tmp_path, tts):
     from ivr.cli import main
     from tests.paths import REPO_ROOT
 
