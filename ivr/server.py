@@ -111,6 +111,7 @@ class Service:
         self._ari.use_ws_rest = s.ari_rest == "auto"
         await self._ari.__aenter__()
         self.controller = ctl = Controller(s, routing, self._ari, self.calllog, strict=self.strict)
+        ctl.warm_speech()
         # Complaints spooled while the database was down (in this run or an earlier one).
         self.calllog.also_replay(lambda: cases_mod.replay_spooled(engine, ctl.routing, s.home))
         self._runner = asyncio.create_task(self._ari.run(ctl.on_event, ctl.on_connect), name="ari-events")
@@ -180,6 +181,7 @@ class Service:
 
     async def stop(self, grace: float = 30) -> None:
         if self.controller:
+            self.controller.stop_warming()
             await self.controller.drain(grace)
         if self.control:
             await self.control.stop()

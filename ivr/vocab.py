@@ -44,6 +44,7 @@ class Disposition(Vocabulary):
     REJECTED = "rejected", "bị từ chối"
     FAILED = "failed", "lỗi hệ thống"
     INTERRUPTED = "interrupted", "bị gián đoạn"
+    CASE_LOOKUP = "case_lookup", "tra cứu kết quả phản ánh"
     IN_PROGRESS = "in_progress", "đang diễn ra"
 
 
@@ -57,8 +58,31 @@ class CaseStatus(Vocabulary):
     REOPENED = "reopened", "mở lại"
 
 
+class PublicStatus(Vocabulary):
+    """What a citizen is told of a case's status (phone, Zalo, the public page): four words,
+    not the seven internal steps."""
+
+    RECEIVED = "received", "đã tiếp nhận"
+    IN_PROGRESS = "in_progress", "đang xử lý"
+    ANSWERED = "answered", "đã trả lời"
+    CLOSED = "closed", "đã đóng"
+
+    @classmethod
+    def of(cls, status: str) -> PublicStatus:
+        """The public word for a CaseStatus value."""
+        return _PUBLIC[status]  # a StrEnum member and its value are the same key
+
+
 OPEN_STATUSES: tuple[str, ...] = (CaseStatus.RECEIVED, CaseStatus.CLASSIFIED, CaseStatus.ASSIGNED,
                                   CaseStatus.IN_PROGRESS, CaseStatus.REOPENED)
+
+
+_PUBLIC: dict[str, PublicStatus] = {
+    CaseStatus.RECEIVED: PublicStatus.RECEIVED, CaseStatus.CLASSIFIED: PublicStatus.RECEIVED,
+    CaseStatus.ASSIGNED: PublicStatus.IN_PROGRESS, CaseStatus.IN_PROGRESS: PublicStatus.IN_PROGRESS,
+    CaseStatus.REOPENED: PublicStatus.IN_PROGRESS, CaseStatus.ANSWERED: PublicStatus.ANSWERED,
+    CaseStatus.CLOSED: PublicStatus.CLOSED,
+}
 
 
 class Category(Vocabulary):
@@ -119,12 +143,13 @@ class ShiftState(Vocabulary):
 @dataclass(frozen=True)
 class MenuAction:
     """Where the menu (or a branch nobody answered) sends the caller: ``branch:<digit>``,
-    ``complaint``, ``hangup`` or ``misconduct``, as written in routing.yaml."""
+    ``complaint``, ``hangup`` or ``misconduct``, as written in routing.yaml, or ``lookup`` (the
+    caller follows a case: menu.lookup_digit)."""
 
     kind: str
     digit: str | None = None
 
-    KINDS = ("branch", "complaint", "hangup", "misconduct")
+    KINDS = ("branch", "complaint", "hangup", "misconduct", "lookup")
 
     @classmethod
     def parse(cls, text: str) -> MenuAction:

@@ -12,20 +12,9 @@ from sqlalchemy import JSON, CheckConstraint, Float, ForeignKey, Integer, String
 from sqlalchemy.orm import Mapped, mapped_column, relationship
 
 from ivr.models import Base, UTCDateTime
+from ivr.vocab import Disposition
 
-DISPOSITIONS = (
-    "in_progress",
-    "answered",
-    "no_answer",
-    "busy",
-    "abandoned",
-    "invalid_input",
-    "closed",
-    "complaint",
-    "rejected",
-    "failed",
-    "interrupted",
-)
+DISPOSITIONS = Disposition.values()
 
 
 class Call(Base):

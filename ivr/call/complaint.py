@@ -44,7 +44,7 @@ async def run(session: CallSession, *, misconduct: bool = False) -> None:
     res = await prompt.play(session, ["record_misconduct" if misconduct else "record_offer"], max_digits=0)
     if res.status == "hangup":
         raise CallerHangup()
-    path, seconds, hung_up = await _record(session, r.complaints.max_seconds, r.complaints.silence_seconds)
+    path, seconds, hung_up = await record(session, r.complaints.max_seconds, r.complaints.silence_seconds)
     case_code = None
     if path is not None and seconds > 0.3:
         case_code = await _open_case(session, path, seconds, anonymous=anonymous, misconduct=misconduct)
@@ -70,8 +70,9 @@ async def _say(session: CallSession, sounds: list[str]) -> None:
         raise CallerHangup()
 
 
-async def _record(session: CallSession, max_seconds: int, silence: int) -> tuple[Path | None, float, bool]:
-    """Record the caller; return (file under the data dir, seconds, caller hung up)."""
+async def record(session: CallSession, max_seconds: int, silence: int) -> tuple[Path | None, float, bool]:
+    """Record the caller after the beep (``#`` or silence ends it); return (file under the data
+    dir, seconds, caller hung up). Also the look-up's further complaint."""
     name = f"tongdai-{session.new_id('rec')}"
     session.recording_name = name
     session.rec.event("recording", name=name, max_seconds=max_seconds)

@@ -39,6 +39,14 @@ class CallLogSink(Protocol):
     async def flush(self) -> None: ...
 
 
+class SpokenTexts(Protocol):
+    """Text spoken on demand, cached (ivr.pbx.speech.Speech): an answer, an agency's name."""
+
+    def ready(self, text: str) -> str | None: ...  # the media URI, once synthesised
+
+    def prepare_soon(self, text: str) -> None: ...  # synthesise in the background, never wait
+
+
 def _always_open() -> OpenState:
     from ivr.config.hours import OpenState
 
@@ -57,3 +65,4 @@ class CallContext:
     is_open: Callable[[], OpenState] = _always_open
     reachable: Callable[[str], bool | None] = lambda ext: None  # presence: None when unknown
     strict: bool = False  # an unexpected event raises instead of being logged
+    speech: SpokenTexts | None = None  # None: nothing dynamic is spoken (the look-up says so)

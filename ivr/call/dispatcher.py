@@ -24,6 +24,7 @@ from ivr.config import routing as rt
 from ivr.config.settings import Settings
 from ivr.pbx.ari import Ari, AriError
 from ivr.pbx.asterisk import Layout
+from ivr.pbx.speech import Speech
 from ivr.records.calllog import CallLog
 
 if TYPE_CHECKING:
@@ -72,11 +73,14 @@ class Controller:
         self.calls_per_minute = RateLimit(60.0)
         self.idle = asyncio.Event()
         self.idle.set()
+        self.speech = Speech(self.layout.host(self.layout.ast("data/sounds/vi")))
         self.context = CallContext(
             ari=ari, calllog=calllog, route_state=self.route_state, home=settings.home,
             recording_spool=self.layout.host(self.layout.ast("spool")) / "recording",
             own=self.own, finished=self.finished, is_open=self.is_open, reachable=self._reachable, strict=strict,
+            speech=self.speech,
         )
+        self._warming: asyncio.Future | None = None
 
     def _reachable(self, ext: str) -> bool | None:
         return self.presence.reachable(ext) if self.presence is not None else None
@@ -214,6 +218,19 @@ class Controller:
         self.routing = new
         log.info("routing reloaded: %d branches, %d extensions; %d calls in progress keep the old one",
                  len(new.branches), len(new.extensions), len(self.sessions))
+        self.warm_speech()
+
+    def warm_speech(self) -> None:
+        """Synthesise the branches' agencies' names in the background, so that a look-up can
+        say who handles a case (an assigned agency's name is made when the case is assigned)."""
+        if self._warming is not None and not self._warming.done():
+            self._warming.cancel()
+        names = [self.routing.agencies[b.agency].name for b in self.routing.branches]
+        self._warming = asyncio.ensure_future(self.speech.warm(names))
+
+    def stop_warming(self) -> None:
+        if self._warming is not None:
+            self._warming.cancel()
 
     async def drain(self, grace: float) -> None:
         """Stop taking calls; wait up to ``grace`` seconds for calls in progress to finish."""

@@ -1,11 +1,13 @@
 """One hotline call, top to bottom: answer → (closed?) → greeting → menu → route → bridge →
-survey → end, with the complaint path when nobody can take the call.
+survey → end, with the complaint path when nobody can take the call, and the look-up of a case
+(menu key 0) that ends the call or leads back to the menu.
 
 Each step lives in a module named after it (``prompt``, ``menu``, ``route``, ``bridge``,
-``survey``, ``complaint``) and sees the call through its :class:`~ivr.call.session.CallSession`
-and the session's narrow :class:`~ivr.call.context.CallContext`. Whatever goes wrong, the
-caller never hears dead air: an unhandled error sends the call to :func:`fallback` (the
-apology, then a clean hangup), and the session's cleanup always runs.
+``survey``, ``complaint``, ``lookup``) and sees the call through its
+:class:`~ivr.call.session.CallSession` and the session's narrow
+:class:`~ivr.call.context.CallContext`. Whatever goes wrong, the caller never hears dead air: an
+unhandled error sends the call to :func:`fallback` (the apology, then a clean hangup), and the
+session's cleanup always runs.
 """
 
 from __future__ import annotations
@@ -13,7 +15,7 @@ from __future__ import annotations
 import asyncio
 import logging
 
-from ivr.call import bridge, complaint, menu, prompt, route, survey
+from ivr.call import bridge, complaint, lookup, menu, prompt, route, survey
 from ivr.call.errors import CallerHangup
 from ivr.call.session import CallSession, State
 from ivr.pbx.ari import AriError
@@ -78,11 +80,20 @@ async def steps(session: CallSession) -> None:
         raise CallerHangup()
     session.transition(State.MENU, f"dtmf {first.digits}" if first.digits else "greeting played")
     action = await menu.run(session, first.digits or None)
+    while action.kind == "lookup":
+        session.rec.disposition = Disposition.CASE_LOOKUP
+        session.transition(State.LOOKUP, f"dtmf {r.menu.lookup_digit}")
+        if await lookup.run(session) == "done":
+            return await session.end("system")
+        # No case after three tries: the menu again (a branch chosen now sets the disposition).
+        session.transition(State.MENU, "lookup: back to the menu")
+        action = await menu.run(session)
     if action.kind == "misconduct":
         session.rec.disposition = Disposition.COMPLAINT
         return await complaint_path(session, f"dtmf {r.complaints.misconduct_digit}", misconduct=True)
     if action.kind != "branch":
-        session.rec.disposition = Disposition.INVALID_INPUT
+        if session.rec.disposition != Disposition.CASE_LOOKUP:  # a look-up stays what the call was for
+            session.rec.disposition = Disposition.INVALID_INPUT
         if action.kind == "complaint":
             return await complaint_path(session, "menu fallback")
         session.transition(State.FALLBACK, f"menu fallback {action}")

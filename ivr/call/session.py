@@ -35,6 +35,7 @@ class State(enum.StrEnum):
     BRIDGED = "bridged"
     SURVEY = "survey"
     COMPLAINT = "complaint"
+    LOOKUP = "lookup"
     FALLBACK = "fallback"
     ENDED = "ended"
 
@@ -44,11 +45,12 @@ TRANSITIONS: dict[State, set[State]] = {
     S.ANSWERING: {S.GREETING, S.CLOSED, S.FALLBACK, S.ENDED},
     S.CLOSED: {S.COMPLAINT, S.FALLBACK, S.ENDED},
     S.GREETING: {S.MENU, S.FALLBACK, S.ENDED},
-    S.MENU: {S.DIALING, S.COMPLAINT, S.FALLBACK, S.ENDED},
+    S.MENU: {S.DIALING, S.COMPLAINT, S.LOOKUP, S.FALLBACK, S.ENDED},
     S.DIALING: {S.BRIDGED, S.DIALING, S.COMPLAINT, S.FALLBACK, S.ENDED},
     S.BRIDGED: {S.SURVEY, S.FALLBACK, S.ENDED},
     S.SURVEY: {S.FALLBACK, S.ENDED},
     S.COMPLAINT: {S.FALLBACK, S.ENDED},
+    S.LOOKUP: {S.MENU, S.FALLBACK, S.ENDED},  # back to the menu after three tries
     S.FALLBACK: {S.ENDED},
     S.ENDED: set(),
 }

@@ -25,7 +25,7 @@ def _cases_call(fn):
     async def go():
         engine = db_mod.engine(s)
         try:
-            return await fn(cases_mod.Cases(engine, r), r, s)
+            return await fn(cases_mod.Cases(engine, r, speak=_speech(s).warm), r, s)
         finally:
             await engine.dispose()
 
@@ -33,6 +33,16 @@ def _cases_call(fn):
         return asyncio.run(go())
     except cases_mod.CaseError as e:
         fail(str(e))
+
+
+def _speech(s):
+    """The speech cache in Asterisk's sounds directory: a change to a case synthesises what the
+    phone look-up will say (here, off any call's path)."""
+    from ivr.pbx.asterisk import Layout
+    from ivr.pbx.speech import Speech
+
+    layout = Layout.for_settings(s)
+    return Speech(layout.host(layout.ast("data/sounds/vi")))
 
 
 def _caller_shown(case, home_affairs: bool) -> str:
@@ -117,6 +127,12 @@ def _case_action(action: str, code: str, by: str | None, **kw) -> None:
         click.echo(f"Phản ánh {case.code}: {cm.STATUS_VI[case.status]}.")
         if action == "answer" and case.channel == "zalo":
             click.echo("Câu trả lời đã được xếp hàng gửi cho người dân qua Zalo (`tongdai zalo outbox`).")
+        if action == "answer":
+            if _speech(s).ready(case.answer):
+                click.echo("Đã tạo bản đọc câu trả lời cho người dân tra cứu qua điện thoại (phím 0).")
+            else:
+                click.echo("Chưa tạo được bản đọc câu trả lời (espeak-ng, sox?); cuộc gọi tra cứu đầu tiên sẽ tạo lại.",
+                           err=True)
 
     _cases_call(go)
 

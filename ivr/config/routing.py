@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import datetime as dt
 import re
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -84,6 +84,7 @@ class Menu:
     inter_digit_timeout: float
     max_tries: int
     fallback: str  # "complaint", "hangup" or "branch:N"
+    lookup_digit: str | None = "0"  # menu digit to follow a case by its code (None: off)
 
 
 CATEGORIES = Category.values()
@@ -429,14 +430,39 @@ def _target_ref(c: _Checker, node: Node, path: str, digits: set[str]) -> str | N
 def _menu(c: _Checker, node: Node | None, digits: set[str]) -> Menu | None:
     if node is None:
         return Menu(5.0, 3.0, 3, "complaint")
-    m = c.mapping(node, "menu", {"first_digit_timeout", "inter_digit_timeout", "max_tries", "fallback"})
+    m = c.mapping(node, "menu", {"first_digit_timeout", "inter_digit_timeout", "max_tries", "fallback", "lookup_digit"})
     t1 = c.number(m["first_digit_timeout"][1], "menu.first_digit_timeout", 1, 60, integer=False) if "first_digit_timeout" in m else 5.0
     t2 = c.number(m["inter_digit_timeout"][1], "menu.inter_digit_timeout", 1, 30, integer=False) if "inter_digit_timeout" in m else 3.0
     tries = c.number(m["max_tries"][1], "menu.max_tries", 1, 10) if "max_tries" in m else 3
     fb = _target_ref(c, m["fallback"][1], "menu.fallback", digits) if "fallback" in m else "complaint"
-    if None in (t1, t2, tries) or fb is None:
+    lookup, ok = _lookup_digit(c, m.get("lookup_digit"), digits)
+    if None in (t1, t2, tries) or fb is None or not ok:
         return None
-    return Menu(float(t1), float(t2), int(tries), fb)
+    return Menu(float(t1), float(t2), int(tries), fb, lookup)
+
+
+def _value_of(entry: tuple[Node, Node] | None, key: str) -> Node | None:
+    """The value node of ``key`` in a section's mapping (for pointing at a line), if written."""
+    if entry is None or not isinstance(entry[1], MappingNode):
+        return None
+    return next((v for k, v in entry[1].value if isinstance(k, ScalarNode) and k.value == key), None)
+
+
+def _lookup_digit(c: _Checker, entry: tuple[Node, Node] | None, digits: set[str]) -> tuple[str | None, bool]:
+    """menu.lookup_digit: one digit 0-9 that no branch uses, or none (off); default 0 unless a
+    branch has it. The misconduct digit is compared once both are known (see loads)."""
+    if entry is None:
+        return (None if "0" in digits else "0"), True
+    v = c.text(entry[1], "menu.lookup_digit", nonempty=False)
+    if v is None or v.lower() == "none":
+        return None, True
+    if not re.fullmatch(r"[0-9]", v):
+        c.err(entry[1], "menu.lookup_digit", f"'{v}' is not a single digit 0–9 (or none)")
+        return None, False
+    if v in digits:
+        c.err(entry[1], "menu.lookup_digit", f"digit {v} is already a branch")
+        return None, False
+    return v, True
 
 
 def _complaints(c: _Checker, node: Node | None, digit_paths: dict[str, str]) -> Complaints | None:
@@ -673,6 +699,12 @@ def loads(text: str, name: str = "routing.yaml") -> Routing:
     complaints = _complaints(c, top["complaints"][1] if "complaints" in top else None, digit_paths)
     survey = _survey(c, top["survey"][1] if "survey" in top else None)
     limits = _limits(c, top["limits"][1] if "limits" in top else None)
+    if menu and complaints and menu.lookup_digit and menu.lookup_digit == complaints.misconduct_digit:
+        node = _value_of(top.get("menu"), "lookup_digit")
+        if node is None:  # the default gives way, as the misconduct digit's does to a branch
+            menu = replace(menu, lookup_digit=None)
+        else:
+            c.err(node, "menu.lookup_digit", f"digit {menu.lookup_digit} is already complaints.misconduct_digit")
 
     if (c.problems or hotline is None or hours is None or menu is None or complaints is None or survey is None
             or limits is None):
@@ -707,7 +739,8 @@ def summary(r: Routing) -> str:
         + ", ".join(str(i) for i in r.hours.open)
         + (f"; nghỉ lễ theo lịch {r.hours.public_holidays}" if r.hours.public_holidays else "")
         + f"; {len(r.hours.closed_days)} ngày nghỉ thêm, {len(r.hours.working_days)} ngày làm bù",
-        f"Menu: chờ phím {r.menu.first_digit_timeout:g} giây, tối đa {r.menu.max_tries} lần, sau đó: {r.menu.fallback}",
+        f"Menu: chờ phím {r.menu.first_digit_timeout:g} giây, tối đa {r.menu.max_tries} lần, sau đó: {r.menu.fallback}"
+        + (f"; phím {r.menu.lookup_digit} tra cứu kết quả phản ánh" if r.menu.lookup_digit else ""),
         f"Phản ánh: ghi âm tối đa {r.complaints.max_seconds} giây"
         + (f", phím {r.complaints.misconduct_digit} báo hành vi sách nhiễu" if r.complaints.misconduct_digit else "")
         + "; hạn trả lời (ngày làm việc): " + ", ".join(f"{k} {v}" for k, v in r.complaints.deadlines.items())

@@ -43,7 +43,12 @@ DIGITS = {
     "60": "sáu mươi", "70": "bảy mươi", "80": "tám mươi", "90": "chín mươi",
     "1a": "mốt", "4a": "tư", "5a": "lăm", "odd": "linh",
     "hundred": "trăm", "thousand": "nghìn", "million": "triệu", "billion": "tỷ",
+    "0-hundred": "không trăm", "0-hundred-odd": "không trăm linh",  # 2026, 2005: say.c asks for them
     "star": "sao", "pound": "thăng", "minus": "âm",
+    # Month names, where Asterisk's date sayings look for them (mon-0 is January): April is
+    # "tháng tư", never "tháng bốn".
+    **{f"mon-{i}": f"tháng {w}" for i, w in enumerate(
+        ["một", "hai", "ba", "tư", "năm", "sáu", "bảy", "tám", "chín", "mười", "mười một", "mười hai"])},
 }
 
 
@@ -67,7 +72,7 @@ def _run(cmd: list[str]) -> None:
         raise RuntimeError(f"{cmd[0]} failed: {p.stderr.strip()[:500]}")
 
 
-def _convert(src: Path, dest_base: Path, *, trim: bool) -> None:
+def convert(src: Path, dest_base: Path, *, trim: bool) -> None:
     """src (anything sox reads) -> dest_base.{sln16,alaw,ulaw,wav}, replacing old formats."""
     with tempfile.TemporaryDirectory() as tmp:
         norm = Path(tmp) / "norm.wav"
@@ -88,7 +93,7 @@ def _beep(dest: Path) -> None:
     with tempfile.TemporaryDirectory() as tmp:
         tone = Path(tmp) / "beep.wav"
         _run(["sox", "-n", "-r", "16000", "-c", "1", "-b", "16", str(tone), "synth", "0.25", "sine", "1000"])
-        _convert(tone, dest, trim=False)
+        convert(tone, dest, trim=False)
 
 
 def build(sounds_dir: Path, *, texts_path: Path = TEXTS, recordings: Path | None = None, force: bool = False) -> BuildReport:
@@ -126,13 +131,13 @@ def build(sounds_dir: Path, *, texts_path: Path = TEXTS, recordings: Path | None
             report.unchanged += 1
             continue
         if rec is not None:
-            _convert(rec, dest, trim=False)
+            convert(rec, dest, trim=False)
             report.recorded.append(name)
         else:
             with tempfile.TemporaryDirectory() as tmp:
                 raw = Path(tmp) / "tts.wav"
                 _run(["espeak-ng", "-v", "vi", "-s", "150", "-w", str(raw), text])
-                _convert(raw, dest, trim=True)
+                convert(raw, dest, trim=True)
             report.generated.append(name)
         manifest[name] = key
     sounds_dir.mkdir(parents=True, exist_ok=True)

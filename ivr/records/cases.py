@@ -15,6 +15,7 @@ import json
 import logging
 import os
 import secrets as _random
+from collections.abc import Awaitable, Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -26,6 +27,7 @@ from sqlalchemy.orm import selectinload
 from ivr.config import hours as cal
 from ivr.config.routing import Routing
 from ivr.models.cases import CATEGORIES, CHANNELS, CLOSE_REASONS, Case, CaseAssignment, CaseEvent
+from ivr.records.lookup import PublicView
 from ivr.vocab import OPEN_STATUSES, CaseStatus, Category, CloseReason
 
 log = logging.getLogger("tongdai.cases")
@@ -43,6 +45,9 @@ ACTIONS: dict[str, tuple[tuple[str, ...], str]] = {
     "close": (("received", "classified", "assigned", "in_progress", "answered", "reopened"), "closed"),
     "reopen": (("answered", "closed"), "reopened"),
 }
+
+
+Speak = Callable[[list[str]], Awaitable[object]]
 
 
 class CaseError(Exception):
@@ -88,9 +93,13 @@ class NewCase:
 class Cases:
     """Case operations on one database."""
 
-    def __init__(self, engine: AsyncEngine, routing: Routing):
+    def __init__(self, engine: AsyncEngine, routing: Routing, *, speak: Speak | None = None):
+        """``speak``: synthesises what a citizen's look-up will say of a case (its agencies'
+        names, the answer) after every change, so no call waits for it (ivr.pbx.speech.Speech.warm,
+        wired by whoever changes cases: the CLI, the console)."""
         self.engine = engine
         self.routing = routing
+        self.speak = speak
         self._sm = async_sessionmaker(engine, expire_on_commit=False)
 
     async def create(self, new: NewCase, *, actor: str = "system", received_at: dt.datetime | None = None,
@@ -232,7 +241,18 @@ class Cases:
 
                 await s.flush()
                 await enqueue_answer(s, case, now)
-        return await self.get(code)
+        case = await self.get(code)
+        await self._prepare_speech(case)
+        return case
+
+    async def _prepare_speech(self, case: Case) -> None:
+        if self.speak is None:
+            return
+        view = PublicView.of(case)
+        try:
+            await self.speak([*view.agencies, *([view.answer] if view.answer else [])])
+        except Exception as e:  # noqa: BLE001 - the change is stored; a look-up synthesises later
+            log.warning("case %s: speech for the look-up not prepared: %s", case.code, e)
 
     async def flag_inspection(self, code: str, *, actor: str, reason: str, now: dt.datetime | None = None) -> Case:
         """Send a case to the inspection team (Tổ Kiểm tra đột xuất)."""

@@ -87,6 +87,72 @@ class FakeAri:
         return [p for m, p in self.sent if (method is None or m == method) and p.startswith(prefix)]
 
 
+class ScriptedCaller(FakeAri):
+    """A fake ARI with a caller on the other end: every prompt plays to its end at once, except
+    those the script names, where the caller presses keys as the prompt starts (barge-in); a
+    recording captures ``record_seconds`` of audio into ``spool`` (a real wav file).
+
+    ``script``: (a prompt or media name the playback contains, keys) pairs, used in order; keys
+    ``""`` let the prompt play out, ``"hangup"`` hangs up.
+    ``plays`` lists the media of every playback, in order.
+    """
+
+    def __init__(self, script: list[tuple[str, str]] | None = None, *, spool: Path | None = None,
+                 record_seconds: float = 2.0) -> None:
+        super().__init__()
+        self.script = list(script or [])
+        self.spool = spool
+        self.record_seconds = record_seconds
+        self.plays: list[list[str]] = []
+        self.call: CallSession | None = None
+
+    async def request(self, method: str, path: str, **kw: Any) -> Any:
+        result = await super().request(method, path, **kw)
+        call = self.call
+        if call is None or method != "POST":
+            return result
+        if "/play/" in path:
+            media = str((kw.get("params") or {}).get("media", "")).split(",")
+            self.plays.append([m.removeprefix("sound:tongdai/") for m in media])
+            keys = ""
+            if self.script and any(self.script[0][0] == m.removeprefix("sound:tongdai/") for m in media):
+                keys = self.script.pop(0)[1]
+            if keys == "hangup":
+                call.queue.put_nowait({"type": "StasisEnd", "channel": {"id": call.id}})
+            elif keys:
+                for key in keys:
+                    call.queue.put_nowait({"type": "ChannelDtmfReceived", "channel": {"id": call.id}, "digit": key})
+            else:
+                call.queue.put_nowait({"type": "PlaybackFinished", "playback": {"id": path.rsplit("/", 1)[1]}})
+        elif path.endswith("/record"):
+            name = kw["params"]["name"]
+            if self.spool is not None and self.record_seconds > 0:
+                write_wav(self.spool / f"{name}.wav", self.record_seconds)
+            call.queue.put_nowait({"type": "RecordingFinished", "recording": {"name": name}})
+        return result
+
+    def played(self, name: str) -> bool:
+        return any(name in media for media in self.plays)
+
+
+class FakeSpeech:
+    """The speech cache (ivr.pbx.speech.Speech) without espeak: ``made`` texts are ready;
+    ``prepare_soon`` records the text and, with ``instant``, makes it at once."""
+
+    def __init__(self, made: tuple[str, ...] = (), *, instant: bool = False) -> None:
+        self.made = set(made)
+        self.asked: list[str] = []
+        self.instant = instant
+
+    def ready(self, text: str) -> str | None:
+        return f"sound:tongdai/speech/{abs(hash(text)) % 10**8}" if text in self.made else None
+
+    def prepare_soon(self, text: str) -> None:
+        self.asked.append(text)
+        if self.instant:
+            self.made.add(text)
+
+
 class FakeCallLog:
     """Keeps the records a call opened and closed; ``engine`` is None (no database: a
     complaint's case goes to the spool). A test that wants the database gives
@@ -232,13 +298,17 @@ def make_call(routing: Routing, *, ari: FakeAri | None = None, caller: str = "09
               channel_id: str = "c1", app: str = "tongdai", state: State = State.ANSWERING,
               home: Path | None = None, recording_spool: Path | None = None, strict: bool = True,
               is_open: OpenState | None = None, reachable: Callable[[str], bool | None] | None = None,
-              calllog: CallLogSink | None = None) -> Call:
+              calllog: CallLogSink | None = None, speech: Any = None, engine: Any = None) -> Call:
     """A CallSession on a FakeAri and a FakeCallLog (or ``calllog``), in ``state``.
 
     ``home``: where recordings and spooled cases go (a test's temporary folder); the recording
-    spool, where Asterisk would leave its files, is under it unless ``recording_spool`` says."""
+    spool, where Asterisk would leave its files, is under it unless ``recording_spool`` says.
+    ``engine``: a real database behind the FakeCallLog, for the steps that read one (the
+    look-up); ``speech``: the speech cache (:class:`FakeSpeech`)."""
     ari = ari or FakeAri()
     log = calllog if calllog is not None else FakeCallLog()
+    if engine is not None:
+        log.engine = engine
     owners: dict[str, CallSession] = {}
     finished: list[CallSession] = []
     home = home or Path("/nonexistent-tongdai-home")
@@ -247,10 +317,12 @@ def make_call(routing: Routing, *, ari: FakeAri | None = None, caller: str = "09
         recording_spool=recording_spool or home / "asterisk-spool" / "recording",
         own=owners.__setitem__, finished=finished.append,
         is_open=(lambda: is_open) if is_open is not None else (lambda: OpenState(True, "test")),
-        reachable=reachable or (lambda ext: None), strict=strict,
+        reachable=reachable or (lambda ext: None), strict=strict, speech=speech,
     )
     session = CallSession(ctx, {"id": channel_id, "name": f"PJSIP/caller-{channel_id}",
                                 "caller": {"number": caller, "name": ""}}, routing, app)
     session.queue = EventQueue()
     session.state = state
+    if isinstance(ari, ScriptedCaller):
+        ari.call = session
     return Call(session, ari, log, owners, finished)

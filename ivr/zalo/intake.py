@@ -12,8 +12,9 @@ Events handled (payloads: https://developers.zalo.me/docs/official-account/webho
   messages carrying content (``sender.id`` is the citizen, ``recipient.id`` the OA,
   ``message.text``, ``message.attachments[].payload.url``): appended to the citizen's open Zalo
   case, or a new case (channel ``zalo``, a code from the same 6-digit space as phone cases) with
-  an automatic reply giving the code; a text ``KS …`` is a survey answer instead. A sticker or a
-  gif only joins an open case, it never opens one.
+  an automatic reply giving the code; a text ``KS …`` is a survey answer instead, and a text
+  ``TC <code>`` (``tra cứu <code>``) a look-up: the case's status and answer, to its own citizen
+  only (:mod:`ivr.records.lookup`). A sticker or a gif only joins an open case, it never opens one.
 - ``follow`` / ``unfollow`` (``follower.id``): recorded on the citizen.
 - ``user_submit_info`` (``info.phone``, ``info.name``): kept, so surveys can find followers.
 - anything else: logged and recorded as ignored.
@@ -24,6 +25,8 @@ from __future__ import annotations
 import datetime as dt
 import json
 import logging
+import re
+import unicodedata
 from collections.abc import Callable
 
 from sqlalchemy import select
@@ -35,12 +38,19 @@ from ivr.config.settings import ZaloSettings
 from ivr.models.cases import Case, CaseEvent
 from ivr.models.zalo import ZaloEvent, ZaloUser
 from ivr.records import cases as cases_mod
-from ivr.zalo.outbox import enqueue
+from ivr.records import lookup as lookup_mod
+from ivr.zalo.api import TEXT_LIMIT
+from ivr.zalo.outbox import enqueue, split_text
 from ivr.zalo.surveys import Surveys, normalize_phone
 from ivr.zalo.tokens import utcnow
 from ivr.zalo.webhook import event_time
 
 log = logging.getLogger("tongdai.zalo.intake")
+
+# "TC 123456", "tra cứu 123456" (read without diacritics and case): a look-up, never a complaint.
+LOOKUP_TEXT = re.compile(r"(?:tc|tra\s*cuu)(?:\s*ma(?:\s*so)?)?\s*[:#.\-]?\s*([0-9]{1,12})", re.IGNORECASE)
+LOOKUP_NOT_FOUND = ("Không tìm thấy phản ánh mã {code} do Ông/Bà gửi qua Zalo. Xin kiểm tra lại mã số "
+                    "(6 chữ số) trong tin nhắn tiếp nhận phản ánh.")
 
 CONTENT_EVENTS = {"user_send_text", "user_send_image", "user_send_file", "user_send_link", "user_send_audio",
                   "user_send_video", "user_send_location", "user_send_business_card"}
@@ -167,6 +177,8 @@ class Intake:
         text = content(name, message)
         routing = self.routing()
         now = self.clock()
+        if name == "user_send_text" and (code := lookup_code(str(message.get("text") or ""))) is not None:
+            return await self._lookup(s, body, user_id, code, routing, now)
         if name == "user_send_text":
             answered = await Surveys(self.engine, self.z, routing.hotline.timezone).record_answer_in(
                 s, user_id, str(message.get("text") or ""), when)
@@ -194,12 +206,48 @@ class Intake:
         log.info("zalo message opened case %s", case.code)
         return "processed", case.code, "phản ánh mới"
 
+    async def _lookup(self, s: AsyncSession, body: dict, user_id: str, code: str, routing: Routing,
+                      now: dt.datetime) -> tuple[str, str | None, str]:
+        """``TC <code>``: the case's status and answer, only to its own citizen; anyone else,
+        and an unknown code, get the same reply. Opens no case and joins none."""
+        case = await lookup_mod.find(s, code, zalo_user=user_id)
+        if case is None:
+            text = LOOKUP_NOT_FOUND.format(code=code[:12])
+        else:
+            lookup_mod.record_reveal(s, case, "zalo", now)
+            text = lookup_reply(lookup_mod.PublicView.of(case), _tz(routing))
+        for i, part in enumerate(split_text(text, TEXT_LIMIT - 12), 1):
+            await enqueue(s, dedupe_key=f"lookup:{_key(body)}:{i}", kind="auto_reply", channel="cs", now=now,
+                          user_id=user_id, case_code=case.code if case else None, text=part)
+        log.info("zalo look-up of a case: %s", "found" if case else "not found")
+        return "processed", case.code if case else None, "tra cứu: " + ("tìm thấy" if case else "không tìm thấy")
+
     async def _user(self, s: AsyncSession, user_id: str) -> ZaloUser:
         u = await s.get(ZaloUser, user_id)
         if u is None:
             u = ZaloUser(user_id=user_id, following=False)
             s.add(u)
         return u
+
+
+def lookup_code(text: str) -> str | None:
+    """The code of a look-up message (``TC 123456``, ``tra cứu 123456``, any case, with or
+    without diacritics), else None."""
+    plain = unicodedata.normalize("NFD", text).replace("đ", "d").replace("Đ", "D")
+    plain = "".join(c for c in plain if not unicodedata.combining(c))
+    m = LOOKUP_TEXT.fullmatch(plain.strip())
+    return m.group(1) if m else None
+
+
+def lookup_reply(view: lookup_mod.PublicView, tz) -> str:
+    lines = [f"Phản ánh mã {view.code}: {view.status.label}."]
+    if view.agencies:
+        lines.append("Cơ quan giải quyết: " + ", ".join(view.agencies) + ".")
+    if view.deadline_at is not None:
+        lines.append(f"Hạn trả lời: {view.deadline_at.astimezone(tz):%d/%m/%Y}.")
+    if view.answer:
+        lines.append("Nội dung trả lời: " + view.answer)
+    return "\n".join(lines)
 
 
 def _tz(routing: Routing):

@@ -93,7 +93,7 @@ def test_no_repository_paths():
 
 def test_call_steps_never_reach_the_dispatcher():
     """The call steps get a narrow context; they do not import or reach into the dispatcher."""
-    steps = ["prompt", "menu", "route", "bridge", "complaint", "survey"]
+    steps = ["prompt", "menu", "route", "bridge", "complaint", "survey", "lookup"]
     graph = _graph()
     for s in steps:
         assert "ivr.call.dispatcher" not in graph[f"ivr.call.{s}"], s

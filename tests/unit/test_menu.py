@@ -4,6 +4,7 @@ would send them, checked by what it asked Asterisk for and what its record says.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 
 import pytest
 
@@ -15,6 +16,9 @@ from ivr.vocab import MenuAction
 
 from .conftest import hasty
 
+# The menu, then the look-up key's announcement with its digit (menu.lookup_digit, 0).
+MENU = ["menu", "menu_lookup", "digits:0"]
+
 
 def start(routing, first_digit: str | None = None):
     call = make_call(routing, state=State.MENU)
@@ -24,7 +28,7 @@ def start(routing, first_digit: str | None = None):
 async def test_a_digit_after_the_menu_is_the_choice(routing):
     call, task = start(routing)
     pb = await call.hear()
-    assert pb.media == ["sound:tongdai/menu"]
+    assert pb.media == ["sound:tongdai/menu", "sound:tongdai/menu_lookup", "digits:0"]
     assert call.ari.params[f"/channels/c1/play/{pb.id}"]["lang"] == "vi"
     call.dtmf("4")
     assert await asyncio.wait_for(task, 2) == MenuAction("branch", "4")
@@ -51,9 +55,9 @@ async def test_a_digit_pressed_during_the_greeting_needs_no_menu(routing):
 
 async def test_star_repeats_the_menu(routing):
     call, task = start(routing)
-    assert (await call.hear()).sounds == ["menu"]
+    assert (await call.hear()).sounds == MENU
     call.dtmf("*")
-    assert (await call.hear()).sounds == ["menu"]  # again, with no reproach before it
+    assert (await call.hear()).sounds == MENU  # again, with no reproach before it
     call.dtmf("8")
     assert await asyncio.wait_for(task, 2) == MenuAction("branch", "8")
     assert call.events("menu_repeat") == [{"count": 1}]
@@ -66,15 +70,15 @@ async def test_no_input_and_wrong_keys_are_counted_apart_until_the_fallback(rout
     call, task = start(hasty(routing))
     heard = [(await call.hear()).sounds]  # silence
     heard.append((await call.hear()).sounds)
-    call.dtmf("0")  # no branch 0
+    call.dtmf("A")  # no branch A (0 is the look-up)
     heard.append((await call.hear()).sounds)  # silence
     heard.append((await call.hear()).sounds)
     call.dtmf("#")
     heard.append((await call.hear()).sounds)  # silence: the third
     assert await asyncio.wait_for(task, 2) == MenuAction("complaint")
-    assert heard == [["menu"], ["no_input", "menu"], ["invalid", "menu"], ["no_input", "menu"], ["invalid", "menu"]]
+    assert heard == [MENU, ["no_input", *MENU], ["invalid", *MENU], ["no_input", *MENU], ["invalid", *MENU]]
     assert call.events("menu_no_input") == [{"count": 1}, {"count": 2}, {"count": 3}]
-    assert call.events("menu_invalid") == [{"digit": "0", "count": 1}, {"digit": "#", "count": 2}]
+    assert call.events("menu_invalid") == [{"digit": "A", "count": 1}, {"digit": "#", "count": 2}]
     assert call.events("menu_fallback") == [{"reason": "no_input", "action": "complaint"}]
 
 
@@ -83,7 +87,7 @@ async def test_no_input_and_wrong_keys_are_counted_apart_until_the_fallback(rout
 async def test_wrong_keys_alone_reach_the_fallback(routing, fallback, action):
     assert routing.menu.max_tries == 3
     call, task = start(hasty(routing, fallback=fallback))
-    for key in ("0", "A", "#"):  # DTMF keys that are no branch
+    for key in ("A", "D", "#"):  # DTMF keys that are no branch
         await call.hear()
         call.dtmf(key)
     assert await asyncio.wait_for(task, 2) == action
@@ -96,7 +100,7 @@ async def test_a_digit_during_the_no_input_prompt_counts(routing):
     call, task = start(hasty(routing))
     await call.hear()  # silence
     pb = await call.playback()
-    assert pb.sounds == ["no_input", "menu"]
+    assert pb.sounds == ["no_input", *MENU]
     call.dtmf("3")
     assert await asyncio.wait_for(task, 2) == MenuAction("branch", "3")
     await wait_until(lambda: ("DELETE", f"/playbacks/{pb.id}") in call.ari.sent, 2, "the prompt to be stopped")
@@ -162,3 +166,20 @@ async def test_a_caller_who_never_chooses_is_offered_a_complaint(routing):
     assert s.rec.disposition == "invalid_input" and s.rec.ended_in == "complaint"
     assert call.events("menu_fallback") == [{"reason": "no_input", "action": "complaint"}]
     assert [e["to"] for e in call.events("state")] == ["greeting", "menu", "complaint", "ended"]
+
+
+async def test_the_lookup_digit_is_the_lookup_and_none_makes_it_a_wrong_key(routing):
+    call, task = start(routing)
+    await call.hear()
+    call.dtmf("0")
+    assert await asyncio.wait_for(task, 2) == MenuAction("lookup")
+    assert call.events("menu_choice") == [{"digit": "0", "lookup": True}]
+    off = dataclasses.replace(routing, menu=dataclasses.replace(routing.menu, lookup_digit=None))
+    call, task = start(off)
+    assert (await call.hear()).sounds == ["menu"]  # not announced
+    call.dtmf("0")
+    assert (await call.playback()).sounds == ["invalid", "menu"]
+    assert call.events("menu_invalid") == [{"digit": "0", "count": 1}]
+    call.hangup()
+    with pytest.raises(CallerHangup):
+        await asyncio.wait_for(task, 2)
