@@ -1,10 +1,7 @@
 """youth volunteers: roster, shifts and assists
 
 Revision ID: 0006
-Revises: 0004
-
-0005 is being written on another branch: at merge, whichever lands second re-chains its
-down_revision onto the other (this one has no dependency on 0005's tables).
+Revises: 0005
 
 Create Date: 2026-12-07 23:47:22.769668
 """
@@ -14,7 +11,7 @@ from alembic import op
 from ivr import models
 
 revision = '0006'
-down_revision = '0004'
+down_revision = '0005'
 branch_labels = None
 depends_on = None
 

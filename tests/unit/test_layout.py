@@ -112,3 +112,16 @@ def test_every_module_imports():
     for name in names:
         importlib.import_module(name)
     assert "ivr.call.flow" in names and "bench.capacity" in names
+
+
+def test_migrations_have_one_head():
+    """Branches that each add a migration must be chained when they merge: one head, no fork."""
+    import importlib.resources
+
+    from alembic.config import Config
+    from alembic.script import ScriptDirectory
+
+    cfg = Config()
+    cfg.set_main_option("script_location", str(importlib.resources.files("ivr.migrations")))
+    heads = ScriptDirectory.from_config(cfg).get_heads()
+    assert len(heads) == 1, heads
