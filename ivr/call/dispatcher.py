@@ -76,6 +76,7 @@ class Controller:
             ari=ari, calllog=calllog, route_state=self.route_state, home=settings.home,
             recording_spool=self.layout.host(self.layout.ast("spool")) / "recording",
             own=self.own, finished=self.finished, is_open=self.is_open, reachable=self._reachable, strict=strict,
+            recordings_gid=settings.recordings_gid,
         )
 
     def _reachable(self, ext: str) -> bool | None:
