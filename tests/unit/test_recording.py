@@ -348,3 +348,36 @@ def test_a_voice_complaint_is_stored_privately_too(tmp_path):
     assert seconds == 4.0 and mode(path) == 0o600 and mode(path.parent) == 0o700
     assert not (tmp_path / "spool" / "tongdai-c1-rec1.wav").exists()
     assert c.events("recorded") == [{"file": str(path.relative_to(tmp_path / "home")), "seconds": 4.0}]
+
+
+# ------------------------------------------------------------------------------ the disk
+
+
+def test_status_warns_when_the_recordings_disk_is_low(settings_factory, monkeypatch):
+    from click.testing import CliRunner
+
+    from ivr import status
+    from ivr.cli import main
+
+    roomy = settings_factory(TONGDAI_RECORDINGS_MIN_FREE_MB="0")
+    disk = status.recordings_disk(roomy)
+    assert disk["low"] is False and disk["free_mb"] > 0 and disk["min_free_mb"] == 0
+    assert round(status.MB_PER_HOUR, 2) == 54.93  # 8 kHz 16-bit mono WAV: 16 000 bytes a second
+    assert disk["hours_left"] == round(disk["free_mb"] / status.MB_PER_HOUR, 1)
+    tight = settings_factory(TONGDAI_RECORDINGS_MIN_FREE_MB=str(10 ** 12))  # more than any disk
+    assert status.recordings_disk(tight)["low"] is True
+    # The command, with no controller running: the warning comes first, the free space last.
+    for k, v in tight.env.items():
+        monkeypatch.setenv(k, v)
+    monkeypatch.setenv("TONGDAI_AMI_PORT", "1")  # nothing listens: the AMI part gives up at once
+    res = CliRunner().invoke(main, ["status"])
+    lines = res.output.splitlines()
+    assert lines[0].startswith("CẢNH BÁO: ổ lưu bản ghi âm") and "TONGDAI_RECORDINGS_MIN_FREE_MB" in lines[0], res.output
+    assert lines[-1].startswith("Ổ lưu bản ghi âm: còn ")
+    res = CliRunner().invoke(main, ["status", "--json"])
+    assert '"low": true' in res.output
+    with pytest.raises(SystemExit):
+        settings_factory(TONGDAI_RECORDINGS_MIN_FREE_MB="-1")
+    with pytest.raises(SystemExit):
+        settings_factory(TONGDAI_RECORDINGS_GROUP="no-such-group-here")
+    assert settings_factory(TONGDAI_RECORDINGS_GROUP=grp.getgrgid(os.getegid()).gr_name).recordings_gid == os.getegid()
