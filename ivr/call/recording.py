@@ -129,7 +129,8 @@ async def _collect(session: CallSession, live: Live) -> None:
     rel = files.conversation_path(session.id, rec.started_at)
     try:
         if not await asyncio.to_thread(src.exists):
-            log.error("call=%s conversation recording has no file in Asterisk's spool", session.id)
+            # Deleted over ARI, or never written: the timeline says so; the call was fine.
+            log.warning("call=%s conversation recording lost: no file in Asterisk's spool", session.id)
             rec.event("recording_lost", reason="no file in the spool")
             return
         seconds = await asyncio.to_thread(files.store, src, ctx.home, rel, ctx.recordings_gid)
