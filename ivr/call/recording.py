@@ -31,7 +31,7 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("tongdai.recording")
 
-FORMAT = "wav"  # 8 kHz 16-bit mono: 16 kB a second, about 58 MB an hour (docs/recording.md)
+FORMAT = "wav"  # 8 kHz 16-bit mono: 16,000 bytes a second, 55 MB (2^20 bytes) an hour (docs/recording.md)
 MAX_SECONDS = 4 * 3600  # a call stuck for hours must not fill the disk
 STOP_WAIT = 3.0  # seconds to wait for RecordingFinished after the stop
 
