@@ -113,6 +113,11 @@ async def test_an_answered_call_is_recorded_under_home_private_as_long_as_the_ta
     assert stat.S_IMODE(spool_of(ivr).stat().st_mode) & 0o007 == 0
     print(f"recorded {seconds:.2f} s of {call.talk_s:.2f} s talk: {path.stat().st_size} bytes, "
           f"{path.stat().st_size / seconds * 3600 / 2**20:.1f} MB/hour, RMS {level:.3f}")
+    # `tongdai status` (the controller answers) looks at the disk the recordings are on.
+    code, out, err = await tongdai(ivr, "status", "--json")
+    disk = json.loads(out)["recordings_disk"]
+    assert code == 0 and disk["path"] == str(home / "recordings") and disk["free_mb"] > 0, (out, err)
+    assert json.loads(out)["source"] == "controller"
 
 
 async def test_with_recording_off_no_file_and_no_notice(ivr):
