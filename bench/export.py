@@ -26,7 +26,8 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
 COLUMNS = ("id, started_at, caller, hotline, branch_digit, branch_name, agency_code, agency_name, answered_by, "
-           "wait_s, talk_s, disposition, case_code, survey_score, ended_at, ended_in, hangup_by")
+           "wait_s, talk_s, disposition, case_code, survey_score, ended_at, ended_in, hangup_by, "
+           "CASE WHEN recording_deleted_at IS NULL THEN recording END, recording_s, recording_deleted_at")
 TARGET_RATIO = 0.5
 TARGET_RSS_MB = 150
 
@@ -59,7 +60,7 @@ def build(db: Path, rows: int, seed: int = 7) -> None:
     con.execute("PRAGMA synchronous=OFF")
     sql = ("INSERT INTO calls (id, caller, hotline, started_at, answered_at, ended_at, branch_digit, branch_name, "
            "agency_code, agency_name, answered_by, wait_s, talk_s, disposition, ended_in, hangup_by, survey_score, "
-           "case_code) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)")
+           "case_code, recording, recording_s) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)")
     step = 365 * 86400 / max(rows, 1)
     batch = []
     for i in range(rows):
@@ -78,9 +79,13 @@ def build(db: Path, rows: int, seed: int = 7) -> None:
         answered = t0 + dt.timedelta(seconds=wait) if by else None
         ended = t0 + dt.timedelta(seconds=wait + (talk or 0) + 10)
         caller = rng.choice(("09", "03", "07", "+849", "anonymous")) + f"{rng.randrange(10 ** 8):08d}"
-        batch.append((f"{1767571200 + i}.{i % 997}", caller, "1022", t0.strftime(fmt),
+        cid = f"{1767571200 + i}.{i % 997}"
+        # Answered calls are recorded (docs/recording.md): the export carries the path and length.
+        recording = f"recordings/calls/{t0:%Y}/{t0:%m}/{cid}.wav" if talk else None
+        batch.append((cid, caller, "1022", t0.strftime(fmt),
                       answered.strftime(fmt) if answered else None, ended.strftime(fmt), d, bname, acode, aname, by,
-                      wait, talk, disp, ended_in, "caller" if disp == "abandoned" else "system", score, case))
+                      wait, talk, disp, ended_in, "caller" if disp == "abandoned" else "system", score, case,
+                      recording, talk))
         if len(batch) == 50_000:
             con.executemany(sql, batch)
             batch.clear()
@@ -90,6 +95,17 @@ def build(db: Path, rows: int, seed: int = 7) -> None:
     con.execute("ANALYZE")
     con.close()
     os.replace(tmp, db)
+
+
+def _schema_head() -> str:
+    from alembic.script import ScriptDirectory
+
+    sys.path.insert(0, str(REPO))
+    from ivr.config.settings import Settings
+    from ivr.records.db import alembic_config
+
+    cfg = alembic_config(Settings.from_env({"TONGDAI_HOME": "/nonexistent", "TONGDAI_ASTERISK": "sandbox"}))
+    return str(ScriptDirectory.from_config(cfg).get_current_head())
 
 
 def run(cmd: list[str], env: dict[str, str], stdout) -> tuple[float, int]:
@@ -118,7 +134,8 @@ def main(argv: list[str] | None = None) -> int:
     if not shutil.which("sqlite3"):
         raise SystemExit("sqlite3 is missing: scripts/install-system-deps.sh installs it")
     a.cache.mkdir(parents=True, exist_ok=True)
-    db = a.cache / f"calls-{rows}.db"
+    # One file per schema revision: a database built by an older schema lacks columns the export reads.
+    db = a.cache / f"calls-{rows}-{_schema_head()}.db"
     if not db.exists():
         t = time.perf_counter()
         print(f"building {db} ({rows:,} rows)…", flush=True)

@@ -1,13 +1,16 @@
-"""`tongdai status`: is the hotline up, who is calling, which desk phones can be reached.
+"""`tongdai status`: is the hotline up, who is calling, which desk phones can be reached, is
+there room for the recordings.
 
 Asks the running controller over its control socket; when no controller runs, asks Asterisk
-directly over AMI and the database for when each phone was last seen.
+directly over AMI and the database for when each phone was last seen. The recordings' disk is
+looked at here, whoever answers: this command runs on the same machine.
 """
 
 from __future__ import annotations
 
 import asyncio
 import datetime as dt
+import shutil
 from zoneinfo import ZoneInfo
 
 from ivr import control
@@ -21,8 +24,31 @@ STATE_VI = {
 }
 
 
+# A conversation recorded as 8 kHz 16-bit WAV (ivr.call.recording.FORMAT): 16 000 bytes a second.
+MB_PER_HOUR = 16000 * 3600 / 2**20
+
+
 async def gather(settings: Settings, routing: rt.Routing) -> dict:
     """The status as a JSON-able dict (the same shape whether or not the controller runs)."""
+    st = await _gather(settings, routing)
+    st["recordings_disk"] = recordings_disk(settings)
+    return st
+
+
+def recordings_disk(settings: Settings) -> dict:
+    """Free space where recordings are written, and whether it is below the warning threshold
+    (TONGDAI_RECORDINGS_MIN_FREE_MB)."""
+    where = settings.home / "recordings"
+    while not where.exists() and where != where.parent:
+        where = where.parent  # not made yet: the disk it will be on
+    usage = shutil.disk_usage(where)
+    free_mb = usage.free // 2**20
+    return {"path": str(where), "free_mb": free_mb, "total_mb": usage.total // 2**20,
+            "min_free_mb": settings.recordings_min_free_mb, "hours_left": round(free_mb / MB_PER_HOUR, 1),
+            "low": free_mb < settings.recordings_min_free_mb}
+
+
+async def _gather(settings: Settings, routing: rt.Routing) -> dict:
     try:
         st = await control.request(settings.home, "GET", "/status")
         st["source"] = "controller"
@@ -72,6 +98,11 @@ def render(st: dict, routing: rt.Routing, tz: str) -> str:
         return dt.datetime.fromisoformat(iso).astimezone(zone).strftime("%d/%m %H:%M")
 
     out = []
+    disk = st.get("recordings_disk")
+    if disk and disk["low"]:
+        out.append(f"CẢNH BÁO: ổ lưu bản ghi âm ({disk['path']}) chỉ còn {disk['free_mb']} MB trống, dưới ngưỡng "
+                   f"{disk['min_free_mb']} MB (TONGDAI_RECORDINGS_MIN_FREE_MB): dọn bớt (`tongdai recordings prune`) "
+                   "hoặc thêm dung lượng, kẻo cuộc gọi không được ghi âm.")
     ctl = st.get("controller", {})
     if st.get("source") == "controller":
         out.append(f"Bộ điều khiển: đang chạy (PID {ctl.get('pid')}, từ {local(ctl.get('started_at'))})"
@@ -105,4 +136,7 @@ def render(st: dict, routing: rt.Routing, tz: str) -> str:
             else:
                 parts.append(f"{n} ✗ (chưa đăng ký lần nào)")
         out.append(f"  {agency.name if agency else code}: " + ", ".join(parts))
+    if disk:
+        out.append(f"Ổ lưu bản ghi âm: còn {disk['free_mb']} MB trống (khoảng {disk['hours_left']:g} giờ đàm thoại; "
+                   f"cảnh báo dưới {disk['min_free_mb']} MB)")
     return "\n".join(out)

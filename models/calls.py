@@ -44,6 +44,11 @@ class Call(Base):
     hangup_by: Mapped[str | None] = mapped_column(String(16))  # caller, agent, system
     survey_score: Mapped[int | None] = mapped_column(Integer)  # 1..5 after the staff hung up; None: no answer
     case_code: Mapped[str | None] = mapped_column(String(16), index=True)  # a complaint recorded in this call
+    # The conversation's recording (docs/recording.md): its path under $TONGDAI_HOME, empty when the
+    # call was not recorded; after retention deletes the file the row keeps the path and says when.
+    recording: Mapped[str | None] = mapped_column(String(500))
+    recording_s: Mapped[float | None] = mapped_column(Float)
+    recording_deleted_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime)
 
     events: Mapped[list[CallEvent]] = relationship(back_populates="call", lazy="raise", order_by="CallEvent.seq")
     legs: Mapped[list[CallLeg]] = relationship(back_populates="call", lazy="raise", order_by="CallLeg.id")

@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Nightly export for cron: yesterday's calls, cases and survey answers into dated files.
+# Nightly export for cron: yesterday's calls, cases and survey answers into dated files, then
+# the recordings' retention (scripts/prune-recordings.sh: complaints and conversations).
 #
 #   scripts/nightly-export.sh [DIR] [FORMAT]     (defaults: $TONGDAI_HOME/exports, csv)
 #
@@ -24,4 +25,8 @@ for table in calls cases surveys; do
     rc=1
   fi
 done
+# After the exports, so that the night's files still list recordings deleted now.
+if ! scripts/prune-recordings.sh; then
+  rc=1
+fi
 exit "$rc"

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 from typing import TYPE_CHECKING
 
+from ivr.call import recording
 from ivr.call.errors import CallerHangup
 from ivr.records.calllog import utcnow
 from ivr.vocab import Disposition
@@ -20,11 +21,13 @@ async def create(session: CallSession, bridge_id: str) -> None:
     await session.ari.request("POST", f"/bridges/{bridge_id}", params={"type": "mixing", "name": f"call-{session.id}"})
 
 
-async def run(session: CallSession, leg_id: str, extension: str, plan: Plan | None = None) -> str:
+async def run(session: CallSession, leg_id: str, extension: str, plan: Plan | None = None, *,
+              record: bool = False) -> str:
     """Bridge caller and leg; return who hung up: ``caller`` or ``agent``.
 
     ``plan``: route.prepare's, whose bridge the call uses when it was made; a leg that already
-    joined it (a prepared phone) stays there and only the caller is added."""
+    joined it (a prepared phone) stays there and only the caller is added. ``record``: the
+    conversation is recorded from now until one of them hangs up (:mod:`ivr.call.recording`)."""
     # shield: a call cancelled here must not cancel the background tasks the cleanup waits for.
     if plan is not None and await asyncio.shield(plan.made):
         bridge_id = plan.bridge
@@ -41,6 +44,7 @@ async def run(session: CallSession, leg_id: str, extension: str, plan: Plan | No
     rec.answered_by = extension
     rec.disposition = Disposition.ANSWERED
     rec.event("bridged", extension=extension, bridge=bridge_id)
+    live = await recording.start(session, bridge_id) if record else None
     try:
         while True:
             ev = await session.next_event(None)
@@ -53,10 +57,17 @@ async def run(session: CallSession, leg_id: str, extension: str, plan: Plan | No
                 rec.event("hangup", by="agent", extension=extension)
                 # No DELETE: each of these events means the leg is already hanging up (it was
                 # one request per call answered by 404, measured in the bench).
+                await recording.finish(session, live)
                 return "agent"
+            if recording.handle(session, live, ev):
+                continue
             session.unexpected(ev)
     except CallerHangup:
         rec.talk_ended_at = utcnow()
         session.legs[leg_id].ended_at = rec.talk_ended_at
         rec.hangup_by = "caller"
+        await recording.finish(session, live)
         return "caller"
+    except Exception:
+        await recording.finish(session, live)  # the conversation is over either way: keep what was said
+        raise

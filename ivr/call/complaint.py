@@ -14,8 +14,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import shutil
-import wave
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -23,6 +21,7 @@ from ivr.call import prompt
 from ivr.call.errors import CallerHangup
 from ivr.pbx.ari import AriError
 from ivr.records import cases as cases_mod
+from ivr.records import recordings as files
 
 if TYPE_CHECKING:
     from ivr.call.session import CallSession
@@ -117,18 +116,12 @@ def _collect(session: CallSession, name: str) -> tuple[Path | None, float]:
     src = session.ctx.recording_spool / f"{name}.wav"
     if not src.exists():
         return None, 0.0
-    when = session.rec.started_at
-    dest_dir = session.ctx.home / "recordings" / f"{when:%Y}" / f"{when:%m}"
-    dest_dir.mkdir(parents=True, exist_ok=True)
-    dest = dest_dir / f"{session.id}.wav"
-    shutil.move(str(src), dest)
-    try:
-        with wave.open(str(dest)) as w:
-            seconds = w.getnframes() / float(w.getframerate() or 8000)
-    except (wave.Error, EOFError):
-        seconds = 0.0
-    session.rec.event("recorded", file=str(dest.relative_to(session.ctx.home)), seconds=round(seconds, 2))
-    return dest, seconds
+    # Copied into a private file of ours (0600, or 0640 for the recordings group), not renamed
+    # with the mode Asterisk gave it: see ivr.records.recordings.
+    rel = files.complaint_path(session.id, session.rec.started_at)
+    seconds = files.store(src, session.ctx.home, rel, session.ctx.recordings_gid)
+    session.rec.event("recorded", file=rel, seconds=round(seconds, 2))
+    return session.ctx.home / rel, seconds
 
 
 async def _open_case(session: CallSession, path: Path, seconds: float, *, anonymous: bool, misconduct: bool) -> str:

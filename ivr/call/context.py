@@ -58,7 +58,7 @@ class CallContext:
     ari: AriRequests
     calllog: CallLogSink
     route_state: RouteState
-    home: Path  # TONGDAI_HOME: complaint recordings and the case spool live under it
+    home: Path  # TONGDAI_HOME: recordings and the case spool live under it
     recording_spool: Path  # where Asterisk writes recordings, as seen from this host
     own: Callable[[str, CallSession], None]  # route a channel's events to the session
     finished: Callable[[CallSession], None]  # the session has ended
@@ -66,3 +66,4 @@ class CallContext:
     reachable: Callable[[str], bool | None] = lambda ext: None  # presence: None when unknown
     strict: bool = False  # an unexpected event raises instead of being logged
     speech: SpokenTexts | None = None  # None: nothing dynamic is spoken (the look-up says so)
+    recordings_gid: int | None = None  # a group that may read recordings (TONGDAI_RECORDINGS_GROUP)

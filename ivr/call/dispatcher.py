@@ -79,6 +79,7 @@ class Controller:
             recording_spool=self.layout.host(self.layout.ast("spool")) / "recording",
             own=self.own, finished=self.finished, is_open=self.is_open, reachable=self._reachable, strict=strict,
             speech=self.speech,
+            recordings_gid=settings.recordings_gid,
         )
         self._warming: asyncio.Future | None = None
 

@@ -15,7 +15,7 @@ from __future__ import annotations
 import asyncio
 import logging
 
-from ivr.call import bridge, complaint, lookup, menu, prompt, route, survey
+from ivr.call import bridge, complaint, lookup, menu, prompt, recording, route, survey
 from ivr.call.errors import CallerHangup
 from ivr.call.session import CallSession, State
 from ivr.pbx.ari import AriError
@@ -78,6 +78,8 @@ async def steps(session: CallSession) -> None:
     first = await prompt.play(session, ["greeting"], max_digits=1)
     if first.status == "hangup":
         raise CallerHangup()
+    if r.recording.enabled and r.recording.announce:
+        first = await recording.announce(session, first)
     session.transition(State.MENU, f"dtmf {first.digits}" if first.digits else "greeting played")
     action = await menu.run(session, first.digits or None)
     while action.kind == "lookup":
@@ -117,7 +119,7 @@ async def steps(session: CallSession) -> None:
         if outcome.answered:
             assert outcome.leg_id is not None and outcome.extension is not None  # set with answered
             session.transition(State.BRIDGED, f"answered by {outcome.extension}")
-            who = await bridge.run(session, outcome.leg_id, outcome.extension, plan)
+            who = await bridge.run(session, outcome.leg_id, outcome.extension, plan, record=r.records(branch))
             if who == "caller":
                 return await session.end("caller")
             if r.survey.enabled:

@@ -12,6 +12,7 @@ import asyncio
 import datetime as dt
 import enum
 import logging
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, overload
 
 from ivr.call.errors import CallerHangup, IllegalEvent, IllegalTransition
@@ -134,6 +135,29 @@ class CallSession:
             self._caller_gone()
             raise CallerHangup()
         return ev
+
+    async def wait_aside(self, match: Callable[[dict], bool], timeout: float) -> dict | None:
+        """The first event ``match`` accepts within ``timeout`` (None if none came). Every other
+        event that arrives meanwhile stays queued, in order, for the step that reads next (a
+        hangup included): this waits beside the flow, not in its place."""
+        held: list[dict] = []
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout
+        try:
+            while (left := deadline - loop.time()) > 0:
+                try:
+                    ev = await asyncio.wait_for(self.queue.get(), left)
+                except TimeoutError:
+                    return None
+                if match(ev):
+                    return ev
+                held.append(ev)
+            return None
+        finally:
+            while not self.queue.empty():
+                held.append(self.queue.get_nowait())
+            for ev in held:
+                self.queue.put_nowait(ev)
 
     def unexpected(self, ev: dict) -> None:
         """An event the current step does not handle: ignore the harmless, fail loudly on the rest."""

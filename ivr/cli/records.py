@@ -132,30 +132,44 @@ def report_monthly(month: str, out: Path) -> None:
 
 @click.group("recordings")
 def recordings_group() -> None:
-    """Bản ghi âm phản ánh."""
+    """Bản ghi âm: phản ánh và cuộc gọi."""
 
 
 @recordings_group.command("prune")
 @click.option("--days", type=int, default=None, metavar="N",
-              help="Giữ N ngày (mặc định: TONGDAI_RECORDINGS_KEEP_DAYS, nếu không có thì 365).")
+              help="Giữ bản ghi âm phản ánh N ngày (mặc định: TONGDAI_RECORDINGS_KEEP_DAYS, nếu không có thì 365).")
+@click.option("--as-of", "as_of", metavar="NGÀY",
+              help="Tính tuổi bản ghi như thể hôm nay là NGÀY (YYYY-MM-DD hoặc DD/MM/YYYY); dùng với --dry-run để xem trước.")
 @click.option("--dry-run", is_flag=True, help="Chỉ liệt kê, không xoá.")
-def recordings_prune(days: int | None, dry_run: bool) -> None:
-    """Xoá bản ghi âm cũ hơn N ngày (giữ bản ghi của phản ánh chưa đóng)."""
+def recordings_prune(days: int | None, as_of: str | None, dry_run: bool) -> None:
+    """Xoá bản ghi âm quá hạn lưu giữ: phản ánh cũ hơn N ngày, cuộc gọi cũ hơn recording.retention_days
+    (routing.yaml). Giữ bản ghi của phản ánh chưa đóng hoặc đã chuyển Tổ Kiểm tra."""
     from ivr.records import db as db_mod
+    from ivr.records import export as ex
     from ivr.records import retention
 
     s = Settings.from_env()
+    r = _routing(s)
     try:
         keep = retention.keep_days(days, s.env)
-    except retention.RetentionError as e:
+        now = None
+        if as_of is not None:
+            now = ex.local_day_start(ex.parse_date(as_of, "--as-of"), r.hotline.timezone)
+    except (retention.RetentionError, ex.ExportError) as e:
         _fail(str(e), 2)
     _need_database(s)
-    res = retention.prune(s, db_mod.engine(s), keep, dry_run=dry_run)
+    call_days = r.recording.retention_days
+    res = retention.prune(s, db_mod.engine(s), keep, call_days=call_days, dry_run=dry_run, now=now)
     verb = "Sẽ xoá" if dry_run else "Đã xoá"
-    for p in res.deleted:
+    for p in res.deleted + res.calls_deleted:
         click.echo(f"{verb}: {p}")
-    click.echo(f"{verb} {len(res.deleted)} bản ghi âm cũ hơn {keep} ngày ({res.freed // 1024} KiB); "
-               f"giữ lại {len(res.kept_open)} bản ghi của phản ánh chưa đóng.", err=True)
+    for p, why in res.failed:
+        click.echo(f"KHÔNG xoá được {p}: {why}", err=True)
+    click.echo(f"{verb} {len(res.deleted)} bản ghi âm phản ánh cũ hơn {keep} ngày và {len(res.calls_deleted)} bản ghi âm "
+               f"cuộc gọi cũ hơn {call_days} ngày ({res.freed // 1024} KiB); giữ lại {len(res.kept_open)} bản ghi phản ánh "
+               f"và {len(res.calls_kept)} bản ghi cuộc gọi của phản ánh chưa đóng hoặc đã chuyển Tổ Kiểm tra.", err=True)
+    if res.failed:
+        sys.exit(1)
 
 
 COMMANDS = [export_cmd, report_group, recordings_group]

@@ -106,6 +106,16 @@ class Survey:
 
 
 @dataclass(frozen=True)
+class Recording:
+    """Conversation recording (docs/recording.md): answered calls, both parties, from the desk
+    phone's answer until a hang-up; ``announce``: the notice after the greeting."""
+
+    enabled: bool = False
+    announce: bool = True
+    retention_days: int = 365  # `tongdai recordings prune` deletes older conversation recordings
+
+
+@dataclass(frozen=True)
 class Agency:
     code: str
     name: str
@@ -143,6 +153,7 @@ class Branch:
     strategy: str
     ring_timeout: int
     no_answer: str  # "complaint", "hangup" or "branch:N"
+    recording: bool = True  # False: this branch's calls are never recorded (``recording: false``)
 
 
 @dataclass(frozen=True)
@@ -158,6 +169,7 @@ class Routing:
     complaints: Complaints = Complaints("9", 180, 6, dict(DEFAULT_DEADLINES))
     survey: Survey = Survey(True, 5.0)
     limits: Limits = Limits()
+    recording: Recording = Recording()
     source: str = ""
 
     def branch(self, digit: str) -> Branch | None:
@@ -165,6 +177,10 @@ class Routing:
             if b.digit == digit:
                 return b
         return None
+
+    def records(self, branch: Branch) -> bool:
+        """Whether a call answered on ``branch`` is recorded."""
+        return self.recording.enabled and branch.recording
 
     def agency_path(self, code: str) -> list[Agency]:
         """The agency and its ancestors, nearest first (any depth)."""
@@ -192,6 +208,7 @@ class Routing:
             "complaints": asdict(self.complaints),
             "survey": asdict(self.survey),
             "limits": asdict(self.limits),
+            "recording": asdict(self.recording),
             "branches": [
                 {**asdict(b), "targets": list(b.targets), "agency_name": self.agencies[b.agency].name}
                 for b in self.branches
@@ -527,6 +544,23 @@ def _survey(c: _Checker, node: Node | None) -> Survey | None:
     return Survey(enabled, float(t)) if t is not None else None
 
 
+def _flag(c: _Checker, node: Node, path: str) -> bool | None:
+    v = c.choice(node, path, ("true", "false", "yes", "no"))
+    return None if v is None else v in ("true", "yes")
+
+
+def _recording(c: _Checker, node: Node | None) -> Recording | None:
+    if node is None:
+        return Recording()
+    m = c.mapping(node, "recording", {"enabled", "announce", "retention_days"})
+    enabled = _flag(c, m["enabled"][1], "recording.enabled") if "enabled" in m else False
+    announce = _flag(c, m["announce"][1], "recording.announce") if "announce" in m else True
+    days = c.number(m["retention_days"][1], "recording.retention_days", 1, 3650) if "retention_days" in m else 365
+    if enabled is None or announce is None or days is None:
+        return None
+    return Recording(enabled, announce, int(days))
+
+
 def load(path: str | Path) -> Routing:
     """Load and validate a routing file; raise :class:`RoutingError` listing every problem."""
     path = Path(path)
@@ -553,7 +587,8 @@ def loads(text: str, name: str = "routing.yaml") -> Routing:
     top = c.mapping(
         root,
         "",
-        {"version", "hotline", "hours", "menu", "branches", "agencies", "extensions", "complaints", "survey", "limits"},
+        {"version", "hotline", "hours", "menu", "branches", "agencies", "extensions", "complaints", "survey", "limits",
+         "recording"},
         {"version", "hotline", "branches", "agencies"},
     )
     if "version" in top:
@@ -648,7 +683,7 @@ def loads(text: str, name: str = "routing.yaml") -> Routing:
             p = f"branches[{i}]"
             bm = c.mapping(
                 bn, p,
-                {"digit", "name", "agency", "targets", "strategy", "ring_timeout", "no_answer"},
+                {"digit", "name", "agency", "targets", "strategy", "ring_timeout", "no_answer", "recording"},
                 {"digit", "name", "agency", "targets"},
             )
             branch_nodes.append((bn, p, bm))
@@ -693,8 +728,9 @@ def loads(text: str, name: str = "routing.yaml") -> Routing:
         if digit and no_answer == f"branch:{digit}":
             c.err(bm["no_answer"][1], f"{p}.no_answer", "a branch cannot fall back to itself")
             no_answer = None
-        if digit and bname and agency and ok_targets and targets and strategy and ring and no_answer:
-            branches.append(Branch(digit, bname, agency, tuple(targets), strategy, int(ring), no_answer))
+        record = _flag(c, bm["recording"][1], f"{p}.recording") if "recording" in bm else True
+        if digit and bname and agency and ok_targets and targets and strategy and ring and no_answer and record is not None:
+            branches.append(Branch(digit, bname, agency, tuple(targets), strategy, int(ring), no_answer, record))
     menu = _menu(c, top["menu"][1] if "menu" in top else None, digits)
     complaints = _complaints(c, top["complaints"][1] if "complaints" in top else None, digit_paths)
     survey = _survey(c, top["survey"][1] if "survey" in top else None)
@@ -705,9 +741,10 @@ def loads(text: str, name: str = "routing.yaml") -> Routing:
             menu = replace(menu, lookup_digit=None)
         else:
             c.err(node, "menu.lookup_digit", f"digit {menu.lookup_digit} is already complaints.misconduct_digit")
+    recording = _recording(c, top["recording"][1] if "recording" in top else None)
 
     if (c.problems or hotline is None or hours is None or menu is None or complaints is None or survey is None
-            or limits is None):
+            or limits is None or recording is None):
         if not c.problems:  # pragma: no cover - every None above reports a problem
             c.err(None, "", "invalid configuration")
         raise RoutingError(sorted(c.problems, key=lambda p: p.line))
@@ -721,6 +758,7 @@ def loads(text: str, name: str = "routing.yaml") -> Routing:
         complaints=complaints,
         survey=survey,
         limits=limits,
+        recording=recording,
         source=name,
     )
 
@@ -745,12 +783,14 @@ def summary(r: Routing) -> str:
         + (f", phím {r.complaints.misconduct_digit} báo hành vi sách nhiễu" if r.complaints.misconduct_digit else "")
         + "; hạn trả lời (ngày làm việc): " + ", ".join(f"{k} {v}" for k, v in r.complaints.deadlines.items())
         + ("; khảo sát sau cuộc gọi: có" if r.survey.enabled else "; khảo sát sau cuộc gọi: không"),
+        _recording_vi(r),
         "Các nhánh:",
     ]
     for b in r.branches:
         lines.append(
             f"  {b.digit}  {b.name} — {r.agencies[b.agency].name}: {', '.join(b.targets)}"
-            f" ({b.strategy}, đổ chuông {b.ring_timeout} giây, không ai nghe: {b.no_answer})"
+            f" ({b.strategy}, đổ chuông {b.ring_timeout} giây, không ai nghe: {b.no_answer}"
+            + (", không ghi âm" if r.recording.enabled and not b.recording else "") + ")"
         )
     lines.append(
         f"Cơ quan, đơn vị: {len(r.agencies)} ("
@@ -758,3 +798,11 @@ def summary(r: Routing) -> str:
         + f"); máy lẻ: {len(r.extensions)} ({stations} máy trạm, {len(r.extensions) - stations} đầu mối nhánh)"
     )
     return "\n".join(lines)
+
+
+def _recording_vi(r: Routing) -> str:
+    rec = r.recording
+    if not rec.enabled:
+        return "Ghi âm cuộc gọi: không"
+    return (f"Ghi âm cuộc gọi: có ({'có' if rec.announce else 'KHÔNG'} thông báo cho người gọi; "
+            f"lưu {rec.retention_days} ngày)")

@@ -22,10 +22,13 @@ setting here; routing.yaml only describes the hotline itself and never holds a s
 | TONGDAI_DATABASE_URL | SQLite in TONGDAI_HOME | SQLAlchemy async URL |
 | TONGDAI_WEB_ADDR | ``127.0.0.1:8080`` | HTTP address of the service's web endpoints (the Zalo webhook) |
 | TONGDAI_ZALO_* | unset: Zalo off | the Zalo Official Account, see :class:`ZaloSettings` |
+| TONGDAI_RECORDINGS_GROUP | unset | a group that may read recordings: files 0640 and folders 0750 of that group (else 0600 / 0700) |
+| TONGDAI_RECORDINGS_MIN_FREE_MB | 2048 | ``tongdai status`` warns when the recordings' disk has less free space |
 """
 
 from __future__ import annotations
 
+import grp
 import hashlib
 import os
 import shutil
@@ -66,6 +69,26 @@ def _lanes(env: dict[str, str]) -> int:
     n = _int(env, "TONGDAI_ARI_LANES", 4)
     if not 1 <= n <= 16:
         raise SystemExit(f"TONGDAI_ARI_LANES={n}: expected 1 to 16")
+    return n
+
+
+def _group(env: dict[str, str]) -> int | None:
+    """TONGDAI_RECORDINGS_GROUP: a group name (or number) -> its id; unset -> None."""
+    raw = (env.get("TONGDAI_RECORDINGS_GROUP") or "").strip()
+    if not raw:
+        return None
+    try:
+        return grp.getgrnam(raw).gr_gid
+    except KeyError:
+        if raw.isdigit():
+            return int(raw)
+        raise SystemExit(f"TONGDAI_RECORDINGS_GROUP={raw!r}: no such group on this machine") from None
+
+
+def _min_free(env: dict[str, str]) -> int:
+    n = _int(env, "TONGDAI_RECORDINGS_MIN_FREE_MB", 2048)
+    if n < 0:
+        raise SystemExit(f"TONGDAI_RECORDINGS_MIN_FREE_MB={n}: expected 0 or more megabytes")
     return n
 
 
@@ -175,6 +198,8 @@ class Settings:
     ari_lanes: int = 4  # ARI applications the calls are spread over, see ari_apps
     web_addr: tuple[str, int] = ("127.0.0.1", 8080)
     zalo: ZaloSettings | None = None
+    recordings_gid: int | None = None  # TONGDAI_RECORDINGS_GROUP: may read recordings (0640/0750)
+    recordings_min_free_mb: int = 2048  # `tongdai status` warns below this
     env: dict[str, str] = field(default_factory=dict, repr=False, compare=False)
 
     @classmethod
@@ -217,6 +242,8 @@ class Settings:
             database_url=db_url,
             web_addr=_addr(env, "TONGDAI_WEB_ADDR", "127.0.0.1:8080"),
             zalo=ZaloSettings.from_env(env, home),
+            recordings_gid=_group(env),
+            recordings_min_free_mb=_min_free(env),
             env=env,
         )
 

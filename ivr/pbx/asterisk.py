@@ -177,6 +177,9 @@ class Layout:
         root = self.host(self.root)
         for d in INSTANCE_DIRS:
             (root / d).mkdir(parents=True, exist_ok=True)
+        # Recordings are personal data, and Asterisk writes them with its umask (0644) while a
+        # call lasts: only Asterisk and its group (the controller, which moves them) get in.
+        os.chmod(root / "spool/recording", 0o770)
         self.settings.home.mkdir(parents=True, exist_ok=True)
         if self.chroot is not None:
             link = self.settings.home / "asterisk"

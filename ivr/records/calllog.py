@@ -79,6 +79,8 @@ class CallRecord:
     disposition: str = "in_progress"
     survey_score: int | None = None
     case_code: str | None = None
+    recording: str | None = None  # the conversation's recording, relative to TONGDAI_HOME
+    recording_s: float | None = None
     ended_in: str | None = None
     hangup_by: str | None = None
     events: list[tuple[dt.datetime, str, dict]] = field(default_factory=list)
@@ -108,6 +110,7 @@ class CallRecord:
             "answered_by": self.answered_by, "wait_s": self.wait_s if self.ended_at or self.answered_at else None,
             "talk_s": self.talk_s, "disposition": self.disposition, "ended_in": self.ended_in,
             "hangup_by": self.hangup_by, "survey_score": self.survey_score, "case_code": self.case_code,
+            "recording": self.recording, "recording_s": self.recording_s,
         }
 
 

@@ -57,7 +57,7 @@ COLUMNS: dict[str, tuple[tuple[str, str], ...]] = {
         ("branch_digit", "text"), ("branch_name", "text"), ("agency_code", "text"), ("agency_name", "text"),
         ("answered_by", "text"), ("wait_s", "num"), ("talk_s", "num"), ("disposition", "text"),
         ("case_code", "text"), ("survey_score", "num"), ("ended_at", "time"), ("ended_in", "text"),
-        ("hangup_by", "text"),
+        ("hangup_by", "text"), ("recording", "text"), ("recording_s", "num"), ("recording_deleted_at", "time"),
     ),
     "cases": (
         ("case_code", "text"), ("channel", "text"), ("received_at", "time"), ("category", "text"),
@@ -199,6 +199,8 @@ def calls_select(q: Query, *, as_text: bool = False) -> sa.Select:
         c.id, _raw(c.started_at), c.caller, c.hotline, c.branch_digit, c.branch_name, c.agency_code, c.agency_name,
         c.answered_by, c.wait_s, c.talk_s, c.disposition, c.case_code, c.survey_score, _raw(c.ended_at), c.ended_in,
         c.hangup_by,
+        # The file's path while it exists; once retention deleted it, when that was.
+        sa.case((c.recording_deleted_at.is_(None), c.recording), else_=None), c.recording_s, _raw(c.recording_deleted_at),
     ]
     stmt = sa.select(*(_as_text(cols, [k for _, k in COLUMNS["calls"]]) if as_text else cols))
     return _call_filters(stmt, q)

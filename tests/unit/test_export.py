@@ -31,7 +31,8 @@ from tests.paths import REPO_ROOT
 VN = zoneinfo.ZoneInfo("Asia/Ho_Chi_Minh")
 ROUTING = rt.load(REPO_ROOT / "routing.yaml")
 CALL_HEADER = ("call_id,started_at,caller,hotline,branch_digit,branch_name,agency_code,agency_name,answered_by,"
-               "wait_s,talk_s,disposition,case_code,survey_score,ended_at,ended_in,hangup_by")
+               "wait_s,talk_s,disposition,case_code,survey_score,ended_at,ended_in,hangup_by,recording,recording_s,"
+               "recording_deleted_at")
 NASTY = {  # caller -> what a spreadsheet must see
     "=HYPERLINK(\"http://x\",\"bấm\")": "'=HYPERLINK(\"http://x\",\"bấm\")",
     "+84909000111": "'+84909000111",
@@ -65,6 +66,11 @@ def fill(settings):
                        agency_code=b.agency, agency_name=ROUTING.agencies[b.agency].name, answered_by=b.targets[0],
                        wait_s=12.25, talk_s=88.0, disposition="answered", ended_in="survey", hangup_by="system",
                        survey_score=score))
+        # a1's conversation was recorded; a2's too, and retention has since deleted the file.
+        s.flush()
+        a1, a2 = s.get(Call, "a1"), s.get(Call, "a2")
+        a1.recording, a1.recording_s = "recordings/calls/2026/09/a1.wav", 87.96
+        a2.recording, a2.recording_s, a2.recording_deleted_at = "recordings/calls/2026/10/a2.wav", 88.0, t(12, 1, 2)
         for i, caller in enumerate(NASTY):
             s.add(Call(id=f"n{i}", caller=caller, hotline="1022", started_at=t(10, 20, 9, i), branch_digit=None,
                        disposition="abandoned", ended_in="menu", wait_s=3.0))
@@ -119,6 +125,10 @@ def test_calls_csv_columns_times_and_month_filter(env, tmp_path):
     assert a1["ended_at"] == "2026-10-01T00:11:40+07:00"  # 100.5 s later, to the second
     assert a1["branch_name"] == "Cải cách thủ tục hành chính" and a1["wait_s"] == "12.25" and a1["survey_score"] == "5"
     assert rows[1]["survey_score"] == "" and rows[1]["case_code"] == ""
+    # The recording's path while the file exists; after retention, empty, and when it went.
+    assert (a1["recording"], a1["recording_s"], a1["recording_deleted_at"]) == ("recordings/calls/2026/09/a1.wav", "87.96", "")
+    assert (rows[1]["recording"], rows[1]["recording_s"], rows[1]["recording_deleted_at"]) == ("", "88.0", "2026-12-01T02:00:00+07:00")
+    assert rows[2]["recording"] == "" and rows[2]["recording_s"] == ""
     assert len(rows) == 3 + len(NASTY) + 1
     assert res.output.strip().endswith(f"Đã xuất {len(rows)} dòng vào {out}.")
 
@@ -299,9 +309,10 @@ def test_bench_smoke(tmp_path):
 def test_csv_fast_path_writes_what_the_cell_by_cell_path_writes():
     cols = ex.COLUMNS["calls"]
     rows = [("id1", "2026-10-01 01:02:03.5", "+84909", "1022", "4", "Cải cách", "VPUBND", "Văn phòng", "2401",
-             "12.25", "", "answered", "", "5", None, "survey", "system"),  # times stay raw: None for none
+             "12.25", "", "answered", "", "5", None, "survey", "system", "recordings/calls/2026/10/id1.wav", "87.5",
+             None),  # times stay raw: None for none
             ("id2", "2026-10-01 01:02:04", "=1+1", "1022", "", "", "", "@x", "-", "", "", "abandoned", "", "",
-             "2026-10-01 01:05:00.000001", "\tmenu", "caller")]
+             "2026-10-01 01:05:00.000001", "\tmenu", "caller", "", "", None)]
     outs = []
     for text_rows in (True, False):
         buf = io.BytesIO()

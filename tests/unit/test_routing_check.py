@@ -88,6 +88,10 @@ BROKEN = [
     ("duplicate extension", '{number: "2102", agency: SNV', '{number: "2101", agency: SNV', None, "extensions[1].number", "duplicate extension number '2101'"),
     ("bad strategy", "    strategy: leastrecent\n", "    strategy: random\n", "random", "branches[6].strategy", "'random' is not one of"),
     ("unknown parent", "kind: commune, parent: DV930,", "kind: commune, parent: DV999,", "DV999", None, "unknown agency 'DV999'"),
+    ("recording not a flag", "  enabled: false               # true", "  enabled: sometimes # true", "sometimes", "recording.enabled", "'sometimes' is not one of"),
+    ("retention out of range", "  retention_days: 365 ", "  retention_days: 0 ", "retention_days: 0", "recording.retention_days", "out of range"),
+    ("unknown recording key", "  announce: true ", "  format: mp3\n  announce: true ", "format: mp3", "recording.format", "unknown key 'format'"),
+    ("branch recording not a flag", "    strategy: leastrecent\n", "    strategy: leastrecent\n    recording: off\n", "recording: off", "branches[6].recording", "'off' is not one of"),
 ]
 
 
@@ -139,3 +143,22 @@ def test_parent_cycle_is_refused():
     with pytest.raises(rt.RoutingError) as e:
         rt.loads(text)
     assert any("its own ancestor" in p.message for p in e.value.errors)
+
+
+def test_recording_section_and_a_branch_that_is_never_recorded():
+    r = rt.load(ROUTING)
+    # Shipped off: the operator turns it on (the notice and who may hear recordings are a policy choice).
+    assert r.recording == rt.Recording(enabled=False, announce=True, retention_days=365)
+    assert not any(r.records(b) for b in r.branches)
+    text = TEXT.replace("  enabled: false               # true", "  enabled: true               # true", 1)
+    text = text.replace("  retention_days: 365 ", "  retention_days: 90 ", 1)
+    text = text.replace("    strategy: leastrecent\n", "    strategy: leastrecent\n    recording: false\n", 1)
+    r = rt.loads(text)
+    assert r.recording == rt.Recording(enabled=True, announce=True, retention_days=90)
+    assert [b.digit for b in r.branches if not r.records(b)] == ["7"]
+    assert r.to_json()["recording"] == {"enabled": True, "announce": True, "retention_days": 90}
+    assert "Ghi âm cuộc gọi: có (có thông báo cho người gọi; lưu 90 ngày)" in rt.summary(r)
+    # Without the section nothing is recorded.
+    start = TEXT.index("recording:  ")
+    end = TEXT.index("\nbranches:")
+    assert rt.loads(TEXT[:start] + TEXT[end:]).recording == rt.Recording()
