@@ -14,7 +14,7 @@ import importlib.util
 import subprocess
 import sys
 
-from tests import capacity
+from bench import capacity
 
 
 def main(argv: list[str]) -> int:
