@@ -133,7 +133,8 @@ class Service:
             log.warning("presence: no registration history (%s)", e.__class__.__name__)
             known = {}
         ctl = self.controller
-        self.presence = Presence(s.bind, s.ami_port, sec.ami_user, sec.ami_password, lambda: ctl.routing, self.calllog)
+        self.presence = Presence(s.bind, s.ami_port, sec.ami_user, sec.ami_password, lambda: ctl.routing, self.calllog,
+                                 on_booted=self._ari.wake)
         ctl.presence = self.presence
         await self.presence.start(known)
         never = tuple(a.split("/")[0] for a in s.trunk_match)
