@@ -55,6 +55,9 @@ class Call(Base):
     hangup_by: Mapped[str | None] = mapped_column(String(16))  # caller, agent, system
     survey_score: Mapped[int | None] = mapped_column(Integer)  # 1..5 after the staff hung up; None: no answer
     case_code: Mapped[str | None] = mapped_column(String(16), index=True)  # a complaint recorded in this call
+    # Seconds the dialplan held the caller while no controller took calls (a restart, a crash);
+    # None: the controller took the call at once.
+    held_s: Mapped[float | None] = mapped_column(Float)
 
     events: Mapped[list[CallEvent]] = relationship(back_populates="call", lazy="raise", order_by="CallEvent.seq")
     legs: Mapped[list[CallLeg]] = relationship(back_populates="call", lazy="raise", order_by="CallLeg.id")

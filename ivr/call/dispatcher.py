@@ -28,6 +28,16 @@ from ivr.records.calllog import CallLog
 log = logging.getLogger("tongdai.controller")
 
 
+def held_since(args: list) -> float | None:
+    """When the dialplan started holding the caller (StasisStart's ``held,<epoch>``), if it did."""
+    if len(args) >= 2 and args[0] == "held":
+        try:
+            return float(args[1])
+        except ValueError:
+            return None
+    return None
+
+
 class RateLimit:
     """Counts each caller's calls over a sliding window."""
 
@@ -96,7 +106,7 @@ class Controller:
                 log.info("orphan leg %s hung up", cid)
                 asyncio.create_task(self._hangup_quietly(cid))
                 return
-            self._new_call(ch, ev.get("application") or self.settings.ari_app)
+            self._new_call(ch, ev.get("application") or self.settings.ari_app, held_since(args))
             return
         owner = self.owners.get(cid) if cid else None
         if owner is None and t == "Dial":
@@ -109,16 +119,16 @@ class Controller:
             return
         owner.queue.put_nowait(ev)
 
-    def _new_call(self, channel: dict, app: str) -> None:
+    def _new_call(self, channel: dict, app: str, held_at: float | None = None) -> None:
         cid = channel.get("id")
         if not cid:
             log.warning("StasisStart without a channel id dropped")
             return
         if not self.accepting:
-            # Shutting down: let the dialplan's fallback context apologise.
-            asyncio.create_task(self._to_fallback(cid))
+            # Shutting down: the dialplan holds the caller for the next controller.
+            asyncio.create_task(self._to_hold(cid))
             return
-        session = CallSession(self.context, channel, self.routing, app)
+        session = CallSession(self.context, channel, self.routing, app, held_at=held_at)
         session.throttled = self.calls_per_minute.hit(session.rec.caller, self.routing.limits.caller_calls_per_minute)
         self.sessions[cid] = session
         self.own(cid, session)
@@ -142,12 +152,13 @@ class Controller:
         except AriError as e:
             log.warning("hangup of %s failed: %s", cid, e)
 
-    async def _to_fallback(self, cid: str) -> None:
+    async def _to_hold(self, cid: str) -> None:
+        log.info("call=%s arrived while stopping: held for the next controller", cid)
         try:
             await self.ari.request("POST", f"/channels/{cid}/continue",
-                                   params={"context": "hotline-fallback", "extension": "s", "priority": 1})
+                                   params={"context": "hotline-hold", "extension": "s", "priority": 1})
         except AriError as e:
-            log.warning("call=%s could not be sent to the fallback: %s", cid, e)
+            log.warning("call=%s could not be sent to the hold: %s", cid, e)
 
     async def on_connect(self) -> None:
         """After every (re)connection: the event filter (it lives with the app's registration,

@@ -198,6 +198,14 @@ class Layout:
                 link = root / "data/sounds" / lang.name
                 if not link.is_symlink() and not link.exists():
                     link.symlink_to(f"{self.distro_datadir}/sounds/{lang.name}")
+        # The hold music must be there when Asterisk boots: a music class without files is
+        # disabled at load, and `moh reload` does not bring it back.
+        from ivr.pbx import sounds
+
+        try:
+            sounds.build_moh(root / "data/moh")
+        except RuntimeError:  # no sox: held callers hear silence between the prompts
+            pass
         self.chown()
 
     def chown(self) -> None:

@@ -80,6 +80,7 @@ class CallRecord:
     case_code: str | None = None
     ended_in: str | None = None
     hangup_by: str | None = None
+    held_s: float | None = None  # seconds the dialplan held the caller while no controller took calls
     events: list[tuple[dt.datetime, str, dict]] = field(default_factory=list)
     legs: list[LegRecord] = field(default_factory=list)
 
@@ -107,6 +108,7 @@ class CallRecord:
             "answered_by": self.answered_by, "wait_s": self.wait_s if self.ended_at or self.answered_at else None,
             "talk_s": self.talk_s, "disposition": self.disposition, "ended_in": self.ended_in,
             "hangup_by": self.hangup_by, "survey_score": self.survey_score, "case_code": self.case_code,
+            "held_s": self.held_s,
         }
 
 

@@ -188,7 +188,8 @@ def start_pbx(s: Settings, routing: rt.Routing | None = None) -> Pbx:
 def pbx(tmp_path_factory) -> Pbx:
     """A running Asterisk with the project's rendered config and its own data directory."""
     need(shutil.which("sipp") is not None, "SIPp (Debian package sip-tester) is not installed")
-    p = start_pbx(pbx_settings(tmp_path_factory.mktemp("tongdai-home")))
+    # A short hold: the tests of the apology (no controller connected) need not wait 20 s for it.
+    p = start_pbx(pbx_settings(tmp_path_factory.mktemp("tongdai-home"), TONGDAI_HOLD_SECONDS="3"))
     yield p
     p.layout.stop()
 
@@ -239,12 +240,18 @@ class Ivr:
         return self.pbx.settings
 
 
+def build_sounds(pbx: Pbx) -> Path:
+    """The test prompts; return the sounds directory."""
+    sounds = pbx.layout.host(pbx.layout.ast("data/sounds/vi"))
+    prompts.build(sounds, texts_path=TEST_PROMPTS)
+    pbx.layout.chown()
+    return sounds
+
+
 @pytest.fixture(scope="session")
 async def ivr(pbx):
     s = pbx.settings
-    sounds = pbx.layout.host(pbx.layout.ast("data/sounds/vi"))
-    await asyncio.to_thread(prompts.build, sounds, texts_path=TEST_PROMPTS)
-    pbx.layout.chown()
+    sounds = await asyncio.to_thread(build_sounds, pbx)
     durations = {p.stem: p.stat().st_size / 8000.0 for p in (sounds / "tongdai").glob("*.alaw")}
     durations.update({f"digits/{p.stem}": p.stat().st_size / 8000.0 for p in (sounds / "digits").glob("*.alaw")})
     await asyncio.to_thread(db.upgrade, s)
