@@ -23,6 +23,7 @@ from ivr.config.settings import Settings
 from ivr.control import ControlServer, duration
 from ivr.pbx.ari import Ari
 from ivr.pbx.asterisk import Layout
+from ivr.pbx.cel import CelSync
 from ivr.pbx.guard import Guard
 from ivr.pbx.presence import Presence
 from ivr.records import cases as cases_mod
@@ -92,6 +93,7 @@ class Service:
         self.started_at = None
         self.engine = None
         self.zalo = None  # ZaloService when TONGDAI_ZALO_APP_ID is set
+        self.cel: CelSync | None = None
 
     async def start(self, timeout: float = 15) -> None:
         s = self.settings
@@ -103,10 +105,15 @@ class Service:
         self._ari = Ari(s.bind, s.ari_port, sec.ari_user, sec.ari_password, s.ari_apps)
         self._ari.use_ws_rest = s.ari_rest == "auto"
         await self._ari.__aenter__()
-        self.controller = Controller(s, routing, self._ari, self.calllog, strict=self.strict)
+        self.controller = ctl = Controller(s, routing, self._ari, self.calllog, strict=self.strict)
         # Complaints spooled while the database was down (in this run or an earlier one).
         self.calllog.also_replay(lambda: cases_mod.replay_spooled(self.engine, self.controller.routing, s.home))
-        self._runner = asyncio.create_task(self._ari.run(self.controller.on_event, self.controller.on_connect), name="ari-events")
+        # Calls that reached Asterisk while no controller took them: from Asterisk's own record.
+        self.cel = CelSync(Layout.for_settings(s).cel_file, s.home / "spool" / "cel-cursor.json", self.calllog,
+                           hotline=lambda: ctl.routing.hotline.number, busy=lambda cid: cid in ctl.sessions,
+                           live=self._live_channels)
+        self.cel.start()
+        self._runner = asyncio.create_task(self._ari.run(self.controller.on_event, self._on_connect), name="ari-events")
         try:
             await asyncio.wait_for(self._ari.connected.wait(), timeout)
         except TimeoutError:
@@ -124,6 +131,13 @@ class Service:
             await self.stop(0)
             raise RuntimeError(f"Zalo webhook cannot listen on {s.web_addr[0]}:{s.web_addr[1]}: {e.strerror}") from None
         log.info("controller ready: app=%s hotline=%s", ",".join(s.ari_apps), routing.hotline.number)
+
+    async def _on_connect(self) -> None:
+        await self.controller.on_connect()
+        self.cel.trigger()  # what happened while we were away
+
+    async def _live_channels(self) -> set[str]:
+        return {c["id"] for c in await self._ari.request("GET", "/channels")}
 
     async def _start_presence(self, sec) -> None:
         s = self.settings
@@ -184,6 +198,8 @@ class Service:
             await asyncio.gather(self._runner, return_exceptions=True)
         if self._ari:
             await self._ari.__aexit__(None, None, None)
+        if self.cel:
+            await self.cel.close()
         if self.calllog:
             await self.calllog.close()
         if self.zalo:

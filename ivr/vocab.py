@@ -44,6 +44,9 @@ class Disposition(Vocabulary):
     REJECTED = "rejected", "bị từ chối"
     FAILED = "failed", "lỗi hệ thống"
     INTERRUPTED = "interrupted", "bị gián đoạn"
+    # Reached Asterisk while no controller took calls (a crash, a restart) and was never served:
+    # held and gave up, or heard the apology. Logged from Asterisk's own record (CEL).
+    CONTROLLER_UNAVAILABLE = "controller_unavailable", "hệ thống gián đoạn, chưa được phục vụ"
     IN_PROGRESS = "in_progress", "đang diễn ra"
 
 

@@ -12,20 +12,9 @@ from sqlalchemy import JSON, CheckConstraint, Float, ForeignKey, Integer, String
 from sqlalchemy.orm import Mapped, mapped_column, relationship
 
 from ivr.models import Base, UTCDateTime
+from ivr.vocab import Disposition
 
-DISPOSITIONS = (
-    "in_progress",
-    "answered",
-    "no_answer",
-    "busy",
-    "abandoned",
-    "invalid_input",
-    "closed",
-    "complaint",
-    "rejected",
-    "failed",
-    "interrupted",
-)
+DISPOSITIONS = Disposition.values()
 
 
 class Call(Base):
@@ -50,7 +39,7 @@ class Call(Base):
     answered_by: Mapped[str | None] = mapped_column(String(16))
     wait_s: Mapped[float | None] = mapped_column(Float)
     talk_s: Mapped[float | None] = mapped_column(Float)
-    disposition: Mapped[str] = mapped_column(String(16), default="in_progress", index=True)
+    disposition: Mapped[str] = mapped_column(String(32), default="in_progress", index=True)
     ended_in: Mapped[str | None] = mapped_column(String(32))  # the state the call ended in
     hangup_by: Mapped[str | None] = mapped_column(String(16))  # caller, agent, system
     survey_score: Mapped[int | None] = mapped_column(Integer)  # 1..5 after the staff hung up; None: no answer

@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any
 
 from ivr.call.errors import CallerHangup, IllegalEvent, IllegalTransition
 from ivr.pbx.ari import AriError
-from ivr.records.calllog import CallRecord, LegRecord, utcnow
+from ivr.records.calllog import CallRecord, LegRecord, clean_number, clean_text, utcnow
 from ivr.vocab import Disposition
 
 if TYPE_CHECKING:
@@ -99,7 +99,7 @@ class CallSession:
         self.throttled = False  # set by the controller: this number calls too often
         self._seq = 0
         caller = channel.get("caller", {}) or {}
-        number = _clean_number(caller.get("number", ""))
+        number = clean_number(caller.get("number", ""))
         self.rec = CallRecord(id=self.id, caller=number or "anonymous", hotline=self.routing.hotline.number, started_at=utcnow())
         if held_at is not None:
             # The dialplan held the caller while no controller took calls (``held_at``): the call
@@ -107,7 +107,7 @@ class CallSession:
             since = dt.datetime.fromtimestamp(held_at, dt.timezone.utc)
             self.rec.started_at = min(_created(channel) or since, since)
             self.rec.held_s = round(max(0.0, (utcnow() - since).total_seconds()), 3)
-        self.rec.event("arrived", caller=self.rec.caller, name=_clean_text(caller.get("name", "")))
+        self.rec.event("arrived", caller=self.rec.caller, name=clean_text(caller.get("name", "")))
         if held_at is not None:
             self.rec.event("held", seconds=self.rec.held_s)
 
@@ -274,10 +274,3 @@ def _created(channel: dict) -> dt.datetime | None:
         return None
 
 
-def _clean_number(raw: Any) -> str:
-    """Caller numbers come from the outside world: keep digits, + * #, at most 32 characters."""
-    return "".join(c for c in str(raw) if c.isdigit() or c in "+*#")[:32]
-
-
-def _clean_text(raw: Any) -> str:
-    return "".join(c for c in str(raw) if c.isprintable())[:80]

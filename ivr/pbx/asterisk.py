@@ -22,6 +22,9 @@ from pathlib import Path
 
 from ivr.config.settings import Settings
 
+# Asterisk's own record of every hotline call (cel_custom), in its log directory: the controller
+# reads it to log the calls it never saw (ivr/pbx/cel.py).
+CEL_FILE = "log/tongdai-calls.jsonl"
 INSTANCE_DIRS = ("etc", "run", "log", "lib", "lib/keys", "spool", "spool/recording", "data", "data/sounds", "data/moh")
 
 
@@ -59,6 +62,10 @@ class Layout:
     @property
     def log_file(self) -> Path:
         return self.host(self.ast("log")) / "messages.log"
+
+    @property
+    def cel_file(self) -> Path:
+        return self.host(self.ast(CEL_FILE))
 
     @property
     def pid_file(self) -> Path:

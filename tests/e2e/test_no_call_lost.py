@@ -17,6 +17,7 @@ import pytest
 
 from ivr.config import hours as cal
 from ivr.config import routing as rt
+from ivr.pbx import sipp
 from ivr.records import db
 from ivr.server import Service
 from ivr.testing import wait_until
@@ -94,6 +95,10 @@ async def test_callers_arriving_while_the_controller_is_away_are_held_then_serve
     stopped = time.monotonic()
     back = stopped + 10  # the controller is away for ten seconds
     async with phones(ivr, {"2401": ("answer", {"hangup_after_ms": 1000})}):
+        # One caller gives up after three seconds on hold: no controller ever sees that call.
+        quitter = new_caller()
+        gave_up = asyncio.create_task(sipp.call(**lone.peer(), to=ivr.routing.hotline.number, from_user=quitter,
+                                                hold_ms=3000, timeout=30))
         callers = [new_caller() for _ in range(3)]
         calls = []
         for i, caller in enumerate(callers):
@@ -104,9 +109,11 @@ async def test_callers_arriving_while_the_controller_is_away_are_held_then_serve
             calls.append(asyncio.create_task(place(ivr, "4", caller=caller, digits_at_ms=digit_at,
                                                    hold_ms=40000, wait_for_bye_ms=40000, timeout=80)))
         await wait_until(lambda: time.monotonic() >= back, 15, "ten seconds without a controller")
+        assert (await gave_up).answered  # by the hold
         await restart(ivr)
         try:
             results = await asyncio.gather(*calls)
+            quit_rows = await wait_until(lambda: rows_of(ivr, quitter), 15, "the call that gave up to be logged")
         finally:
             await ivr.service.stop(5)
     for caller, (res, (row, events, legs)) in zip(callers, results):
@@ -115,9 +122,15 @@ async def test_callers_arriving_while_the_controller_is_away_are_held_then_serve
         assert 5 < row.held_s < 20, row.held_s
         assert row.wait_s >= row.held_s  # the call began when it reached Asterisk, before the hold
         assert [e.kind for e in events][:2] == ["arrived", "held"]
+    (quit_row,) = quit_rows
+    assert quit_row.disposition == "controller_unavailable" and quit_row.ended_in == "held"
+    assert quit_row.hangup_by == "caller" and 2 < quit_row.held_s < 6
+    assert quit_row.started_at <= quit_row.ended_at
+    # Another restart reads Asterisk's record again: still one row per call.
     await restart(ivr)
     try:
-        for caller in callers:
+        await ivr.service.cel.sync()
+        for caller in callers + [quitter]:
             assert len(await rows_of(ivr, caller)) == 1
     finally:
         await ivr.service.stop(5)
