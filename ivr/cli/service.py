@@ -76,7 +76,7 @@ def run(grace: float) -> None:
     try:
         layout.install(log=click.echo)
         build_prompts(s, layout)  # the hold music must be there when Asterisk boots
-        layout = start_asterisk(s, r)
+        layout = start_asterisk(s, r, replace=True)
     except (PbxError, RuntimeError) as e:
         fail(str(e))
     log_path = server.setup_logging(s)

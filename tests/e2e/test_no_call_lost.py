@@ -11,18 +11,34 @@ import asyncio
 import datetime as dt
 import os
 import signal
+import socket
+import sys
 import time
 
 import pytest
 
 from ivr.config import hours as cal
 from ivr.config import routing as rt
-from ivr.pbx import sipp
+from ivr.pbx import preflight, sipp
+from ivr.pbx.asterisk import Layout
 from ivr.records import db
 from ivr.server import Service
 from ivr.testing import wait_until
 
-from .conftest import Ivr, Records, build_sounds, new_caller, pbx_settings, phones, place, routing_text_for_tests, start_pbx
+from tests.paths import REPO_ROOT
+
+from .conftest import (
+    TEST_PROMPTS,
+    Ivr,
+    Records,
+    build_sounds,
+    new_caller,
+    pbx_settings,
+    phones,
+    place,
+    routing_text_for_tests,
+    start_pbx,
+)
 
 pytestmark = pytest.mark.e2e
 
@@ -134,3 +150,123 @@ async def test_callers_arriving_while_the_controller_is_away_are_held_then_serve
             assert len(await rows_of(ivr, caller)) == 1
     finally:
         await ivr.service.stop(5)
+
+
+# ----------------------------------------------------------------------------------------------
+# `tongdai run` (what `make run` runs), as its own process on its own data directory and ports.
+
+class Run:
+    """A `tongdai run` process and its output, line by line."""
+
+    def __init__(self, env: dict[str, str]):
+        self.env = env
+        self.lines: list[str] = []
+        self.proc: asyncio.subprocess.Process | None = None
+
+    async def start(self) -> Run:
+        self.proc = await asyncio.create_subprocess_exec(
+            sys.executable, "-m", "ivr", "run", "--grace", "5", cwd=REPO_ROOT, env=self.env,
+            stdin=asyncio.subprocess.DEVNULL, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT)
+        self._reader = asyncio.create_task(self._read())
+        return self
+
+    async def _read(self) -> None:
+        async for raw in self.proc.stdout:
+            self.lines.append(raw.decode(errors="replace").rstrip())
+
+    def saw(self, text: str) -> list[str]:
+        return [ln for ln in self.lines if text in ln]
+
+    def controller_pid(self) -> int:
+        line = self.saw("supervise: controller started")[-1]
+        return int(line.split("(PID ")[1].split(")")[0])
+
+    async def stop(self) -> int:
+        if self.proc.returncode is None:
+            self.proc.send_signal(signal.SIGTERM)
+        code = await asyncio.wait_for(self.proc.wait(), 60)
+        await self._reader
+        return code
+
+    async def kill(self) -> None:
+        if self.proc.returncode is None:
+            self.proc.kill()
+        await self.proc.wait()
+        await self._reader
+
+
+def alive(pid: int) -> bool:
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().split(") ")[-1][:1] != "Z"
+    except OSError:
+        return False
+
+
+async def call_check(env: dict[str, str]) -> str:
+    """The operator's check (`tongdai call --digits 4`): a real call to a simulated desk phone."""
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "ivr", "call", "--digits", "4", "--talk", "1", cwd=REPO_ROOT, env=env,
+        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT)
+    out, _ = await asyncio.wait_for(proc.communicate(), 90)
+    text = out.decode(errors="replace")
+    assert proc.returncode == 0, text
+    assert "answered" in text and "2401" in text, text
+    return text
+
+
+async def test_tongdai_run_restarts_its_controller_and_replaces_its_own_leftover_asterisk(tmp_path):
+    home = tmp_path / "home"
+    routing_file = tmp_path / "routing.yaml"
+    routing_file.write_text(routing_text_for_tests(), encoding="utf-8")
+    s = pbx_settings(home, sip=26560, ari=29588, ami=26538, rtp=(33000, 33999),
+                     TONGDAI_ROUTING=str(routing_file), TONGDAI_PROMPTS=str(TEST_PROMPTS))
+    env = {**os.environ, **s.env, "PYTHONUNBUFFERED": "1"}
+    layout = Layout.for_settings(s)
+    first = await Run(env).start()
+    second = None
+    try:
+        await wait_until(lambda: first.saw("ready: tổng đài") or first.proc.returncode is not None, 120, "the first run")
+        assert first.saw("ready: tổng đài"), "\n".join(first.lines[-30:])
+        # The controller dies (SIGKILL): the supervisor starts another, Asterisk stays.
+        asterisk = layout.pid()
+        controller = first.controller_pid()
+        os.kill(controller, signal.SIGKILL)
+        await wait_until(lambda: first.saw("khởi động lại (lần 1)"), 60, "the controller to be back")
+        assert first.saw(f"controller (PID {controller}) ended") and first.saw("killed by SIGKILL")
+        assert layout.pid() == asterisk
+        await call_check(env)
+        # `tongdai run` itself killed: nothing can stop its Asterisk, which keeps the ports.
+        controller = first.controller_pid()
+        await first.kill()
+        await wait_until(lambda: not alive(controller), 10, "the controller to die with its supervisor")
+        assert alive(asterisk)
+        second = await Run(env).start()
+        await wait_until(lambda: second.saw("ready: tổng đài") or second.proc.returncode is not None, 120, "the second run")
+        assert second.saw("ready: tổng đài"), "\n".join(second.lines[-30:])
+        assert second.saw(f"còn chạy từ trước (PID {asterisk}")  # said, and stopped
+        assert not alive(asterisk) and layout.pid() not in (None, asterisk)
+        await call_check(env)
+        assert await second.stop() == 0
+        assert preflight.leftovers(layout) == []
+    finally:
+        for r in (first, second):
+            if r is not None:
+                await r.kill()
+        for pid in preflight.leftovers(layout):  # only this test's own Asterisk
+            preflight.stop(pid)
+
+
+async def test_a_port_taken_by_another_process_is_refused_with_its_name(tmp_path):
+    s = pbx_settings(tmp_path / "home", sip=26660, ari=29688, ami=26638)
+    env = {**os.environ, **s.env}
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as taken:
+        taken.bind(("127.0.0.1", s.sip_port))
+        proc = await asyncio.create_subprocess_exec(
+            sys.executable, "-m", "ivr", "sandbox", "start", cwd=REPO_ROOT, env=env,
+            stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT)
+        out, _ = await asyncio.wait_for(proc.communicate(), 60)
+    text = out.decode(errors="replace")
+    assert proc.returncode == 1, text
+    assert f"{s.sip_port}" in text and f"PID {os.getpid()}" in text and f"kill {os.getpid()}" in text
+    assert preflight.leftovers(Layout.for_settings(s)) == []  # nothing started
