@@ -41,6 +41,16 @@ async def run(session: CallSession, leg_id: str, extension: str, plan: Plan | No
     rec.answered_by = extension
     rec.disposition = Disposition.ANSWERED
     rec.event("bridged", extension=extension, bridge=bridge_id)
+    # The row says now who answered and when: a controller that takes over this call after a
+    # crash (ivr/call/adopt.py) logs it with its full talk time from there.
+    session.ctx.calllog.opened(rec)
+    return await wait(session, leg_id)
+
+
+async def wait(session: CallSession, leg_id: str) -> str:
+    """Until the caller or the desk phone hangs up; return who did: ``caller`` or ``agent``."""
+    rec = session.rec
+    extension = rec.answered_by
     try:
         while True:
             ev = await session.next_event(None)

@@ -14,10 +14,10 @@ import logging
 import time
 from pathlib import Path
 
-from ivr.call import flow
+from ivr.call import adopt, flow
 from ivr.call.context import CallContext
 from ivr.call.route import RouteState
-from ivr.call.session import NEVER_USED, CallSession
+from ivr.call.session import NEVER_USED, CallSession, State
 from ivr.config import hours as cal
 from ivr.config import routing as rt
 from ivr.config.settings import Settings
@@ -162,9 +162,53 @@ class Controller:
 
     async def on_connect(self) -> None:
         """After every (re)connection: the event filter (it lives with the app's registration,
-        which a reconnection renews), then reconcile."""
+        which a reconnection renews), then reconcile, then take over what a controller that
+        went away left (ivr/call/adopt.py)."""
         await self.filter_events()
         await self.reconcile()
+        await self.adopt_orphans()
+
+    async def adopt_orphans(self) -> int:
+        """Take over the calls in our applications that no session owns; return how many."""
+        if not self.accepting:
+            return 0
+        try:
+            found = await adopt.find(self.ari, self.settings.ari_apps, set(self.owners))
+        except AriError as e:
+            log.warning("adopt: cannot list channels: %s", e)
+            return 0
+        for leg in found.stray_legs:
+            log.info("adopt: desk-phone leg %s has no caller any more: hung up", leg)
+            asyncio.create_task(self._hangup_quietly(leg))
+        adopted: list[CallSession] = []
+        for orphan in found.calls:
+            cid = orphan.channel["id"]
+            session = CallSession(self.context, orphan.channel, self.routing, orphan.app)
+            # Owned before anything is awaited: its events (a hangup) reach it from now on.
+            self.sessions[cid] = session
+            self.own(cid, session)
+            for leg in orphan.legs:
+                self.own(leg["id"], session)
+            self.idle.clear()
+            leg_id = await adopt.take_over(session, orphan)
+            session.state = State.BRIDGED if leg_id else State.FALLBACK
+            task = asyncio.create_task(flow.adopted(session, leg_id), name=f"call-{cid}")
+            session.task = task
+            self.tasks.add(task)
+            task.add_done_callback(self.tasks.discard)
+            adopted.append(session)
+        if adopted:
+            # A channel that ended between the list and the ownership sent its last events to
+            # nobody: ask again, and end those sessions as interrupted.
+            try:
+                live = {c["id"] for c in await self.ari.request("GET", "/channels")}
+            except AriError:
+                live = None
+            for session in adopted:
+                if live is not None and session.id not in live and not session.task.done():
+                    session.vanished = True
+                    session.task.cancel()
+        return len(adopted)
 
     async def filter_events(self) -> None:
         """Ask Asterisk not to send the events no call step uses. Best effort: an Asterisk

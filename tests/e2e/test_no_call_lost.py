@@ -38,6 +38,7 @@ from .conftest import (
     place,
     routing_text_for_tests,
     start_pbx,
+    wait_row,
 )
 
 pytestmark = pytest.mark.e2e
@@ -270,3 +271,72 @@ async def test_a_port_taken_by_another_process_is_refused_with_its_name(tmp_path
     assert proc.returncode == 1, text
     assert f"{s.sip_port}" in text and f"PID {os.getpid()}" in text and f"kill {os.getpid()}" in text
     assert preflight.leftovers(Layout.for_settings(s)) == []  # nothing started
+
+
+async def test_controller_killed_during_calls_its_successor_takes_them_over(lone, tmp_path):
+    """SIGKILL of the controller: the bridged conversation goes on in Asterisk; the next
+    controller finds it, logs it once when it ends with its full talk time; the caller who was
+    in the menu gets the apology instead of silence."""
+    routing_file = tmp_path / "routing.yaml"
+    routing_file.write_text(routing_text_for_tests(), encoding="utf-8")
+    env = {**os.environ, **lone.settings.env, "TONGDAI_ROUTING": str(routing_file), "PYTHONUNBUFFERED": "1"}
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "ivr", "serve", "--grace", "5", cwd=REPO_ROOT, env=env,
+        stdin=asyncio.subprocess.DEVNULL, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT)
+    lines: list[str] = []
+
+    async def pump():
+        async for raw in proc.stdout:
+            lines.append(raw.decode(errors="replace").rstrip())
+
+    reader = asyncio.create_task(pump())
+    ivr = Ivr(lone, None, lone.routing, Records(), {})
+    talker, waiter = new_caller(), new_caller()
+    try:
+        await wait_until(lambda: any("controller ready" in ln for ln in lines), 30, "the controller")
+        async with phones(ivr, {"2401": ("answer", {"hangup_after_ms": 12000})}):
+            talk = asyncio.create_task(sipp.call(**lone.peer(), to=lone.routing.hotline.number, from_user=talker,
+                                                 digits="4", digits_at_ms=500, hold_ms=60000,
+                                                 wait_for_bye_ms=60000, timeout=90))
+            await wait_until(lambda: any("-> bridged" in ln for ln in lines), 30, "the bridged call")
+            menu = asyncio.create_task(sipp.call(**lone.peer(), to=lone.routing.hotline.number, from_user=waiter,
+                                                 hold_ms=60000, wait_for_bye_ms=60000, timeout=90))
+            await wait_until(lambda: any(f"arrived from {waiter}" in ln for ln in lines), 20, "the second call")
+            cid = next(ln for ln in lines if f"arrived from {waiter}" in ln).split("call=")[1].split()[0]
+            await wait_until(lambda: any(f"call={cid} " in ln and ln.endswith("-> menu") for ln in lines), 20,
+                             "the second call in the menu")
+            proc.kill()  # SIGKILL: no drain, no goodbye
+            await proc.wait()
+            killed = time.monotonic()
+            # Without a controller the conversation goes on: both channels are still up a while later.
+            await wait_until(lambda: time.monotonic() > killed + 2, 5, "two seconds without a controller")
+            up = await asyncio.to_thread(lone.rx, "core show channels concise")
+            assert up.count("\n") >= 3 and not talk.done(), up
+            ivr.service = Service(lone.settings, strict=True, routing=lone.routing)
+            await ivr.service.start()
+            res_menu = await menu
+            res_talk = await talk
+        assert res_menu.answered and res_menu.hung_up_by == "callee"  # the apology, then a clean end
+        assert res_talk.answered and res_talk.hung_up_by == "callee"  # the agent, after twelve seconds
+        await wait_until(lambda: rows_of(ivr, waiter), 10, "the interrupted call's row")
+        (row, events, legs) = await wait_row(ivr, talker)
+        assert row.disposition == "answered" and row.answered_by == "2401", [e.kind for e in events]
+        assert 11 < row.talk_s < 15, row.talk_s  # from the answer before the kill to the agent's hang-up
+        assert "adopted" in [e.kind for e in events]
+        (mrow, mevents, _) = await wait_row(ivr, waiter)
+        assert mrow.disposition == "interrupted" and "adopted" in [e.kind for e in mevents]
+        await ivr.service.cel.sync()  # Asterisk's record of both calls changes nothing
+        assert len(await rows_of(ivr, talker)) == 1 and len(await rows_of(ivr, waiter)) == 1
+        assert (await rows_of(ivr, talker))[0].disposition == "answered"
+    finally:
+        if proc.returncode is None:
+            proc.kill()
+            await proc.wait()
+        reader.cancel()
+        if ivr.service is not None:
+            await ivr.service.stop(5)
+
+
+def test_the_private_asterisk_logged_no_error(lone):
+    """Kills, restarts, holds and take-overs: nothing of it made Asterisk log an ERROR."""
+    assert lone.error_lines() == []
