@@ -133,10 +133,12 @@ class Service:
         log.info("controller ready: app=%s hotline=%s", ",".join(s.ari_apps), routing.hotline.number)
 
     async def _on_connect(self) -> None:
+        assert self.controller is not None and self.cel is not None
         await self.controller.on_connect()
         self.cel.trigger()  # what happened while we were away
 
     async def _live_channels(self) -> set[str]:
+        assert self._ari is not None
         return {c["id"] for c in await self._ari.request("GET", "/channels")}
 
     async def _start_presence(self, sec) -> None:
@@ -147,8 +149,9 @@ class Service:
             log.warning("presence: no registration history (%s)", e.__class__.__name__)
             known = {}
         ctl = self.controller
+        ari = self._ari
         self.presence = Presence(s.bind, s.ami_port, sec.ami_user, sec.ami_password, lambda: ctl.routing, self.calllog,
-                                 on_booted=self._ari.wake)
+                                 on_booted=ari.wake if ari is not None else None)
         ctl.presence = self.presence
         await self.presence.start(known)
         never = tuple(a.split("/")[0] for a in s.trunk_match)

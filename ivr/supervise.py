@@ -122,6 +122,7 @@ class Supervisor:
     async def _pump(self, child: Child, proc: asyncio.subprocess.Process) -> None:
         """Pass the child's output through; call ``on_ready`` when its ready line shows."""
         told = False
+        assert proc.stdout is not None
         async for raw in proc.stdout:
             line = raw.decode(errors="replace")
             self.out.write(line)

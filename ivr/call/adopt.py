@@ -25,12 +25,11 @@ import asyncio
 import datetime as dt
 import logging
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from ivr.records.calllog import LegRecord, load_call, utcnow
 
 if TYPE_CHECKING:
-    from ivr.call.context import AriRequests
     from ivr.call.session import CallSession
 
 log = logging.getLogger("tongdai.adopt")
@@ -74,8 +73,9 @@ def created(obj: dict) -> dt.datetime | None:
         return None
 
 
-async def find(ari: AriRequests, apps: list[str], known: set[str]) -> Found:
-    """The calls in our applications that no session owns (``known``: the channels we own)."""
+async def find(ari: Any, apps: list[str], known: set[str]) -> Found:
+    """``ari``: the ARI client (anything with its ``request``)."""
+    # The calls in our applications that no session owns (``known``: the channels we own).
     channels = await ari.request("GET", "/channels") or []
     unknown = [c for c in channels if c.get("id") not in known]
     if not unknown:
@@ -126,10 +126,10 @@ async def take_over(session: CallSession, orphan: Orphan) -> str | None:
             setattr(rec, f, getattr(row, f))
     for b in orphan.bridges:
         session.bridges.add(b["id"])
-    for leg in orphan.legs:
-        session.live_legs.add(leg["id"])
+    for ch in orphan.legs:
+        session.live_legs.add(ch["id"])
     talking = orphan.talking
-    rec.event("adopted", state="bridged" if talking else "unknown", legs=[leg["id"] for leg in orphan.legs],
+    rec.event("adopted", state="bridged" if talking else "unknown", legs=[ch["id"] for ch in orphan.legs],
               bridges=sorted(session.bridges), why="the controller that had the call went away")
     if talking is not None:
         ext = str(talking.get("name", "")).partition("/")[2].rpartition("-")[0]  # PJSIP/2401-0000002a
@@ -140,10 +140,10 @@ async def take_over(session: CallSession, orphan: Orphan) -> str | None:
             # the leg's creation is the nearest time Asterisk keeps, a little before the answer.
             rec.answered_at = created(talking) or utcnow()
             rec.event("answer_time_estimated", source="leg created")
-        leg = LegRecord(channel_id=talking["id"], extension=rec.answered_by, started_at=created(talking) or rec.answered_at,
-                        answered_at=rec.answered_at, result="answered")
-        session.legs[talking["id"]] = leg
-        rec.legs.append(leg)
+        answered = LegRecord(channel_id=talking["id"], extension=rec.answered_by, started_at=created(talking) or rec.answered_at,
+                             answered_at=rec.answered_at, result="answered")
+        session.legs[talking["id"]] = answered
+        rec.legs.append(answered)
     log.warning("call=%s adopted from a controller that went away (%s)", session.id,
                 f"bridged with {rec.answered_by}" if talking else f"{len(orphan.legs)} legs: it gets the apology")
     return talking["id"] if talking else None

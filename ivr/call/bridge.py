@@ -39,11 +39,13 @@ async def run(session: CallSession, leg_id: str, extension: str, plan: Plan | No
     rec = session.rec
     rec.answered_at = utcnow()
     rec.answered_by = extension
-    rec.disposition = Disposition.ANSWERED
     rec.event("bridged", extension=extension, bridge=bridge_id)
-    # The row says now who answered and when: a controller that takes over this call after a
-    # crash (ivr/call/adopt.py) logs it with its full talk time from there.
+    # The row says now who answered and when, still in progress (the record is copied at once):
+    # a controller that takes over this call after a crash (ivr/call/adopt.py) logs it with its
+    # full talk time from there.
+    rec.disposition = Disposition.IN_PROGRESS
     session.ctx.calllog.opened(rec)
+    rec.disposition = Disposition.ANSWERED
     return await wait(session, leg_id)
 
 

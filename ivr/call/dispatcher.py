@@ -177,9 +177,9 @@ class Controller:
         except AriError as e:
             log.warning("adopt: cannot list channels: %s", e)
             return 0
-        for leg in found.stray_legs:
-            log.info("adopt: desk-phone leg %s has no caller any more: hung up", leg)
-            asyncio.create_task(self._hangup_quietly(leg))
+        for stray in found.stray_legs:
+            log.info("adopt: desk-phone leg %s has no caller any more: hung up", stray)
+            asyncio.create_task(self._hangup_quietly(stray))
         adopted: list[CallSession] = []
         for orphan in found.calls:
             cid = orphan.channel["id"]
@@ -205,9 +205,10 @@ class Controller:
             except AriError:
                 live = None
             for session in adopted:
-                if live is not None and session.id not in live and not session.task.done():
+                running = session.task
+                if live is not None and session.id not in live and running is not None and not running.done():
                     session.vanished = True
-                    session.task.cancel()
+                    running.cancel()
         return len(adopted)
 
     async def filter_events(self) -> None:

@@ -256,12 +256,13 @@ class Ari:
                 if self.connected.is_set() or backoff == min_backoff:
                     log.warning("ari websocket unavailable: %s", e.__class__.__name__)
             was_up = self.connected.is_set()
+            lost = time.time()
             if was_up:
-                self.lost_at = time.time()
+                self.lost_at = lost
             self.connected.clear()
             if self._stopping:
                 break
-            if was_up and self.lost_at - (self.connected_at or 0) > 1:
+            if was_up and lost - (self.connected_at or 0) > 1:
                 continue  # a websocket that closed is tried again at once: Asterisk may only have restarted
             # One that closed within a second of its connection counts as a refusal: no tight loop.
             refused = refused or was_up
@@ -286,6 +287,7 @@ class Ari:
 
     async def _answers(self) -> bool:
         """Whether Asterisk's ARI answers a ping now (refused at once while it is down)."""
+        assert self._http is not None
         try:
             async with self._http.get(self.base + "/asterisk/ping", timeout=aiohttp.ClientTimeout(total=0.5)) as r:
                 return r.status == 200

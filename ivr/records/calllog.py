@@ -153,12 +153,9 @@ class CallLog:
             self._tasks.append(asyncio.create_task(self._replayer(), name="calllog-replayer"))
 
     def opened(self, rec: CallRecord) -> None:
-        """The call's row as it is now, still in progress (at its arrival, and again once a desk
-        phone answers: a controller that takes the call over after a crash reads it)."""
-        row = rec.row()
-        row["disposition"] = Disposition.IN_PROGRESS.value
-        row["ended_at"] = None
-        self._queue.put_nowait(("open", row))
+        """The call's row as it is now (at its arrival, and again, still in progress, once a
+        desk phone answers: a controller that takes the call over after a crash reads it)."""
+        self._queue.put_nowait(("open", rec.row()))
 
     def closed(self, rec: CallRecord) -> None:
         payload = rec.row()

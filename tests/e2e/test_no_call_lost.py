@@ -24,7 +24,6 @@ from ivr.pbx.asterisk import Layout
 from ivr.records import db
 from ivr.server import Service
 from ivr.testing import wait_until
-
 from tests.paths import REPO_ROOT
 
 from .conftest import (
@@ -133,7 +132,7 @@ async def test_callers_arriving_while_the_controller_is_away_are_held_then_serve
             quit_rows = await wait_until(lambda: rows_of(ivr, quitter), 15, "the call that gave up to be logged")
         finally:
             await ivr.service.stop(5)
-    for caller, (res, (row, events, legs)) in zip(callers, results):
+    for res, (row, events, _legs) in results:
         assert res.answered
         assert row.disposition == "answered" and row.answered_by == "2401", [(e.kind, e.detail) for e in events]
         assert 5 < row.held_s < 20, row.held_s

@@ -93,7 +93,8 @@ async def test_children_die_with_a_killed_supervisor(tmp_path):
     script = f"""
         import asyncio, sys
         from ivr.supervise import Child, Supervisor
-        child = Child("sleeper", [sys.executable, "-c", "import os, time; open({str(pidfile)!r}, 'w').write(str(os.getpid())); time.sleep(60)"])
+        code = "import os, time; open({str(pidfile)!r}, 'w').write(str(os.getpid())); time.sleep(60)"
+        child = Child("sleeper", [sys.executable, "-c", code])
         asyncio.run(Supervisor([child]).run())
     """
     sup = subprocess.Popen(py(script), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
