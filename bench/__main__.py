@@ -1,6 +1,7 @@
 """`make bench` = `python -m bench [--quick]`: every benchmark of the project, one after the other.
 
 - ``bench.capacity``: the hotline's call capacity against a dialplan-only IVR (always).
+- ``bench.reconnect``: Asterisk booted → controller ready, over a few Asterisk restarts (always).
 - ``bench.export``: the export benchmark, run as ``python -m bench.export [--quick]`` when that
   module exists in this checkout (it is skipped, with a note, when it does not).
 
@@ -14,12 +15,15 @@ import importlib.util
 import subprocess
 import sys
 
-from bench import capacity
+from bench import capacity, reconnect
 
 
 def main(argv: list[str]) -> int:
     quick = "--quick" in argv
     code = capacity.main(argv)
+    print("\nbench: controller back after an Asterisk restart (python -m bench.reconnect)", flush=True)
+    out = argv[argv.index("--out"):argv.index("--out") + 2] if "--out" in argv else []
+    code = reconnect.main((["--quick"] if quick else []) + out) or code
     if importlib.util.find_spec("bench.export") is None:
         print("\nbench: no bench/export.py in this checkout; export benchmark skipped")
         return code

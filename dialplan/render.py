@@ -17,7 +17,7 @@ from ivr.config.credentials import Secrets
 from ivr.config.routing import Routing
 from ivr.config.settings import Settings
 from ivr.pbx import guard, presence
-from ivr.pbx.asterisk import Layout
+from ivr.pbx.asterisk import CEL_FILE, Layout
 
 # The repository's asterisk/templates, installed as package data of ivr.asterisk.
 TEMPLATES = Path(str(importlib.resources.files("ivr.asterisk") / "templates"))
@@ -34,6 +34,8 @@ FILES = (
     "manager.conf",
     "musiconhold.conf",
     "indications.conf",
+    "cel.conf",
+    "cel_custom.conf",
 )
 
 # Modules that must not load (see ../shared/docs/asterisk-and-sip-notes.md and the sandbox's log):
@@ -90,7 +92,6 @@ NOLOAD = (
     "cdr_manager.so",
     "cdr_odbc.so",
     "cdr_sqlite3_custom.so",
-    "cel_custom.so",
     "cel_manager.so",
     "cel_odbc.so",
     "cel_sqlite3_custom.so",
@@ -124,7 +125,6 @@ STUB_FILES = {
     "aeap.conf": "",
     "ccss.conf": "[general]\n",
     "cdr.conf": "[general]\n; The controller keeps its own call log.\nenable = no\n",
-    "cel.conf": "[general]\nenable = no\n",
     "chan_websocket.conf": "",
     "features.conf": "[general]\n",
     "geolocation.conf": "",
@@ -166,6 +166,7 @@ def render(routing: Routing, settings: Settings, secrets: Secrets, layout: Layou
         # that the lost connection left unanswered.
         "ami_events": ("FullyBooted",) + presence.EVENTS + guard.FAILED_AUTH_EVENTS,
         "moh_dir": layout.ast("data/moh"),
+        "cel_file": layout.ast(CEL_FILE),  # Asterisk's record of every hotline call
     }
     env = _env()
     files = {name: env.get_template(name + ".j2").render(ctx) for name in FILES}

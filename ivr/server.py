@@ -27,6 +27,7 @@ from ivr.config.settings import Settings
 from ivr.control import ControlServer, duration
 from ivr.pbx.ari import Ari
 from ivr.pbx.asterisk import Layout
+from ivr.pbx.cel import CelSync
 from ivr.pbx.guard import Guard
 from ivr.pbx.presence import Presence
 from ivr.records import cases as cases_mod
@@ -99,6 +100,7 @@ class Service:
         self.started_at: datetime | None = None
         self.engine: AsyncEngine | None = None
         self.zalo: ZaloService | None = None  # when TONGDAI_ZALO_APP_ID is set
+        self.cel: CelSync | None = None
 
     async def start(self, timeout: float = 15) -> None:
         s = self.settings
@@ -114,7 +116,12 @@ class Service:
         ctl.warm_speech()
         # Complaints spooled while the database was down (in this run or an earlier one).
         self.calllog.also_replay(lambda: cases_mod.replay_spooled(engine, ctl.routing, s.home))
-        self._runner = asyncio.create_task(self._ari.run(ctl.on_event, ctl.on_connect), name="ari-events")
+        # Calls that reached Asterisk while no controller took them: from Asterisk's own record.
+        self.cel = CelSync(Layout.for_settings(s).cel_file, s.home / "spool" / "cel-cursor.json", self.calllog,
+                           hotline=lambda: ctl.routing.hotline.number, busy=lambda cid: cid in ctl.sessions,
+                           live=self._live_channels)
+        self.cel.start()
+        self._runner = asyncio.create_task(self._ari.run(ctl.on_event, self._on_connect), name="ari-events")
         try:
             await asyncio.wait_for(self._ari.connected.wait(), timeout)
         except TimeoutError:
@@ -133,6 +140,15 @@ class Service:
             raise RuntimeError(f"Zalo webhook cannot listen on {s.web_addr[0]}:{s.web_addr[1]}: {e.strerror}") from None
         log.info("controller ready: app=%s hotline=%s", ",".join(s.ari_apps), routing.hotline.number)
 
+    async def _on_connect(self) -> None:
+        assert self.controller is not None and self.cel is not None
+        await self.controller.on_connect()
+        self.cel.trigger()  # what happened while we were away
+
+    async def _live_channels(self) -> set[str]:
+        assert self._ari is not None
+        return {c["id"] for c in await self._ari.request("GET", "/channels")}
+
     async def _start_presence(self, sec) -> None:
         s = self.settings
         assert self.engine is not None and self.controller is not None, "start() sets them first"
@@ -142,7 +158,9 @@ class Service:
             log.warning("presence: no registration history (%s)", e.__class__.__name__)
             known = {}
         ctl = self.controller
-        self.presence = Presence(s.bind, s.ami_port, sec.ami_user, sec.ami_password, lambda: ctl.routing, self.calllog)
+        ari = self._ari
+        self.presence = Presence(s.bind, s.ami_port, sec.ami_user, sec.ami_password, lambda: ctl.routing, self.calllog,
+                                 on_booted=ari.wake if ari is not None else None)
         ctl.presence = self.presence
         await self.presence.start(known)
         never = tuple(a.split("/")[0] for a in s.trunk_match)
@@ -194,6 +212,8 @@ class Service:
             await asyncio.gather(self._runner, return_exceptions=True)
         if self._ari:
             await self._ari.__aexit__(None, None, None)
+        if self.cel:
+            await self.cel.close()
         if self.calllog:
             await self.calllog.close()
         if self.zalo:

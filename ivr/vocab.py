@@ -45,6 +45,9 @@ class Disposition(Vocabulary):
     FAILED = "failed", "lỗi hệ thống"
     INTERRUPTED = "interrupted", "bị gián đoạn"
     CASE_LOOKUP = "case_lookup", "tra cứu kết quả phản ánh"
+    # Reached Asterisk while no controller took calls (a crash, a restart) and was never served:
+    # held and gave up, or heard the apology. Logged from Asterisk's own record (CEL).
+    CONTROLLER_UNAVAILABLE = "controller_unavailable", "hệ thống gián đoạn, chưa được phục vụ"
     IN_PROGRESS = "in_progress", "đang diễn ra"
 
 

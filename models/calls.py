@@ -39,7 +39,7 @@ class Call(Base):
     answered_by: Mapped[str | None] = mapped_column(String(16))
     wait_s: Mapped[float | None] = mapped_column(Float)
     talk_s: Mapped[float | None] = mapped_column(Float)
-    disposition: Mapped[str] = mapped_column(String(16), default="in_progress", index=True)
+    disposition: Mapped[str] = mapped_column(String(32), default="in_progress", index=True)
     ended_in: Mapped[str | None] = mapped_column(String(32))  # the state the call ended in
     hangup_by: Mapped[str | None] = mapped_column(String(16))  # caller, agent, system
     survey_score: Mapped[int | None] = mapped_column(Integer)  # 1..5 after the staff hung up; None: no answer
@@ -49,6 +49,9 @@ class Call(Base):
     recording: Mapped[str | None] = mapped_column(String(500))
     recording_s: Mapped[float | None] = mapped_column(Float)
     recording_deleted_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime)
+    # Seconds the dialplan held the caller while no controller took calls (a restart, a crash);
+    # None: the controller took the call at once.
+    held_s: Mapped[float | None] = mapped_column(Float)
 
     events: Mapped[list[CallEvent]] = relationship(back_populates="call", lazy="raise", order_by="CallEvent.seq")
     legs: Mapped[list[CallLeg]] = relationship(back_populates="call", lazy="raise", order_by="CallLeg.id")

@@ -42,9 +42,22 @@ async def run(session: CallSession, leg_id: str, extension: str, plan: Plan | No
     rec = session.rec
     rec.answered_at = utcnow()
     rec.answered_by = extension
-    rec.disposition = Disposition.ANSWERED
     rec.event("bridged", extension=extension, bridge=bridge_id)
     live = await recording.start(session, bridge_id) if record else None
+    # The row says now who answered and when, still in progress (the record is copied at once):
+    # a controller that takes over this call after a crash (ivr/call/adopt.py) logs it with its
+    # full talk time from there.
+    rec.disposition = Disposition.IN_PROGRESS
+    session.ctx.calllog.opened(rec)
+    rec.disposition = Disposition.ANSWERED
+    return await wait(session, leg_id, live)
+
+
+async def wait(session: CallSession, leg_id: str, live: recording.Live | None = None) -> str:
+    """Until the caller or the desk phone hangs up; return who did: ``caller`` or ``agent``.
+    ``live``: the conversation's recording in progress, stopped and kept when the talk ends."""
+    rec = session.rec
+    extension = rec.answered_by
     try:
         while True:
             ev = await session.next_event(None)

@@ -15,10 +15,10 @@ import time
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from ivr.call import flow
+from ivr.call import adopt, flow
 from ivr.call.context import CallContext
 from ivr.call.route import RouteState
-from ivr.call.session import NEVER_USED, CallSession
+from ivr.call.session import NEVER_USED, CallSession, State
 from ivr.config import hours as cal
 from ivr.config import routing as rt
 from ivr.config.settings import Settings
@@ -31,6 +31,16 @@ if TYPE_CHECKING:
     from ivr.pbx.presence import Presence
 
 log = logging.getLogger("tongdai.controller")
+
+
+def held_since(args: list) -> float | None:
+    """When the dialplan started holding the caller (StasisStart's ``held,<epoch>``), if it did."""
+    if len(args) >= 2 and args[0] == "held":
+        try:
+            return float(args[1])
+        except ValueError:
+            return None
+    return None
 
 
 class RateLimit:
@@ -105,7 +115,7 @@ class Controller:
                 log.info("orphan leg %s hung up", cid)
                 asyncio.create_task(self._hangup_quietly(cid))
                 return
-            self._new_call(ch, ev.get("application") or self.settings.ari_app)
+            self._new_call(ch, ev.get("application") or self.settings.ari_app, held_since(args))
             return
         owner = self.owners.get(cid) if cid else None
         if owner is None and t == "Dial":
@@ -118,16 +128,16 @@ class Controller:
             return
         owner.queue.put_nowait(ev)
 
-    def _new_call(self, channel: dict, app: str) -> None:
+    def _new_call(self, channel: dict, app: str, held_at: float | None = None) -> None:
         cid = channel.get("id")
         if not cid:
             log.warning("StasisStart without a channel id dropped")
             return
         if not self.accepting:
-            # Shutting down: let the dialplan's fallback context apologise.
-            asyncio.create_task(self._to_fallback(cid))
+            # Shutting down: the dialplan holds the caller for the next controller.
+            asyncio.create_task(self._to_hold(cid))
             return
-        session = CallSession(self.context, channel, self.routing, app)
+        session = CallSession(self.context, channel, self.routing, app, held_at=held_at)
         session.throttled = self.calls_per_minute.hit(session.rec.caller, self.routing.limits.caller_calls_per_minute)
         self.sessions[cid] = session
         self.own(cid, session)
@@ -151,18 +161,64 @@ class Controller:
         except AriError as e:
             log.warning("hangup of %s failed: %s", cid, e)
 
-    async def _to_fallback(self, cid: str) -> None:
+    async def _to_hold(self, cid: str) -> None:
+        log.info("call=%s arrived while stopping: held for the next controller", cid)
         try:
             await self.ari.request("POST", f"/channels/{cid}/continue",
-                                   params={"context": "hotline-fallback", "extension": "s", "priority": 1})
+                                   params={"context": "hotline-hold", "extension": "s", "priority": 1})
         except AriError as e:
-            log.warning("call=%s could not be sent to the fallback: %s", cid, e)
+            log.warning("call=%s could not be sent to the hold: %s", cid, e)
 
     async def on_connect(self) -> None:
         """After every (re)connection: the event filter (it lives with the app's registration,
-        which a reconnection renews), then reconcile."""
+        which a reconnection renews), then reconcile, then take over what a controller that
+        went away left (ivr/call/adopt.py)."""
         await self.filter_events()
         await self.reconcile()
+        await self.adopt_orphans()
+
+    async def adopt_orphans(self) -> int:
+        """Take over the calls in our applications that no session owns; return how many."""
+        if not self.accepting:
+            return 0
+        try:
+            found = await adopt.find(self.ari, self.settings.ari_apps, set(self.owners))
+        except AriError as e:
+            log.warning("adopt: cannot list channels: %s", e)
+            return 0
+        for stray in found.stray_legs:
+            log.info("adopt: desk-phone leg %s has no caller any more: hung up", stray)
+            asyncio.create_task(self._hangup_quietly(stray))
+        adopted: list[CallSession] = []
+        for orphan in found.calls:
+            cid = orphan.channel["id"]
+            session = CallSession(self.context, orphan.channel, self.routing, orphan.app)
+            # Owned before anything is awaited: its events (a hangup) reach it from now on.
+            self.sessions[cid] = session
+            self.own(cid, session)
+            for leg in orphan.legs:
+                self.own(leg["id"], session)
+            self.idle.clear()
+            leg_id = await adopt.take_over(session, orphan)
+            session.state = State.BRIDGED if leg_id else State.FALLBACK
+            task = asyncio.create_task(flow.adopted(session, leg_id), name=f"call-{cid}")
+            session.task = task
+            self.tasks.add(task)
+            task.add_done_callback(self.tasks.discard)
+            adopted.append(session)
+        if adopted:
+            # A channel that ended between the list and the ownership sent its last events to
+            # nobody: ask again, and end those sessions as interrupted.
+            try:
+                live = {c["id"] for c in await self.ari.request("GET", "/channels")}
+            except AriError:
+                live = None
+            for session in adopted:
+                running = session.task
+                if live is not None and session.id not in live and running is not None and not running.done():
+                    session.vanished = True
+                    running.cancel()
+        return len(adopted)
 
     async def filter_events(self) -> None:
         """Ask Asterisk not to send the events no call step uses. Best effort: an Asterisk

@@ -25,9 +25,43 @@ from ivr.vocab import Disposition, MenuAction
 log = logging.getLogger("tongdai.call")
 
 async def run(session: CallSession) -> None:
+    await _run(session, steps)
+
+
+async def adopted(session: CallSession, leg_id: str | None) -> None:
+    """A call taken over from a controller that went away (ivr/call/adopt.py): bridged with the
+    desk phone ``leg_id``, it goes on until one side hangs up and ends like any call; anything
+    else (the menu, ringing) gets the apology and a clean end, never dead air."""
+    async def body(session: CallSession) -> None:
+        if leg_id is not None:
+            who = await bridge.wait(session, leg_id)
+            if who == "caller":
+                return await session.end("caller")
+            if session.routing.survey.enabled:
+                session.transition(State.SURVEY, "agent hung up")
+                await survey.run(session)
+            else:
+                await say(session, ["thanks"])
+            return await session.end("system")
+        session.rec.disposition = Disposition.INTERRUPTED
+        session.request_soon("DELETE", f"/channels/{session.id}/ring", ok_missing=True)
+        # Its desk phones and bridge go first: the caller hears the apology alone.
+        for leg in list(session.live_legs):
+            await session.hangup_channel(leg)
+            session.live_legs.discard(leg)
+        for b in list(session.bridges):
+            await session.ari.request("DELETE", f"/bridges/{b}", ok_missing=True)
+            session.bridges.discard(b)
+        await say(session, ["sorry"])
+        return await session.end("system")
+
+    await _run(session, body)
+
+
+async def _run(session: CallSession, body) -> None:
     session.ctx.calllog.opened(session.rec)
     try:
-        await steps(session)
+        await body(session)
     except CallerHangup:
         session._caller_left()
     except asyncio.CancelledError:

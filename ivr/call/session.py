@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Any, overload
 
 from ivr.call.errors import CallerHangup, IllegalEvent, IllegalTransition
 from ivr.pbx.ari import AriError
-from ivr.records.calllog import CallRecord, LegRecord, utcnow
+from ivr.records.calllog import CallRecord, LegRecord, clean_number, clean_text, utcnow
 from ivr.vocab import Disposition
 
 if TYPE_CHECKING:
@@ -75,7 +75,8 @@ NEVER_USED = IGNORED - {"Dial", "RecordingStarted"}
 class CallSession:
     """Drives one caller channel from StasisStart to hangup, one event at a time."""
 
-    def __init__(self, ctx: CallContext, channel: dict, routing: Routing, app: str = "tongdai"):
+    def __init__(self, ctx: CallContext, channel: dict, routing: Routing, app: str = "tongdai", *,
+                 held_at: float | None = None):
         self.ctx = ctx
         self.ari = ctx.ari
         self.id: str = channel["id"]
@@ -101,9 +102,17 @@ class CallSession:
         self.throttled = False  # set by the controller: this number calls too often
         self._seq = 0
         caller = channel.get("caller", {}) or {}
-        number = _clean_number(caller.get("number", ""))
+        number = clean_number(caller.get("number", ""))
         self.rec = CallRecord(id=self.id, caller=number or "anonymous", hotline=self.routing.hotline.number, started_at=utcnow())
-        self.rec.event("arrived", caller=self.rec.caller, name=_clean_text(caller.get("name", "")))
+        if held_at is not None:
+            # The dialplan held the caller while no controller took calls (``held_at``): the call
+            # began when the channel was created, before the hold.
+            since = dt.datetime.fromtimestamp(held_at, dt.timezone.utc)
+            self.rec.started_at = min(_created(channel) or since, since)
+            self.rec.held_s = round(max(0.0, (utcnow() - since).total_seconds()), 3)
+        self.rec.event("arrived", caller=self.rec.caller, name=clean_text(caller.get("name", "")))
+        if held_at is not None:
+            self.rec.event("held", seconds=self.rec.held_s)
 
     # ---------------------------------------------------------------- plumbing
 
@@ -287,10 +296,11 @@ class CallSession:
             self.caller_gone = True
 
 
-def _clean_number(raw: Any) -> str:
-    """Caller numbers come from the outside world: keep digits, + * #, at most 32 characters."""
-    return "".join(c for c in str(raw) if c.isdigit() or c in "+*#")[:32]
+def _created(channel: dict) -> dt.datetime | None:
+    """The channel's creation time (ARI: ``2026-12-07T23:41:10.431+0000``)."""
+    try:
+        return dt.datetime.strptime(channel.get("creationtime") or "", "%Y-%m-%dT%H:%M:%S.%f%z")
+    except ValueError:
+        return None
 
 
-def _clean_text(raw: Any) -> str:
-    return "".join(c for c in str(raw) if c.isprintable())[:80]

@@ -34,9 +34,14 @@ def sandbox_install() -> None:
     click.echo(f"Asterisk sẵn sàng ({s.asterisk_mode}: {layout.chroot or s.asterisk_bin}).")
 
 
-def start_asterisk(s: Settings, r: rt.Routing) -> Layout:
+def start_asterisk(s: Settings, r: rt.Routing, *, replace: bool = False) -> Layout:
+    """Render and start this instance's Asterisk. A leftover of this instance is stopped (every
+    one with ``replace``: `tongdai run`); ports held by anything else are refused (PbxError)."""
+    from ivr.pbx import preflight
+
     layout = Layout.for_settings(s)
     layout.install(log=click.echo)
+    preflight.before_start(layout, replace=replace, say=click.echo)
     render_to(s, r, None)
     pid = layout.start()
     click.echo(f"Asterisk đang chạy (PID {pid}), SIP {s.bind}:{s.sip_port}/udp, ARI {s.bind}:{s.ari_port}, AMI {s.bind}:{s.ami_port}.")

@@ -58,7 +58,11 @@ def serve(grace: float) -> None:
 def run(grace: float) -> None:
     """Chạy tất cả (dùng bởi `make run`): migration, cấu hình, lời nhắc, Asterisk, bộ điều khiển."""
 
-    from ivr import server
+    import asyncio
+    import signal
+
+    from ivr import server, supervise
+    from ivr.pbx.asterisk import Layout
     from ivr.records import db as db_mod
 
     s = settings()
@@ -68,16 +72,21 @@ def run(grace: float) -> None:
         db_mod.upgrade(s)
     except Exception as e:
         fail(f"không nâng cấp được cơ sở dữ liệu: {e}")
+    layout = Layout.for_settings(s)
     try:
-        layout = start_asterisk(s, r)
-        build_prompts(s, layout)
+        layout.install(log=click.echo)
+        build_prompts(s, layout)  # the hold music must be there when Asterisk boots
+        layout = start_asterisk(s, r, replace=True)
     except (PbxError, RuntimeError) as e:
         fail(str(e))
     log_path = server.setup_logging(s)
     hotline = r.hotline.number
     first = r.branches[0].targets[0]
 
-    def ready(_service) -> None:
+    def ready(child: supervise.Child, starts: int) -> None:
+        if starts > 1:
+            click.echo(f"ready: bộ điều khiển đã khởi động lại (lần {starts - 1}) và đang nhận cuộc gọi.")
+            return
         click.echo(
             f"ready: tổng đài {hotline} đang nhận cuộc gọi (SIP {s.bind}:{s.sip_port}/udp, nhật ký {log_path})\n"
             f"  Gọi thử từ một cửa sổ khác:   .venv/bin/tongdai call --digits 4\n"
@@ -85,18 +94,33 @@ def run(grace: float) -> None:
             f"  Hoặc gọi {hotline} từ trung kế {', '.join(s.trunk_match)} (không cần mật khẩu).\n"
             f"  Đăng ký một điện thoại bàn:   .venv/bin/tongdai extensions credentials {first}\n"
             f"      máy chủ {s.bind}:{s.sip_port} UDP, tên đăng nhập = số máy lẻ, mật khẩu do lệnh trên in ra\n"
+            f"  Bộ điều khiển được giám sát: nếu nó dừng bất thường, nó được khởi động lại ngay.\n"
             f"  Ctrl-C để dừng."
         )
 
-    code = 1
+    # The controller runs as a child that is restarted if it dies; Asterisk stays up meanwhile
+    # (held callers wait for the new controller). Other long-running processes join this list.
+    children = [supervise.Child("controller", supervise.python("serve", "--grace", f"{grace:g}"),
+                                env=supervise.env_with(), ready="controller ready", on_ready=ready)]
+    sup = supervise.Supervisor(children, grace=grace + 10)
+
+    async def main() -> None:
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(sig, stop.set)
+        task = asyncio.create_task(sup.run())
+        await stop.wait()
+        click.echo("Đang dừng: các cuộc gọi đang diễn ra được kết thúc trước…")
+        await sup.stop()
+        await task
+
     try:
-        code = server.run(server.serve(s, grace=grace, on_ready=ready))
-    except RuntimeError as e:
-        click.echo(f"lỗi: {e}", err=True)
+        asyncio.run(main())
     finally:
         layout.stop()
         click.echo("Đã dừng tổng đài và Asterisk.")
-    sys.exit(code)
+    sys.exit(0)
 
 
 COMMANDS = [db, serve, run]

@@ -18,6 +18,7 @@ setting here; routing.yaml only describes the hotline itself and never holds a s
 | TONGDAI_ARI_LANES | 4 | ARI applications the hotline's calls are spread over (Asterisk queues each app's events in one thread) |
 | TONGDAI_ARI_REST | ``auto`` | ARI requests over websockets when Asterisk offers it (``auto``), or always ``http`` |
 | TONGDAI_RTP_START / TONGDAI_RTP_END | 20100 / 23999 | Asterisk's RTP port range |
+| TONGDAI_HOLD_SECONDS | 20 | how long callers are held while no controller takes calls, before the apology (0: at once) |
 | TONGDAI_TRUNK_MATCH | ``127.0.0.1`` | comma-separated addresses/networks of the telco trunk |
 | TONGDAI_DATABASE_URL | SQLite in TONGDAI_HOME | SQLAlchemy async URL |
 | TONGDAI_WEB_ADDR | ``127.0.0.1:8080`` | HTTP address of the service's web endpoints (the Zalo webhook) |
@@ -89,6 +90,13 @@ def _min_free(env: dict[str, str]) -> int:
     n = _int(env, "TONGDAI_RECORDINGS_MIN_FREE_MB", 2048)
     if n < 0:
         raise SystemExit(f"TONGDAI_RECORDINGS_MIN_FREE_MB={n}: expected 0 or more megabytes")
+    return n
+
+
+def _hold(env: dict[str, str]) -> int:
+    n = _int(env, "TONGDAI_HOLD_SECONDS", 20)
+    if not 0 <= n <= 600:
+        raise SystemExit(f"TONGDAI_HOLD_SECONDS={n}: expected 0 to 600")
     return n
 
 
@@ -196,6 +204,7 @@ class Settings:
     ari_app: str = "tongdai"
     ari_rest: str = "auto"  # "auto": REST over ARI websockets when offered; "http": never
     ari_lanes: int = 4  # ARI applications the calls are spread over, see ari_apps
+    hold_seconds: int = 20  # the dialplan holds callers this long while no controller takes calls
     web_addr: tuple[str, int] = ("127.0.0.1", 8080)
     zalo: ZaloSettings | None = None
     recordings_gid: int | None = None  # TONGDAI_RECORDINGS_GROUP: may read recordings (0640/0750)
@@ -236,6 +245,7 @@ class Settings:
             ami_port=_int(env, "TONGDAI_AMI_PORT", 5038),
             ari_rest=ari_rest,
             ari_lanes=_lanes(env),
+            hold_seconds=_hold(env),
             rtp_start=_int(env, "TONGDAI_RTP_START", 20100),
             rtp_end=_int(env, "TONGDAI_RTP_END", 23999),
             trunk_match=trunk,

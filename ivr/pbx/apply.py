@@ -31,6 +31,8 @@ RELOADS = {
     "http.conf": "http",
     "logger.conf": "logger",
     "indications.conf": "indications",
+    "cel.conf": "cel",
+    "cel_custom.conf": "cel_custom.so",
     "asterisk.conf": None,
     "modules.conf": None,
 }

@@ -12,10 +12,17 @@ drop (see docs). This one only moves bytes: business rules live in the call sess
   they queued (100 ms and more per request at 200 calls): requests go to whichever of
   ``1 + REST_LINKS`` websockets (the event one and extra ones that carry requests only) has the
   fewest in flight.
-- Events: :meth:`Ari.run` keeps one websocket open (heartbeat), reconnects with exponential
-  backoff and jitter, and calls ``on_connect`` after every (re)connection so the caller can
-  reconcile what happened while it was away (events sent meanwhile are lost by Asterisk).
-  Each event is handed to ``on_event``; the dispatcher puts it on the owning call's queue.
+- Events: :meth:`Ari.run` keeps one websocket open (heartbeat), reconnects, and calls
+  ``on_connect`` after every (re)connection so the caller can reconcile what happened while it
+  was away (events sent meanwhile are lost by Asterisk). Each event is handed to ``on_event``;
+  the dispatcher puts it on the owning call's queue.
+- Reconnecting: every moment the Stasis application is not registered, callers are held by the
+  dialplan, so the controller must be back as soon as Asterisk is. A websocket that closes is
+  retried at once. While Asterisk cannot be reached, a cheap probe (``GET /asterisk/ping``, a
+  refused connection while Asterisk is down) runs every ``PROBE_EVERY`` seconds and the
+  websocket is retried the moment it answers, or when :meth:`Ari.wake` is called (AMI's
+  ``FullyBooted``). The backoff (with jitter, capped at ``MAX_BACKOFF``) only spaces out attempts
+  that reach an Asterisk which refuses the websocket (ARI not loaded yet, wrong credentials).
 """
 
 from __future__ import annotations
@@ -48,6 +55,8 @@ HTTP_CONNECTIONS = 32  # REST requests in flight at once; more wait for a free c
 REQUEST_TIMEOUT = 10.0  # seconds, for one REST request over either transport
 PROBE_TIMEOUT = 2.0  # an Asterisk without REST over WebSocket ignores the probe: HTTP after this
 REST_LINKS = 3  # websockets that carry requests only, besides the event websocket
+MAX_BACKOFF = 2.0  # seconds between websocket attempts at most (measured: 15 s with no cap)
+PROBE_EVERY = 0.1  # seconds between probes while Asterisk is unreachable (a refused connect costs nothing)
 
 
 def _message(text: str) -> str:
@@ -112,6 +121,15 @@ class Ari:
         self._extra: list[asyncio.Task] = []
         self._ids = itertools.count(1)
         self._stopping = False
+        self._wake = asyncio.Event()  # set by wake(): Asterisk is back, retry now
+        self._main_up = asyncio.Event()  # replaced at every connection: wakes the REST links
+        self.connected_at: float | None = None  # time.time() when the controller was last ready
+        self.probe_every = PROBE_EVERY
+
+    def wake(self) -> None:
+        """Asterisk is back (AMI's FullyBooted): a pending reconnection is tried now."""
+        if not self.connected.is_set():
+            self._wake.set()
 
     async def __aenter__(self) -> Ari:
         # ARI sets no cookies: a dummy jar spares every request the cookie bookkeeping.
@@ -198,11 +216,14 @@ class Ari:
             return False
 
     async def run(self, on_event: Callable[[dict], None], on_connect: Callable[[], Awaitable[None]] | None = None,
-                  *, min_backoff: float = 0.2, max_backoff: float = 10.0) -> None:
-        """Receive events until cancelled, reconnecting forever with backoff and jitter."""
+                  *, min_backoff: float = 0.2, max_backoff: float = MAX_BACKOFF) -> None:
+        """Receive events until cancelled, reconnecting forever (see the module's docstring)."""
         assert self._http is not None
         backoff = min_backoff
         while not self._stopping:
+            self._wake.clear()
+            unreachable = False  # the attempt did not reach an Asterisk with ARI loaded
+            refused = False  # it did, and ARI refused the websocket
             try:
                 async with self._http.ws_connect(
                     self.ws_url, params={"app": ",".join(self.apps), "subscribeAll": "false"},
@@ -224,17 +245,54 @@ class Ari:
             except asyncio.CancelledError:
                 await self._stop_extra()
                 raise
+            except aiohttp.WSServerHandshakeError as e:
+                # Asterisk answered. 404/503: its HTTP server is up but ARI is not loaded yet
+                # (Asterisk is booting); anything else (401: credentials) is a refusal.
+                unreachable = e.status in (404, 503)
+                refused = not unreachable
+                log.warning("ari websocket refused: %s %s", e.status, e.message)
             except (TimeoutError, aiohttp.ClientError, OSError) as e:
-                log.warning("ari websocket unavailable: %s", e.__class__.__name__)
-            if self.connected.is_set():
-                self.lost_at = time.time()
+                unreachable = True
+                if self.connected.is_set() or backoff == min_backoff:
+                    log.warning("ari websocket unavailable: %s", e.__class__.__name__)
+            was_up = self.connected.is_set()
+            lost = time.time()
+            if was_up:
+                self.lost_at = lost
             self.connected.clear()
             if self._stopping:
                 break
-            delay = backoff * (0.5 + random.random())
-            log.info("ari reconnect in %.2fs", delay)
-            await asyncio.sleep(delay)
+            if was_up and lost - (self.connected_at or 0) > 1:
+                continue  # a websocket that closed is tried again at once: Asterisk may only have restarted
+            # One that closed within a second of its connection counts as a refusal: no tight loop.
+            refused = refused or was_up
+            await self._pause(backoff * (0.5 + random.random()), probe=not refused)
             backoff = min(max_backoff, backoff * 2)
+
+    async def _pause(self, delay: float, probe: bool) -> None:
+        """Wait before the next attempt: ``delay`` at most, less when :meth:`wake` is called or,
+        with ``probe`` (the attempt found no ARI to talk to), as soon as ARI answers a ping."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + delay
+        while (left := deadline - loop.time()) > 0:
+            if probe and await self._answers():
+                log.info("ari: Asterisk answers again; reconnecting")
+                return
+            try:
+                await asyncio.wait_for(self._wake.wait(), min(left, self.probe_every) if probe else left)
+                log.info("ari: woken (Asterisk booted); reconnecting")
+                return
+            except TimeoutError:
+                pass
+
+    async def _answers(self) -> bool:
+        """Whether Asterisk's ARI answers a ping now (refused at once while it is down)."""
+        assert self._http is not None
+        try:
+            async with self._http.get(self.base + "/asterisk/ping", timeout=aiohttp.ClientTimeout(total=0.5)) as r:
+                return r.status == 200
+        except (TimeoutError, aiohttp.ClientError, OSError):
+            return False
 
     async def _setup(self, link: _Link, on_connect: Callable[[], Awaitable[None]] | None) -> None:
         """After a connection: pick the REST transport, let the owner reconcile, then say connected."""
@@ -249,7 +307,12 @@ class Ari:
                 await on_connect()
         except Exception:  # a failed reconcile must not take the event stream down
             log.exception("ari on_connect failed")
+        self.connected_at = time.time()
         self.connected.set()
+        up, self._main_up = self._main_up, asyncio.Event()
+        up.set()
+        if self.lost_at is not None:
+            log.info("ari ready again %.2fs after the websocket was lost", self.connected_at - self.lost_at)
 
     async def _extra_link(self, n: int) -> None:
         """A websocket for requests only, kept open (with backoff) until the client stops. It
@@ -272,8 +335,12 @@ class Ari:
                         self._drop(link, "ari websocket closed")
             except (TimeoutError, aiohttp.ClientError, OSError):
                 pass
-            await asyncio.sleep(backoff * (0.5 + random.random()))
-            backoff = min(10.0, backoff * 2)
+            # Again when the event websocket is back (Asterisk restarted), or after the backoff.
+            try:
+                await asyncio.wait_for(self._main_up.wait(), backoff * (0.5 + random.random()))
+            except TimeoutError:
+                pass
+            backoff = min(MAX_BACKOFF, backoff * 2)
 
     def _drop(self, link: _Link, why: str) -> None:
         if link in self._links:

@@ -22,6 +22,9 @@ from pathlib import Path
 
 from ivr.config.settings import Settings
 
+# Asterisk's own record of every hotline call (cel_custom), in its log directory: the controller
+# reads it to log the calls it never saw (ivr/pbx/cel.py).
+CEL_FILE = "log/tongdai-calls.jsonl"
 INSTANCE_DIRS = ("etc", "run", "log", "lib", "lib/keys", "spool", "spool/recording", "data", "data/sounds", "data/moh")
 
 
@@ -59,6 +62,10 @@ class Layout:
     @property
     def log_file(self) -> Path:
         return self.host(self.ast("log")) / "messages.log"
+
+    @property
+    def cel_file(self) -> Path:
+        return self.host(self.ast(CEL_FILE))
 
     @property
     def pid_file(self) -> Path:
@@ -201,6 +208,14 @@ class Layout:
                 link = root / "data/sounds" / lang.name
                 if not link.is_symlink() and not link.exists():
                     link.symlink_to(f"{self.distro_datadir}/sounds/{lang.name}")
+        # The hold music must be there when Asterisk boots: a music class without files is
+        # disabled at load, and `moh reload` does not bring it back.
+        from ivr.pbx import sounds
+
+        try:
+            sounds.build_moh(root / "data/moh")
+        except RuntimeError:  # no sox: held callers hear silence between the prompts
+            pass
         self.chown()
 
     def chown(self) -> None:
@@ -255,10 +270,23 @@ class Layout:
                     raise PbxError(f"Asterisk did not finish booting in {timeout:g} s:\n{self.log_tail()}") from None
                 time.sleep(0.2)
 
+    def _recorded_pid(self) -> int | None:
+        try:
+            return int(self.pid_file.read_text().strip())
+        except (OSError, ValueError):
+            return None
+
     def stop(self, timeout: float = 15) -> bool:
         """Stop this instance by PID; return whether it was running."""
         pid = self.pid()
         if pid is None:
+            # Killed a moment ago (SIGKILL): its command line is already gone but it may still
+            # hold its sockets for a few ms; a new Asterisk started meanwhile would see its
+            # control socket and refuse to start ("Asterisk already running").
+            dying = self._recorded_pid()
+            deadline = time.monotonic() + timeout
+            while dying and _alive(dying) and time.monotonic() < deadline:
+                time.sleep(0.02)
             self.pid_file.unlink(missing_ok=True)
             return False
         try:
@@ -293,12 +321,16 @@ class Layout:
 
 
 def _alive(pid: int) -> bool:
+    """Whether ``pid`` still runs. A killed multi-threaded process shows as a zombie as soon as
+    its main thread is gone, but keeps its sockets (Asterisk's control socket, its ports) until
+    its last thread has exited: only then is it gone."""
     try:
         os.waitpid(pid, os.WNOHANG)
     except ChildProcessError:
         pass
     try:
         with open(f"/proc/{pid}/stat") as f:
-            return f.read().split(") ")[-1][:1] != "Z"
+            zombie = f.read().split(") ")[-1][:1] == "Z"
+        return not zombie or len(os.listdir(f"/proc/{pid}/task")) > 1
     except OSError:
         return False

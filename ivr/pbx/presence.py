@@ -72,8 +72,10 @@ class Presence:
     """
 
     def __init__(self, host: str, port: int, user: str, secret: str, routing: Callable[[], Routing],
-                 calllog: CallLog | None = None, *, reconnect: float = 2, ping: float = 10):
+                 calllog: CallLog | None = None, *, reconnect: float = 2, ping: float = 10,
+                 on_booted: Callable[[], None] | None = None):
         self.routing = routing
+        self.on_booted = on_booted  # Asterisk said FullyBooted (the ARI client reconnects at once)
         self.calllog = calllog
         self.phones: dict[str, Phone] = {}
         self.connected = False  # logged in and the snapshot is read
@@ -91,6 +93,7 @@ class Presence:
         contact, device = EVENTS
         self.manager.register_event(contact, self._on_contact_status)
         self.manager.register_event(device, self._on_device_state)
+        self.manager.register_event("FullyBooted", self._on_fully_booted)
 
     # ------------------------------------------------------------------ lifecycle
 
@@ -130,6 +133,10 @@ class Presence:
         if self._snapshot_task and not self._snapshot_task.done():
             self._snapshot_task.cancel()
         self._snapshot_task = asyncio.ensure_future(self._snapshot())
+
+    def _on_fully_booted(self, manager, ev) -> None:
+        if self.on_booted is not None:
+            self.on_booted()
 
     def _on_disconnect(self, manager, exc) -> None:
         if self._closed:

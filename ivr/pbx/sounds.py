@@ -72,12 +72,12 @@ def _run(cmd: list[str]) -> None:
         raise RuntimeError(f"{cmd[0]} failed: {p.stderr.strip()[:500]}")
 
 
-def convert(src: Path, dest_base: Path, *, trim: bool) -> None:
+def convert(src: Path, dest_base: Path, *, trim: bool, peak_db: int = -3) -> None:
     """src (anything sox reads) -> dest_base.{sln16,alaw,ulaw,wav}, replacing old formats."""
     with tempfile.TemporaryDirectory() as tmp:
         norm = Path(tmp) / "norm.wav"
         effects = ["silence", "1", "0.05", "0.5%", "reverse", "silence", "1", "0.05", "0.5%", "reverse"] if trim else []
-        _run(["sox", str(src), "-c", "1", str(norm), *effects, "gain", "-n", "-3"])
+        _run(["sox", str(src), "-c", "1", str(norm), *effects, "gain", "-n", str(peak_db)])
         for old in dest_base.parent.glob(dest_base.name + ".*"):
             old.unlink()
         dest_base.parent.mkdir(parents=True, exist_ok=True)
@@ -143,3 +143,32 @@ def build(sounds_dir: Path, *, texts_path: Path = TEXTS, recordings: Path | None
     sounds_dir.mkdir(parents=True, exist_ok=True)
     manifest_path.write_text(json.dumps(manifest, indent=1, sort_keys=True))
     return report
+
+
+# Hold music (musiconhold.conf's default class), played while the controller is away: a soft
+# arpeggio synthesised by sox, so that no third-party recording has to ship with the project.
+# An operator's own music goes into the same directory (any file Asterisk plays).
+HOLD_NOTES = (("C4", 0.5), ("E4", 0.5), ("G4", 0.5), ("C5", 0.9), ("A3", 0.5), ("C4", 0.5), ("E4", 0.5), ("A4", 0.9),
+              ("F3", 0.5), ("A3", 0.5), ("C4", 0.5), ("F4", 0.9), ("G3", 0.5), ("B3", 0.5), ("D4", 0.5), ("G4", 0.9))
+HOLD_MUSIC = "tongdai-hold"
+
+
+def build_moh(moh_dir: Path) -> bool:
+    """Write the hold music into ``moh_dir`` unless it is there; return whether it was written."""
+    dest = moh_dir / HOLD_MUSIC
+    if all(Path(f"{dest}.{x}").exists() for x in FORMATS):
+        return False
+    if not shutil.which("sox"):
+        raise RuntimeError("sox is not installed (apt-get install sox)")
+    with tempfile.TemporaryDirectory() as tmp:
+        notes = []
+        for i, (note, length) in enumerate(HOLD_NOTES * 2):
+            f = Path(tmp) / f"n{i:02d}.wav"
+            _run(["sox", "-n", "-r", "16000", "-c", "1", "-b", "16", str(f), "synth", str(length), "pluck", note,
+                  "fade", "0", str(length), str(length * 0.6)])
+            notes.append(str(f))
+        tune = Path(tmp) / "tune.wav"
+        _run(["sox", *notes, str(tune), "reverb", "30"])
+        moh_dir.mkdir(parents=True, exist_ok=True)
+        convert(tune, dest, trim=False, peak_db=-12)  # background, below the prompts' -3 dBFS
+    return True

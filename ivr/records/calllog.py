@@ -24,11 +24,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, cast
 
-from sqlalchemy import BindParameter, Table, bindparam, delete, insert, select, update
+from sqlalchemy import BindParameter, Table, bindparam, delete, func, insert, select, update
 from sqlalchemy.ext.asyncio import AsyncEngine, async_sessionmaker
 
 from ivr.models import Call, CallEvent, CallLeg, RegistrationEvent
 from ivr.records.spool import Spool
+from ivr.vocab import Disposition
 
 log = logging.getLogger("tongdai.calllog")
 
@@ -48,6 +49,15 @@ DELETE_LEGS = delete(LEGS).where(LEGS.c.call_id.in_(_IDS))
 
 def utcnow() -> dt.datetime:
     return dt.datetime.now(dt.timezone.utc)
+
+
+def clean_number(raw: Any) -> str:
+    """Caller numbers come from the outside world: keep digits, + * #, at most 32 characters."""
+    return "".join(c for c in str(raw) if c.isdigit() or c in "+*#")[:32]
+
+
+def clean_text(raw: Any) -> str:
+    return "".join(c for c in str(raw) if c.isprintable())[:80]
 
 
 @dataclass
@@ -83,6 +93,7 @@ class CallRecord:
     recording_s: float | None = None
     ended_in: str | None = None
     hangup_by: str | None = None
+    held_s: float | None = None  # seconds the dialplan held the caller while no controller took calls
     events: list[tuple[dt.datetime, str, dict]] = field(default_factory=list)
     legs: list[LegRecord] = field(default_factory=list)
 
@@ -111,6 +122,7 @@ class CallRecord:
             "talk_s": self.talk_s, "disposition": self.disposition, "ended_in": self.ended_in,
             "hangup_by": self.hangup_by, "survey_score": self.survey_score, "case_code": self.case_code,
             "recording": self.recording, "recording_s": self.recording_s,
+            "held_s": self.held_s,
         }
 
 
@@ -145,6 +157,8 @@ class CallLog:
             self._tasks.append(asyncio.create_task(self._replayer(), name="calllog-replayer"))
 
     def opened(self, rec: CallRecord) -> None:
+        """The call's row as it is now (at its arrival, and again, still in progress, once a
+        desk phone answers: a controller that takes the call over after a crash reads it)."""
         self._queue.put_nowait(("open", rec.row()))
 
     def closed(self, rec: CallRecord) -> None:
@@ -152,6 +166,14 @@ class CallLog:
         payload["events"] = [{"seq": i, "at": at, "kind": k, "detail": d} for i, (at, k, d) in enumerate(rec.events)]
         payload["legs"] = [vars(l).copy() for l in rec.legs]
         self._queue.put_nowait(("close", payload))
+
+    def unseen(self, rec: CallRecord) -> None:
+        """A call Asterisk recorded (ivr/pbx/cel.py) that may have no row: written only when it has
+        none, or when its row was left in progress by a controller that went away. Replayed or
+        repeated, it changes nothing: a row that exists and is finished is never touched."""
+        payload = rec.row()
+        payload["events"] = [{"seq": i, "at": at, "kind": k, "detail": d} for i, (at, k, d) in enumerate(rec.events)]
+        self._queue.put_nowait(("unseen", payload))
 
     def presence(self, extension: str, agency_code: str | None, status: str, at: dt.datetime,
                  address: str | None = None) -> None:
@@ -275,40 +297,78 @@ class CallLog:
         row and whatever timeline and legs a failed earlier attempt may have left.
         """
         presence = [p for op, p in batch if op == "presence"]
-        batch = [(op, p) for op, p in batch if op != "presence"]
+        unseen = [p for op, p in batch if op == "unseen"]
+        batch = [(op, p) for op, p in batch if op in ("open", "close")]
         async with self.engine.begin() as conn:
             for p in presence:
                 await self._presence_row(conn, p)
-            if not batch:
-                return
-            ids = list(dict.fromkeys(p["id"] for _, p in batch))
-            existing: dict[str, str] = dict((await conn.execute(EXISTING, {"ids": ids})).all())
-            rows: dict[str, dict] = {}    # call id -> the row as the last record leaves it
-            closes: dict[str, dict] = {}  # call id -> the last close record
-            for op, payload in batch:
-                cid = payload["id"]
-                now = rows[cid]["disposition"] if cid in rows else existing.get(cid)
-                if op == "open" and now is not None and now != "in_progress":
-                    continue
-                rows[cid] = {k: v for k, v in payload.items() if k not in ("events", "legs")}
-                if op == "close":
-                    closes[cid] = payload
-            new = [r for cid, r in rows.items() if cid not in existing]
-            old = [{**r, "_call": r["id"]} for cid, r in rows.items() if cid in existing]
-            if new:
-                await conn.execute(INSERT_CALLS, new)
-            if old:
-                await conn.execute(UPDATE_CALLS, old)
-            if closes:
-                done = {"ids": list(closes)}
-                await conn.execute(DELETE_EVENTS, done)
-                await conn.execute(DELETE_LEGS, done)
-                events = [{"call_id": cid, **e} for cid, p in closes.items() for e in p["events"]]
-                legs = [{"call_id": cid, **leg} for cid, p in closes.items() for leg in p["legs"]]
-                if events:
-                    await conn.execute(INSERT_EVENTS, events)
-                if legs:
-                    await conn.execute(INSERT_LEGS, legs)
+            if batch:
+                await self._calls(conn, batch)
+            # After the batch's own records: a call's close queued before its Asterisk record
+            # (the usual order) is in the table when the record is looked at.
+            for p in unseen:
+                await self._unseen_row(conn, p)
+
+    @staticmethod
+    async def _calls(conn, batch: list[tuple[str, dict]]) -> None:
+        ids = list(dict.fromkeys(p["id"] for _, p in batch))
+        existing: dict[str, str] = dict((await conn.execute(EXISTING, {"ids": ids})).all())
+        rows: dict[str, dict] = {}    # call id -> the row as the last record leaves it
+        closes: dict[str, dict] = {}  # call id -> the last close record
+        for op, payload in batch:
+            cid = payload["id"]
+            now = rows[cid]["disposition"] if cid in rows else existing.get(cid)
+            if op == "open" and now is not None and now != "in_progress":
+                continue
+            rows[cid] = {k: v for k, v in payload.items() if k not in ("events", "legs")}
+            if op == "close":
+                closes[cid] = payload
+        new = [r for cid, r in rows.items() if cid not in existing]
+        old = [{**r, "_call": r["id"]} for cid, r in rows.items() if cid in existing]
+        if new:
+            await conn.execute(INSERT_CALLS, new)
+        if old:
+            await conn.execute(UPDATE_CALLS, old)
+        if closes:
+            done = {"ids": list(closes)}
+            await conn.execute(DELETE_EVENTS, done)
+            await conn.execute(DELETE_LEGS, done)
+            events = [{"call_id": cid, **e} for cid, p in closes.items() for e in p["events"]]
+            legs = [{"call_id": cid, **leg} for cid, p in closes.items() for leg in p["legs"]]
+            if events:
+                await conn.execute(INSERT_EVENTS, events)
+            if legs:
+                await conn.execute(INSERT_LEGS, legs)
+
+    @staticmethod
+    async def _unseen_row(conn, payload: dict) -> None:
+        row = {k: v for k, v in payload.items() if k != "events"}
+        events = [{"call_id": row["id"], **e} for e in payload["events"]]
+        found = (await conn.execute(select(CALLS).where(CALLS.c.id == row["id"]))).mappings().first()
+        if found is None:
+            await conn.execute(INSERT_CALLS, [row])
+            if events:
+                await conn.execute(INSERT_EVENTS, events)
+            return
+        if found["disposition"] != Disposition.IN_PROGRESS:
+            return  # logged already (by the controller, or by an earlier pass): exactly once
+        # The controller that had this call went away before its end (killed): Asterisk says
+        # when it ended; what the controller wrote at the start (and at the answer) stays. An
+        # answered call went on in Asterisk until then: it counts as answered, with its talk time.
+        end = row["ended_at"]
+        answered = found["answered_at"]
+        start = found["started_at"]
+        await conn.execute(UPDATE_CALLS, [{
+            "_call": row["id"], "ended_at": end,
+            "disposition": Disposition.ANSWERED if answered else Disposition.INTERRUPTED,
+            "ended_in": found["ended_in"] or row["ended_in"], "hangup_by": found["hangup_by"] or row["hangup_by"],
+            "wait_s": round(((answered or end) - start).total_seconds(), 3) if end else None,
+            "talk_s": round((end - answered).total_seconds(), 3) if end and answered else None,
+        }])
+        seq = (await conn.execute(select(func.max(EVENTS.c.seq)).where(EVENTS.c.call_id == row["id"]))).scalar()
+        base = -1 if seq is None else seq
+        if events:
+            await conn.execute(INSERT_EVENTS, [{**e, "seq": base + 1 + i} for i, e in enumerate(events)])
 
     @staticmethod
     async def _presence_row(conn, payload: dict) -> None:

@@ -132,24 +132,32 @@ def _pick(start: int, kind=socket.SOCK_STREAM) -> int:
     raise RuntimeError("no free port")
 
 
-@pytest.fixture(scope="session")
-def pbx(tmp_path_factory) -> Pbx:
-    """A running Asterisk with the project's rendered config and its own data directory."""
-    need(shutil.which("sipp") is not None, "SIPp (Debian package sip-tester) is not installed")
-    home = tmp_path_factory.mktemp("tongdai-home")
+ENV_PASSED = ("TONGDAI_ASTERISK", "TONGDAI_SANDBOX_DIR", "TONGDAI_ASTERISK_BIN", "TONGDAI_ASTERISK_MODDIR",
+              "PATH", "HOME", "TONGDAI_ASTERISK_RUNUSER", "TONGDAI_ASTERISK_DATADIR")
+
+
+def pbx_settings(home: Path, *, sip: int = 25060, ari: int = 28088, ami: int = 25038,
+                 rtp: tuple[int, int] = (31000, 31999), **extra: str) -> Settings:
+    """Settings of a private instance: its own data directory and free ports found upwards
+    from the given ones."""
     env = {
         "TONGDAI_HOME": str(home),
-        "TONGDAI_SIP_PORT": str(_pick(25060)),
-        "TONGDAI_ARI_PORT": str(_pick(28088)),
-        "TONGDAI_AMI_PORT": str(_pick(25038)),
-        "TONGDAI_RTP_START": "31000",
-        "TONGDAI_RTP_END": "31999",
+        "TONGDAI_SIP_PORT": str(_pick(sip)),
+        "TONGDAI_ARI_PORT": str(_pick(ari)),
+        "TONGDAI_AMI_PORT": str(_pick(ami)),
+        "TONGDAI_RTP_START": str(rtp[0]),
+        "TONGDAI_RTP_END": str(rtp[1]),
+        **extra,
     }
-    for k in ("TONGDAI_ASTERISK", "TONGDAI_SANDBOX_DIR", "TONGDAI_ASTERISK_BIN", "TONGDAI_ASTERISK_MODDIR",
-              "PATH", "HOME", "TONGDAI_ASTERISK_RUNUSER", "TONGDAI_ASTERISK_DATADIR"):
+    for k in ENV_PASSED:
         if k in os.environ:
             env[k] = os.environ[k]
-    s = Settings.from_env(env)
+    return Settings.from_env(env)
+
+
+def start_pbx(s: Settings, routing: rt.Routing | None = None) -> Pbx:
+    """Provision, render and start a private Asterisk for ``s``; the caller stops it."""
+    need(shutil.which("sipp") is not None, "SIPp (Debian package sip-tester) is not installed")
     layout = Layout.for_settings(s)
     if s.asterisk_mode == "sandbox":
         need(os.geteuid() == 0, "the Asterisk sandbox needs root (debootstrap, chroot)")
@@ -157,7 +165,7 @@ def pbx(tmp_path_factory) -> Pbx:
         layout.install(log=lambda m: print(m, flush=True))
     except (PbxError, OSError) as e:
         need(False, f"cannot provision Asterisk: {e}")
-    routing = rt.load(REPO_ROOT / "routing.yaml")
+    routing = routing or rt.load(REPO_ROOT / "routing.yaml")
     sec = sec_mod.load(s.secrets_path, list(routing.extensions))
     layout.prepare()
     rd.write(rd.render(routing, s, sec, layout), layout.etc)
@@ -166,8 +174,17 @@ def pbx(tmp_path_factory) -> Pbx:
         layout.start()
     except PbxError as e:
         pytest.fail(f"Asterisk did not start with the rendered config: {e}", pytrace=False)
-    yield Pbx(s, layout, routing, sec, Ports())
-    layout.stop()
+    return Pbx(s, layout, routing, sec, Ports())
+
+
+@pytest.fixture(scope="session")
+def pbx(tmp_path_factory) -> Pbx:
+    """A running Asterisk with the project's rendered config and its own data directory."""
+    need(shutil.which("sipp") is not None, "SIPp (Debian package sip-tester) is not installed")
+    # A short hold: the tests of the apology (no controller connected) need not wait 20 s for it.
+    p = start_pbx(pbx_settings(tmp_path_factory.mktemp("tongdai-home"), TONGDAI_HOLD_SECONDS="3"))
+    yield p
+    p.layout.stop()
 
 
 def log_files(pbx: Pbx) -> list[Path]:
@@ -271,12 +288,18 @@ class Ivr:
         return self.pbx.settings
 
 
+def build_sounds(pbx: Pbx) -> Path:
+    """The test prompts; return the sounds directory."""
+    sounds = pbx.layout.host(pbx.layout.ast("data/sounds/vi"))
+    prompts.build(sounds, texts_path=TEST_PROMPTS)
+    pbx.layout.chown()
+    return sounds
+
+
 @pytest.fixture(scope="session")
 async def ivr(pbx):
     s = pbx.settings
-    sounds = pbx.layout.host(pbx.layout.ast("data/sounds/vi"))
-    await asyncio.to_thread(prompts.build, sounds, texts_path=TEST_PROMPTS)
-    pbx.layout.chown()
+    sounds = await asyncio.to_thread(build_sounds, pbx)
     durations = {p.stem: p.stat().st_size / 8000.0 for p in (sounds / "tongdai").glob("*.alaw")}
     durations.update({f"digits/{p.stem}": p.stat().st_size / 8000.0 for p in (sounds / "digits").glob("*.alaw")})
     await asyncio.to_thread(db.upgrade, s)

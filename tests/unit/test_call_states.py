@@ -5,7 +5,8 @@ from __future__ import annotations
 import pytest
 
 from ivr.call.errors import IllegalTransition
-from ivr.call.session import TRANSITIONS, State, _clean_number
+from ivr.call.session import TRANSITIONS, State
+from ivr.records.calllog import clean_number
 
 
 def session():
@@ -52,8 +53,8 @@ def test_unexpected_event_is_loud_in_strict_mode():
 
 def test_caller_numbers_are_sanitised():
     assert session().rec.caller == "0909123"
-    assert _clean_number("+84<script>") == "+84"
-    assert _clean_number("9" * 100) == "9" * 32
+    assert clean_number("+84<script>") == "+84"
+    assert clean_number("9" * 100) == "9" * 32
 
 
 async def test_a_request_on_a_channel_that_just_hung_up_is_a_hangup_not_an_error():
