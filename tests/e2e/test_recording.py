@@ -21,8 +21,9 @@ from ivr.call.session import State
 from ivr.config import routing as rt
 from ivr.records import cases as cm
 from ivr.records import recordings as files
+from ivr.testing import wait_until
 
-from .conftest import REPO_ROOT, basic_auth, kinds, phones, place, routing_text_for_tests, talking, wait_for
+from .conftest import REPO_ROOT, basic_auth, kinds, phones, place, routing_text_for_tests, talking
 
 pytestmark = pytest.mark.e2e
 
@@ -146,7 +147,7 @@ async def test_deleting_the_live_recording_mid_call_leaves_the_call_up_and_logge
     with recording(ivr, announce=False):
         async with phones(ivr, {"2601": ("answer", {"hangup_after_ms": 7000})}):
             call = asyncio.create_task(place(ivr, "6", hold_ms=40000, wait_for_bye_ms=40000))
-            await wait_for(lambda: talking(ctl) and any(
+            await wait_until(lambda: talking(ctl) and any(
                 e[1] == "recording_started" for x in ctl.sessions.values() for e in x.rec.events), 30, "the recording")
             session = next(x for x in ctl.sessions.values() if x.state is State.BRIDGED)
             name = next(e[2]["name"] for e in session.rec.events if e[1] == "recording_started")
@@ -154,7 +155,7 @@ async def test_deleting_the_live_recording_mid_call_leaves_the_call_up_and_logge
             async with aiohttp.ClientSession(headers=basic_auth(sec.ari_user, sec.ari_password)) as http:
                 async with http.delete(f"http://127.0.0.1:{s.ari_port}/ari/recordings/live/{name}") as r:
                     assert r.status == 204, await r.text()
-            await wait_for(lambda: any(e[1] == "recording_ended" for e in session.rec.events), 10, "Asterisk's report")
+            await wait_until(lambda: any(e[1] == "recording_ended" for e in session.rec.events), 10, "Asterisk's report")
             assert session.state is State.BRIDGED and not call.done()  # still talking
             res, (row, events, legs) = await call
     assert res.answered and row.disposition == "answered" and row.hangup_by == "agent"

@@ -119,7 +119,7 @@ async def test_a_refusing_asterisk_is_retried_with_backoff():
         # Not a tight loop: the attempts are spaced out (0.05, 0.1, 0.2 … s), never more than
         # MAX_BACKOFF (and its jitter) apart.
         seen = fake.attempts
-        await asyncio.sleep(0.3)
+        await asyncio.sleep(0.3)  # not synchronisation: the window in which attempts are counted
         assert fake.attempts <= seen + 3
         await wait_until(lambda: fake.attempts >= 8, 8 * MAX_BACKOFF * 1.5, "the attempts to go on")
         assert connects == []

@@ -235,7 +235,7 @@ async def test_wait_aside_keeps_every_other_event_in_order(tmp_path):
     for d in "12":
         c.dtmf(d)
     waiting = asyncio.create_task(c.session.wait_aside(lambda ev: ev.get("type") == "X", 2))
-    await asyncio.sleep(0)
+    await asyncio.sleep(0)  # let wait_aside start before more events arrive
     c.dtmf("3")
     c.event("X")
     c.dtmf("4")
@@ -258,7 +258,7 @@ async def test_the_notice_plays_in_full_and_keeps_a_key_pressed_during_it():
     assert c.ari.params[play[0]]["media"] == "sound:tongdai/recording_notice"
     c.dtmf("4")
     c.dtmf("7")
-    await asyncio.sleep(0.01)
+    await asyncio.sleep(0.01)  # not synchronisation: time for a wrong DELETE to be sent
     assert not c.ari.requests("DELETE", "/playbacks/")  # not cut short
     c.playback_finished(play[0].rsplit("/", 1)[1])
     assert await asyncio.wait_for(task, 2) == PromptResult("digits", "4")
