@@ -166,6 +166,7 @@ def render(routing: Routing, settings: Settings, secrets: Secrets, layout: Layou
         # that the lost connection left unanswered.
         "ami_events": ("FullyBooted",) + presence.EVENTS + guard.FAILED_AUTH_EVENTS,
         "moh_dir": layout.ast("data/moh"),
+        "qualify_frequency": presence.QUALIFY_SECONDS,
     }
     env = _env()
     files = {name: env.get_template(name + ".j2").render(ctx) for name in FILES}

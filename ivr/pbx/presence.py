@@ -33,6 +33,10 @@ log = logging.getLogger("tongdai.presence")
 CONTACT_UP = {"Created", "Reachable", "NonQualified", "Updated", "Unknown"}
 CONTACT_UNREACHABLE = {"Unreachable"}
 
+# How often Asterisk qualifies each desk phone's contact (OPTIONS; pjsip.conf's AORs): a phone
+# unplugged without unregistering is Unreachable after at most this plus the 3 s qualify timeout.
+QUALIFY_SECONDS = 30
+
 
 @dataclass
 class Phone:
