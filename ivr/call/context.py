@@ -56,4 +56,7 @@ class CallContext:
     finished: Callable[[CallSession], None]  # the session has ended
     is_open: Callable[[], OpenState] = _always_open
     reachable: Callable[[str], bool | None] = lambda ext: None  # presence: None when unknown
+    # Whether a desk phone is in (or ringing for) a call other than this session's: the
+    # controller's calls and AMI device state. Such a phone is never rung (no call waiting).
+    busy: Callable[[str, CallSession], bool] = lambda ext, session: False
     strict: bool = False  # an unexpected event raises instead of being logged

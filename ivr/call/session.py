@@ -88,6 +88,7 @@ class CallSession:
         self.legs: dict[str, LegRecord] = {}
         self.live_legs: set[str] = set()
         self.spare: dict[str, bool] = {}  # legs created by route.prepare, not rung yet -> entered the app
+        self.claimed: set[str] = set()  # extensions route is about to ring (before their legs exist)
         self._entering: dict[str, asyncio.Future] | None = {}  # leg_entered() waiters; None once cleaning up
         self.bridges: set[str] = set()
         self.playback_id: str | None = None
@@ -103,6 +104,12 @@ class CallSession:
         self.rec.event("arrived", caller=self.rec.caller, name=_clean_text(caller.get("name", "")))
 
     # ---------------------------------------------------------------- plumbing
+
+    def holds(self, extension: str) -> bool:
+        """Whether this call rings or talks to the desk phone ``extension`` (or is about to)."""
+        if extension in self.claimed:
+            return True
+        return any(leg.extension == extension for lid in self.live_legs if (leg := self.legs.get(lid)))
 
     def new_id(self, kind: str) -> str:
         """A client-chosen resource id (channel, bridge, playback), unique per call."""

@@ -19,6 +19,7 @@ setting here; routing.yaml only describes the hotline itself and never holds a s
 | TONGDAI_ARI_REST | ``auto`` | ARI requests over websockets when Asterisk offers it (``auto``), or always ``http`` |
 | TONGDAI_RTP_START / TONGDAI_RTP_END | 20100 / 23999 | Asterisk's RTP port range |
 | TONGDAI_TRUNK_MATCH | ``127.0.0.1`` | comma-separated addresses/networks of the telco trunk |
+| TONGDAI_CALL_WAITING | ``0`` | ``1``: ring desk phones already in a call (the bench's SIPp desks); default: never |
 | TONGDAI_DATABASE_URL | SQLite in TONGDAI_HOME | SQLAlchemy async URL |
 | TONGDAI_WEB_ADDR | ``127.0.0.1:8080`` | HTTP address of the service's web endpoints (the Zalo webhook) |
 | TONGDAI_ZALO_* | unset: Zalo off | the Zalo Official Account, see :class:`ZaloSettings` |
@@ -60,6 +61,13 @@ def _int(env: dict[str, str], name: str, default: int) -> int:
         return int(raw)
     except ValueError:
         raise SystemExit(f"{name}={raw!r}: expected a whole number") from None
+
+
+def _flag(env: dict[str, str], name: str) -> bool:
+    raw = (env.get(name) or "0").strip().lower()
+    if raw not in ("0", "1", "no", "yes", "false", "true"):
+        raise SystemExit(f"{name}={raw!r}: expected 0 or 1")
+    return raw in ("1", "yes", "true")
 
 
 def _lanes(env: dict[str, str]) -> int:
@@ -174,6 +182,7 @@ class Settings:
     ari_rest: str = "auto"  # "auto": REST over ARI websockets when offered; "http": never
     ari_lanes: int = 4  # ARI applications the calls are spread over, see ari_apps
     web_addr: tuple[str, int] = ("127.0.0.1", 8080)
+    call_waiting: bool = False  # ring desk phones already in a call (TONGDAI_CALL_WAITING)
     zalo: ZaloSettings | None = None
     env: dict[str, str] = field(default_factory=dict, repr=False, compare=False)
 
@@ -216,6 +225,7 @@ class Settings:
             trunk_match=trunk,
             database_url=db_url,
             web_addr=_addr(env, "TONGDAI_WEB_ADDR", "127.0.0.1:8080"),
+            call_waiting=_flag(env, "TONGDAI_CALL_WAITING"),
             zalo=ZaloSettings.from_env(env, home),
             env=env,
         )

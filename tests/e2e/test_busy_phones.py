@@ -3,6 +3,7 @@ phones (OPTIONS), AMI presence, `tongdai status`."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 import time
 
@@ -11,7 +12,7 @@ import pytest
 from ivr.pbx import sipp
 from ivr.testing import wait_until
 
-from .conftest import phones, place
+from .conftest import phones, place, talking
 from .test_live import tongdai
 
 pytestmark = pytest.mark.e2e
@@ -56,3 +57,47 @@ async def test_an_unplugged_phone_is_unreachable_within_90_s_and_not_rung(ivr):
     # stop() removed the dead phone's binding: the next tests find it unregistered
     await wait_until(lambda: presence.reachable("2402") is False and presence.phones["2402"].status == "unregistered",
                      10, "2402 unregistered")
+
+
+async def test_a_phone_in_a_hotline_call_gets_no_second_invite(ivr):
+    """Branch 4 with only 2401 registered: while it talks to the first caller, the second caller
+    finds the branch busy (no call waiting on focal points) and 2401 sees one INVITE."""
+    ctl = ivr.service.controller
+    async with phones(ivr, {"2401": ("answer", {"hangup_after_ms": 8000})}) as ph:
+        await wait_until(lambda: ivr.service.presence.reachable("2401") is True, 10, "2401 registered")
+        first = asyncio.create_task(place(ivr, "4", hold_ms=30000, wait_for_bye_ms=30000))
+        await wait_until(lambda: talking(ctl), 20, "the first caller bridged with 2401")
+        res, (call, events, legs) = await place(ivr, "4", hold_ms=30000, wait_for_bye_ms=30000)
+        assert call.disposition == "busy" and call.answered_by is None
+        assert {(leg.extension, leg.result) for leg in legs} == {
+            ("2401", "busy"), ("2402", "unreachable"), ("2403", "unreachable")}
+        _, (call1, _, _) = await first
+        assert call1.disposition == "answered" and call1.answered_by == "2401"
+        assert invites(ph["2401"]) == 1
+
+
+async def test_a_phone_on_a_private_call_is_busy_from_ami_device_state(ivr):
+    """2401 calls 2402 (an internal call the controller knows nothing of); a hotline call to
+    branch 4 rings only 2403."""
+    presence = ivr.service.presence
+    ari = ivr.service._ari
+    modes = {"2401": ("answer", {"hangup_after_ms": 20000}), "2402": ("answer", {"hangup_after_ms": 20000}),
+             "2403": ("answer", {"hangup_after_ms": 1000})}
+    async with phones(ivr, modes) as ph:
+        for ext in modes:
+            await wait_until(lambda ext=ext: presence.reachable(ext) is True, 10, f"{ext} registered")
+        # 2401 is rung, answers, and the stations dialplan dials 2402 for it.
+        private = await ari.request("POST", "/channels", params={
+            "endpoint": "PJSIP/2401", "context": "dial-station", "extension": "s", "priority": 1},
+            body={"variables": {"ARG1": "2402"}})
+        try:
+            await wait_until(lambda: presence.in_use("2401") and presence.in_use("2402"), 15,
+                             "AMI to show 2401 and 2402 in use")
+            assert not any(s.holds("2401") or s.holds("2402") for s in ivr.service.controller.sessions.values())
+            res, (call, events, legs) = await place(ivr, "4", hold_ms=30000, wait_for_bye_ms=30000)
+        finally:
+            await ari.request("DELETE", f"/channels/{private['id']}", ok_missing=True)
+        assert call.disposition == "answered" and call.answered_by == "2403"
+        assert {(leg.extension, leg.result) for leg in legs} == {
+            ("2401", "busy"), ("2402", "busy"), ("2403", "answered")}
+        assert invites(ph["2401"]) == 1 and invites(ph["2402"]) == 1  # the private call's only
