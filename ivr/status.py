@@ -17,6 +17,7 @@ from ivr.config.settings import Settings
 
 STATE_VI = {
     "answering": "đang trả lời", "greeting": "lời chào", "menu": "đang chọn", "dialing": "đang đổ chuông",
+    "queue": "đang chờ trong hàng đợi",
     "bridged": "đang đàm thoại", "complaint": "ghi âm phản ánh", "survey": "khảo sát", "ended": "kết thúc",
 }
 

@@ -98,6 +98,12 @@ class DialOutcome:
     leg_id: str | None = None
     extension: str | None = None
     results: dict[str, str] = field(default_factory=dict)
+    skipped: set[str] = field(default_factory=set)  # phones not rung at all (unreachable, busy)
+
+    @property
+    def all_busy_unrung(self) -> bool:
+        """Busy, and every busy phone was known busy before ringing (none refused with 486)."""
+        return self.disposition == "busy" and all(e in self.skipped for e, r in self.results.items() if r == "busy")
 
     @property
     def disposition(self) -> str:
@@ -273,6 +279,7 @@ def _unreachable(session: CallSession, ext: str, outcome: DialOutcome) -> None:
 def _skipped(session: CallSession, ext: str, result: str, outcome: DialOutcome) -> None:
     """A phone not rung at all (unreachable, busy): logged as a leg that never started."""
     outcome.results[ext] = result
+    outcome.skipped.add(ext)
     session.rec.legs.append(LegRecord(channel_id=session.new_id("skip"), extension=ext, started_at=utcnow(),
                                       ended_at=utcnow(), result=result))
     session.rec.event("dial_result", extension=ext, result=result, skipped=True)
@@ -425,6 +432,14 @@ async def any_reachable(session: CallSession, branch: Branch) -> bool:
     """Whether at least one of the branch's desk phones can take a call now."""
     for ext in branch.targets:
         if await _reachable(session, ext):
+            return True
+    return False
+
+
+async def any_free(session: CallSession, branch: Branch) -> bool:
+    """Whether a desk phone of the branch could be rung now: reachable and not busy."""
+    for ext in branch.targets:
+        if not session.ctx.busy(ext, session) and await _reachable(session, ext):
             return True
     return False
 

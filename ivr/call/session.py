@@ -32,6 +32,7 @@ class State(enum.StrEnum):
     GREETING = "greeting"
     MENU = "menu"
     DIALING = "dialing"
+    QUEUE = "queue"  # every reachable phone of the branch busy: waiting in its queue
     BRIDGED = "bridged"
     SURVEY = "survey"
     COMPLAINT = "complaint"
@@ -45,7 +46,8 @@ TRANSITIONS: dict[State, set[State]] = {
     S.CLOSED: {S.COMPLAINT, S.FALLBACK, S.ENDED},
     S.GREETING: {S.MENU, S.FALLBACK, S.ENDED},
     S.MENU: {S.DIALING, S.COMPLAINT, S.FALLBACK, S.ENDED},
-    S.DIALING: {S.BRIDGED, S.DIALING, S.COMPLAINT, S.FALLBACK, S.ENDED},
+    S.DIALING: {S.BRIDGED, S.DIALING, S.QUEUE, S.COMPLAINT, S.FALLBACK, S.ENDED},
+    S.QUEUE: {S.DIALING, S.COMPLAINT, S.FALLBACK, S.ENDED},
     S.BRIDGED: {S.SURVEY, S.FALLBACK, S.ENDED},
     S.SURVEY: {S.FALLBACK, S.ENDED},
     S.COMPLAINT: {S.FALLBACK, S.ENDED},

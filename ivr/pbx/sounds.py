@@ -91,6 +91,32 @@ def _beep(dest: Path) -> None:
         _convert(tone, dest, trim=False)
 
 
+# Music on hold for the branch queue: generated (sox), so nothing unfree ships. A slow
+# arpeggio over three chords, soft, 24 s, looped by Asterisk.
+MOH_NAME = "tongdai-hold"
+_MOH_CHORDS = (("261.63", "329.63", "392.00"), ("220.00", "261.63", "329.63"),
+               ("174.61", "220.00", "261.63"), ("196.00", "246.94", "293.66"))
+
+
+def build_moh(moh_dir: Path) -> Path:
+    """Write the hold music into ``moh_dir`` (musiconhold.conf's ``default`` class) once."""
+    dest = moh_dir / MOH_NAME
+    if all(Path(f"{dest}.{x}").exists() for x in FORMATS):
+        return dest
+    with tempfile.TemporaryDirectory() as tmp:
+        parts = []
+        for i, chord in enumerate(_MOH_CHORDS * 2):
+            for j, freq in enumerate(chord + (chord[1],)):
+                part = Path(tmp) / f"n{i:02d}{j}.wav"
+                _run(["sox", "-n", "-r", "16000", "-c", "1", "-b", "16", str(part), "synth", "0.75",
+                      "sine", freq, "fade", "q", "0.05", "0.75", "0.4", "gain", "-12"])
+                parts.append(str(part))
+        music = Path(tmp) / "moh.wav"
+        _run(["sox", *parts, str(music)])
+        _convert(music, dest, trim=False)
+    return dest
+
+
 def build(sounds_dir: Path, *, texts_path: Path = TEXTS, recordings: Path | None = None, force: bool = False) -> BuildReport:
     """Build every prompt into ``sounds_dir`` (the ``sounds/vi`` directory Asterisk reads).
 

@@ -243,6 +243,7 @@ def routing_text_for_tests() -> str:
     text = text.replace("    strategy: hunt\n    ring_timeout: 6\n    no_answer: hangup", "    strategy: hunt\n    ring_timeout: 6\n    no_answer: complaint", 1)
     text = text.replace("  max_seconds: 180", "  max_seconds: 20", 1)
     text = text.replace("  timeout: 5\n", "  timeout: 2\n", 1)
+    text = text.replace("  announce_every: 30", "  announce_every: 10", 1)  # the branch queue's position prompts
     return text
 
 
@@ -276,6 +277,7 @@ async def ivr(pbx):
     s = pbx.settings
     sounds = pbx.layout.host(pbx.layout.ast("data/sounds/vi"))
     await asyncio.to_thread(prompts.build, sounds, texts_path=TEST_PROMPTS)
+    await asyncio.to_thread(prompts.build_moh, pbx.layout.host(pbx.layout.ast("data/moh")))
     pbx.layout.chown()
     durations = {p.stem: p.stat().st_size / 8000.0 for p in (sounds / "tongdai").glob("*.alaw")}
     durations.update({f"digits/{p.stem}": p.stat().st_size / 8000.0 for p in (sounds / "digits").glob("*.alaw")})

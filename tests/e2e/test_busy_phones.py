@@ -4,15 +4,17 @@ phones (OPTIONS), AMI presence, `tongdai status`."""
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import json
 import time
 
 import pytest
 
+from ivr.config import routing as rt
 from ivr.pbx import sipp
 from ivr.testing import wait_until
 
-from .conftest import phones, place, talking
+from .conftest import phones, place
 from .test_live import tongdai
 
 pytestmark = pytest.mark.e2e
@@ -59,21 +61,102 @@ async def test_an_unplugged_phone_is_unreachable_within_90_s_and_not_rung(ivr):
                      10, "2402 unregistered")
 
 
-async def test_a_phone_in_a_hotline_call_gets_no_second_invite(ivr):
-    """Branch 4 with only 2401 registered: while it talks to the first caller, the second caller
-    finds the branch busy (no call waiting on focal points) and 2401 sees one INVITE."""
+def in_state(ctl, state: str) -> list:
+    return [s for s in ctl.sessions.values() if s.state.value == state]
+
+
+def bridged(ctl) -> int:
+    return sum(1 for s in ctl.sessions.values() if s.state.value == "bridged" and s.rec.answered_by)
+
+
+def never_two_calls(legs_by_call) -> None:
+    """No desk phone was rung while it was in a call: no leg that rang it (skipped ones did not)
+    starts inside one of its answered legs (rung .. hung up)."""
+    rung = [leg for legs in legs_by_call for leg in legs if "-skip" not in leg.channel_id]
+    for talk in (leg for leg in rung if leg.result == "answered"):
+        for other in rung:
+            if other is not talk and other.extension == talk.extension:
+                assert not talk.started_at <= other.started_at < talk.ended_at, (talk.extension, talk, other)
+
+
+async def test_busy_phones_queue_two_callers_answered_in_arrival_order(ivr):
+    """Branch 4's three desk phones are in calls; two more callers wait in the queue, hear their
+    positions, and are answered in arrival order as phones free up. No phone gets an INVITE while
+    it is in a call."""
     ctl = ivr.service.controller
-    async with phones(ivr, {"2401": ("answer", {"hangup_after_ms": 8000})}) as ph:
+    modes = {"2401": ("answer", {"hangup_after_ms": 9000}), "2402": ("answer", {"hangup_after_ms": 14000}),
+             "2403": ("answer", {"hangup_after_ms": 25000})}
+    async with phones(ivr, modes) as ph:
+        for ext in modes:
+            await wait_until(lambda ext=ext: ivr.service.presence.reachable(ext) is True, 10, f"{ext} registered")
+        busy = []
+        for n in range(3):
+            busy.append(asyncio.create_task(place(ivr, "4", hold_ms=60000, wait_for_bye_ms=60000, timeout=90)))
+            await wait_until(lambda n=n: bridged(ctl) == n + 1, 20, f"{n + 1} callers bridged")
+        fourth = asyncio.create_task(place(ivr, "4", hold_ms=60000, wait_for_bye_ms=60000, timeout=90))
+        await wait_until(lambda: len(in_state(ctl, "queue")) == 1, 20, "the fourth caller queued")
+        fifth = asyncio.create_task(place(ivr, "4", hold_ms=60000, wait_for_bye_ms=60000, timeout=90))
+        await wait_until(lambda: len(in_state(ctl, "queue")) == 2, 20, "the fifth caller queued")
+        (_, (c4, ev4, legs4)), (_, (c5, ev5, legs5)) = await asyncio.gather(fourth, fifth)
+        first3 = await asyncio.gather(*busy)
+        stats = {ext: p.stats() for ext, p in ph.items()}
+    assert all(c.disposition == "answered" for _, (c, _, _) in first3)
+    assert c4.disposition == "answered" and c5.disposition == "answered"
+    assert c4.answered_at < c5.answered_at  # first come, first served
+    assert [e.detail["position"] for e in ev4 if e.kind == "queued"] == [1]
+    assert [e.detail["position"] for e in ev5 if e.kind == "queued"] == [2]
+    # the position prompts, as the call events say: the fifth moved up when the fourth left
+    assert 1 in [e.detail["position"] for e in ev4 if e.kind == "queue_position"]
+    pos5 = [e.detail["position"] for e in ev5 if e.kind == "queue_position"]
+    assert pos5[0] == 2 and pos5 == sorted(pos5, reverse=True), pos5
+    assert any(e.kind == "playback" and "queue_position" in e.detail["sounds"] for e in ev5)
+    for ev in (ev4, ev5):
+        done = [e.detail for e in ev if e.kind == "dequeued"]
+        assert len(done) == 1 and done[0]["why"] == "turn" and done[0]["waited_s"] > 0
+    # the fourth took the first phone to free up (2401), the fifth the next (2402)
+    assert (c4.answered_by, c5.answered_by) == ("2401", "2402")
+    never_two_calls([legs for _, (_, _, legs) in first3] + [legs4, legs5])
+    # every INVITE a phone got was answered or cancelled (ringall: the first answer wins)
+    assert all(st.invites_received == st.answered + st.cancelled for st in stats.values()), stats
+
+
+async def test_a_caller_hanging_up_in_the_queue_is_abandoned_in_step_queue(ivr):
+    ctl = ivr.service.controller
+    async with phones(ivr, {"2401": ("answer", {"hangup_after_ms": 20000})}) as ph:
         await wait_until(lambda: ivr.service.presence.reachable("2401") is True, 10, "2401 registered")
-        first = asyncio.create_task(place(ivr, "4", hold_ms=30000, wait_for_bye_ms=30000))
-        await wait_until(lambda: talking(ctl), 20, "the first caller bridged with 2401")
-        res, (call, events, legs) = await place(ivr, "4", hold_ms=30000, wait_for_bye_ms=30000)
-        assert call.disposition == "busy" and call.answered_by is None
-        assert {(leg.extension, leg.result) for leg in legs} == {
-            ("2401", "busy"), ("2402", "unreachable"), ("2403", "unreachable")}
-        _, (call1, _, _) = await first
-        assert call1.disposition == "answered" and call1.answered_by == "2401"
-        assert invites(ph["2401"]) == 1
+        first = asyncio.create_task(place(ivr, "4", hold_ms=40000, wait_for_bye_ms=40000))
+        await wait_until(lambda: bridged(ctl) == 1, 20, "the first caller bridged with 2401")
+        res, (call, events, legs) = await place(ivr, "4", hold_ms=12000)
+        assert call.disposition == "abandoned" and call.ended_in == "queue" and call.hangup_by == "caller"
+        done = [e.detail for e in events if e.kind == "dequeued"]
+        assert len(done) == 1 and done[0]["why"] == "hangup" and done[0]["waited_s"] > 2
+        assert invites(ph["2401"]) == 1  # never rung for the second caller
+        await first
+
+
+async def test_max_wait_sends_the_caller_to_the_complaint_path(ivr):
+    """Branch 2 (no_answer: complaint) with a queue of 8 s: 2201 is in a call, the next caller
+    waits 8 s and then records a complaint."""
+    ctl = ivr.service.controller
+    short = dataclasses.replace(ivr.routing.branch("2"), queue=rt.Queue(8, 10, True))
+    routing = dataclasses.replace(ivr.routing, branches=tuple(short if b.digit == "2" else b for b in ivr.routing.branches))
+    ctl.swap_routing(routing)
+    try:
+        async with phones(ivr, {"2201": ("answer", {"hangup_after_ms": 30000})}):
+            await wait_until(lambda: ivr.service.presence.reachable("2201") is True, 10, "2201 registered")
+            first = asyncio.create_task(place(ivr, "2", hold_ms=40000, wait_for_bye_ms=40000, timeout=60))
+            await wait_until(lambda: bridged(ctl) == 1, 20, "the first caller bridged with 2201")
+            res, (call, events, legs) = await place(ivr, "2", hold_ms=40000, wait_for_bye_ms=40000, timeout=60)
+            await first
+    finally:
+        ctl.swap_routing(ivr.routing)
+    kinds_ = [e.kind for e in events]
+    assert "queue_timeout" in kinds_ and kinds_.index("queue_timeout") < kinds_.index("dequeued") + 2
+    done = [e.detail for e in events if e.kind == "dequeued"]
+    assert done[0]["why"] == "timeout" and 7.5 <= done[0]["waited_s"] <= 12
+    states = [e.detail["to"] for e in events if e.kind == "state"]
+    assert states[-2:] == ["complaint", "ended"], states
+    assert call.disposition == "busy"
 
 
 async def test_a_phone_on_a_private_call_is_busy_from_ami_device_state(ivr):
