@@ -46,6 +46,8 @@ async def test_an_unplugged_phone_is_unreachable_within_90_s_and_not_rung(ivr):
         st = json.loads(out)
         assert st["phones"]["2402"]["status"] == "unreachable", st["phones"]["2402"]
         assert st["phones"]["2401"]["status"] == "registered"
+        code, out, err = await tongdai(ivr, "status")
+        assert "2402 ✗ không phản hồi" in out, out
         assert time.monotonic() - killed < 90
 
         res, (call, events, legs) = await place(ivr, "4", hold_ms=30000, wait_for_bye_ms=30000)
@@ -84,8 +86,9 @@ async def test_busy_phones_queue_two_callers_answered_in_arrival_order(ivr):
     positions, and are answered in arrival order as phones free up. No phone gets an INVITE while
     it is in a call."""
     ctl = ivr.service.controller
-    modes = {"2401": ("answer", {"hangup_after_ms": 9000}), "2402": ("answer", {"hangup_after_ms": 14000}),
-             "2403": ("answer", {"hangup_after_ms": 25000})}
+    # the phones free up in this order, long enough after the second caller queues for `tongdai status`
+    modes = {"2401": ("answer", {"hangup_after_ms": 16000}), "2402": ("answer", {"hangup_after_ms": 21000}),
+             "2403": ("answer", {"hangup_after_ms": 40000})}
     async with phones(ivr, modes) as ph:
         for ext in modes:
             await wait_until(lambda ext=ext: ivr.service.presence.reachable(ext) is True, 10, f"{ext} registered")
@@ -97,6 +100,10 @@ async def test_busy_phones_queue_two_callers_answered_in_arrival_order(ivr):
         await wait_until(lambda: len(in_state(ctl, "queue")) == 1, 20, "the fourth caller queued")
         fifth = asyncio.create_task(place(ivr, "4", hold_ms=60000, wait_for_bye_ms=60000, timeout=90))
         await wait_until(lambda: len(in_state(ctl, "queue")) == 2, 20, "the fifth caller queued")
+        code, out, err = await tongdai(ivr, "status", "--json")
+        assert code == 0 and json.loads(out)["queues"] == {"4": 2}, out + err
+        code, out, err = await tongdai(ivr, "status")
+        assert "Đang chờ trong hàng đợi: nhánh 4: 2" in out and "đang chờ trong hàng đợi" in out, out
         (_, (c4, ev4, legs4)), (_, (c5, ev5, legs5)) = await asyncio.gather(fourth, fifth)
         first3 = await asyncio.gather(*busy)
         stats = {ext: p.stats() for ext, p in ph.items()}
