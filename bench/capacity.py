@@ -335,6 +335,9 @@ class Bench:
             # Two RTP ports (RTP, RTCP) per channel, two channels per call, and room to spare.
             "TONGDAI_RTP_START": "10000",
             "TONGDAI_RTP_END": "19999",
+            # The two SIPp desk phones each stand for many officers: every call may ring them
+            # while they talk (the product never rings a busy phone otherwise).
+            "TONGDAI_CALL_WAITING": "1",
         }
         for k in ("TONGDAI_ASTERISK", "TONGDAI_SANDBOX_DIR", "TONGDAI_ASTERISK_BIN", "TONGDAI_ASTERISK_MODDIR",
                   "PATH", "HOME", "TONGDAI_ASTERISK_RUNUSER", "TONGDAI_ASTERISK_DATADIR", "TONGDAI_DEBIAN_MIRROR",

@@ -167,6 +167,7 @@ def render(routing: Routing, settings: Settings, secrets: Secrets, layout: Layou
         "ami_events": ("FullyBooted",) + presence.EVENTS + guard.FAILED_AUTH_EVENTS,
         "moh_dir": layout.ast("data/moh"),
         "cel_file": layout.ast(CEL_FILE),  # Asterisk's record of every hotline call
+        "qualify_frequency": presence.QUALIFY_SECONDS,
     }
     env = _env()
     files = {name: env.get_template(name + ".j2").render(ctx) for name in FILES}

@@ -193,6 +193,7 @@ class Service:
             "ami": {"connected": bool(pres and pres.connected)},
             "asterisk": {"version": pres.asterisk_version if pres else None},
             "calls": calls,
+            "queues": ctl.context.queues.status() if ctl else {},  # callers waiting per branch
             "phones": pres.status() if pres else {},
             "spool": {"calllog": self.calllog.spool.pending() if self.calllog and self.calllog.spool else 0},
         }

@@ -20,6 +20,7 @@ from ivr.config.settings import Settings
 
 STATE_VI = {
     "answering": "đang trả lời", "greeting": "lời chào", "menu": "đang chọn", "dialing": "đang đổ chuông",
+    "queue": "đang chờ trong hàng đợi",
     "bridged": "đang đàm thoại", "complaint": "ghi âm phản ánh", "survey": "khảo sát", "ended": "kết thúc",
 }
 
@@ -118,6 +119,9 @@ def render(st: dict, routing: rt.Routing, tz: str) -> str:
     for c in calls:
         branch = f"nhánh {c['branch']}" if c.get("branch") else "chưa chọn nhánh"
         out.append(f"  {c['caller']:<14} {branch:<16} {STATE_VI.get(c['state'], c['state']):<16} {c['duration_s']:.0f} giây")
+    queues = st.get("queues") or {}
+    if queues:
+        out.append("Đang chờ trong hàng đợi: " + ", ".join(f"nhánh {b}: {n}" for b, n in sorted(queues.items())))
     phones = st.get("phones", {})
     up = sum(1 for p in phones.values() if p.get("status") == "registered")
     out.append(f"Máy bàn đã đăng ký: {up}/{len(routing.extensions)}")
@@ -131,6 +135,8 @@ def render(st: dict, routing: rt.Routing, tz: str) -> str:
             p = phones.get(n) or {}
             if p.get("status") == "registered":
                 parts.append(f"{n} ✓ (từ {local(p.get('since'))})")
+            elif p.get("status") == "unreachable":  # registered, but no answer to qualify (unplugged?)
+                parts.append(f"{n} ✗ không phản hồi (lần cuối {local(p.get('last_seen'))})")
             elif p.get("last_seen"):
                 parts.append(f"{n} ✗ (lần cuối {local(p.get('last_seen'))})")
             else:

@@ -8,11 +8,12 @@ that needs something new gets a field here, named for what it is.
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
 if TYPE_CHECKING:
+    from ivr.call.queue import Queues
     from ivr.call.route import RouteState
     from ivr.call.session import CallSession
     from ivr.config.hours import OpenState
@@ -53,6 +54,12 @@ def _always_open() -> OpenState:
     return OpenState(True, "test")
 
 
+def _queues() -> Queues:
+    from ivr.call.queue import Queues
+
+    return Queues()
+
+
 @dataclass
 class CallContext:
     ari: AriRequests
@@ -64,6 +71,10 @@ class CallContext:
     finished: Callable[[CallSession], None]  # the session has ended
     is_open: Callable[[], OpenState] = _always_open
     reachable: Callable[[str], bool | None] = lambda ext: None  # presence: None when unknown
+    # Whether a desk phone is in (or ringing for) a call other than this session's: the
+    # controller's calls and AMI device state. Such a phone is never rung (no call waiting).
+    busy: Callable[[str, CallSession], bool] = lambda ext, session: False
+    queues: Queues = field(default_factory=lambda: _queues())  # the branches' queues, shared by all calls
     strict: bool = False  # an unexpected event raises instead of being logged
     speech: SpokenTexts | None = None  # None: nothing dynamic is spoken (the look-up says so)
     recordings_gid: int | None = None  # a group that may read recordings (TONGDAI_RECORDINGS_GROUP)

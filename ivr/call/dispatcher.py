@@ -87,14 +87,21 @@ class Controller:
         self.context = CallContext(
             ari=ari, calllog=calllog, route_state=self.route_state, home=settings.home,
             recording_spool=self.layout.host(self.layout.ast("spool")) / "recording",
-            own=self.own, finished=self.finished, is_open=self.is_open, reachable=self._reachable, strict=strict,
-            speech=self.speech,
-            recordings_gid=settings.recordings_gid,
+            own=self.own, finished=self.finished, is_open=self.is_open, reachable=self._reachable,
+            busy=self._busy, strict=strict, speech=self.speech, recordings_gid=settings.recordings_gid,
         )
         self._warming: asyncio.Future | None = None
 
     def _reachable(self, ext: str) -> bool | None:
         return self.presence.reachable(ext) if self.presence is not None else None
+
+    def _busy(self, ext: str, asking: CallSession) -> bool:
+        """A desk phone rung or bridged by another call, or in use says AMI (a private call)."""
+        if self.settings.call_waiting:
+            return False
+        if any(s is not asking and s.holds(ext) for s in self.sessions.values()):
+            return True
+        return self.presence is not None and self.presence.in_use(ext)
 
     # ------------------------------------------------------------------ routing of events
 

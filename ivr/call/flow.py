@@ -15,7 +15,7 @@ from __future__ import annotations
 import asyncio
 import logging
 
-from ivr.call import bridge, complaint, lookup, menu, prompt, recording, route, survey
+from ivr.call import bridge, complaint, lookup, menu, prompt, queue, recording, route, survey
 from ivr.call.errors import CallerHangup
 from ivr.call.session import CallSession, State
 from ivr.pbx.ari import AriError
@@ -143,13 +143,10 @@ async def steps(session: CallSession) -> None:
         session.rec.agency_code, session.rec.agency_name = agency.code, agency.name
         why = f"dtmf {branch.digit}" if session.state is State.MENU else f"no answer -> branch {branch.digit}"
         session.transition(State.DIALING, why)
-        plan = None
-        if await route.any_reachable(session, branch):
-            plan = route.prepare(session, branch)  # the first phones' channels, while the caller listens
-            await say(session, [f"branch_{branch.digit}", "connecting"])
-        # else: no desk phone of the branch is registered; straight to the no-answer path
-        # (dial() records each phone as unreachable without ringing anything).
-        outcome = await route.dial(session, branch, plan)
+        outcome, plan = await _route(session, branch)
+        if outcome is None:  # key 2 while waiting in the queue
+            session.rec.disposition = Disposition.BUSY
+            return await complaint_path(session, "dtmf 2 in queue")
         if outcome.answered:
             assert outcome.leg_id is not None and outcome.extension is not None  # set with answered
             session.transition(State.BRIDGED, f"answered by {outcome.extension}")
@@ -172,6 +169,36 @@ async def steps(session: CallSession) -> None:
             return await complaint_path(session, f"{outcome.disposition}")
         await say(session, ["goodbye"])
         return await session.end("system")
+
+
+async def _route(session: CallSession, branch) -> tuple[route.DialOutcome | None, route.Plan | None]:
+    """Ring the branch, through its queue when every reachable phone is busy (or others already
+    wait): the outcome (None: the caller left the queue for a complaint) and the plan, if any."""
+    if not await route.any_reachable(session, branch):
+        # No desk phone of the branch is registered; straight to the no-answer path
+        # (dial() records each phone as unreachable without ringing anything).
+        return await route.dial(session, branch, None), None
+    queues = session.ctx.queues
+    if branch.queue.max_wait and (queues.waiting(branch.digit) or not await route.any_free(session, branch)):
+        await say(session, [f"branch_{branch.digit}"])
+    else:
+        plan = route.prepare(session, branch)  # the first phones' channels, while the caller listens
+        await say(session, [f"branch_{branch.digit}", "connecting"])
+        outcome = await route.dial(session, branch, plan)
+        # Every present phone turned busy meanwhile (another caller took the last free one):
+        # wait in the queue rather than give up. Phones that refused with 486 (do not disturb)
+        # are not waited for.
+        if outcome.answered or not outcome.all_busy_unrung or not branch.queue.max_wait:
+            return outcome, plan
+    result = await queue.wait(session, branch)
+    if result == "complaint":
+        return None, None
+    if result == "timeout":
+        session.rec.event("queue_timeout", branch=branch.digit, max_wait=branch.queue.max_wait)
+        return route.DialOutcome(False, results={ext: "busy" for ext in branch.targets}), None
+    # At the head with a phone free: dial at once (nothing awaited before route claims it).
+    session.transition(State.DIALING, "queue turn")
+    return await route.dial(session, branch, None), None
 
 
 async def say(session: CallSession, sounds: list[str]) -> None:

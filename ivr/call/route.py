@@ -98,10 +98,18 @@ class DialOutcome:
     leg_id: str | None = None
     extension: str | None = None
     results: dict[str, str] = field(default_factory=dict)
+    skipped: set[str] = field(default_factory=set)  # phones not rung at all (unreachable, busy)
+
+    @property
+    def all_busy_unrung(self) -> bool:
+        """Busy, and every busy phone was known busy before ringing (none refused with 486)."""
+        return self.disposition == "busy" and all(e in self.skipped for e, r in self.results.items() if r == "busy")
 
     @property
     def disposition(self) -> str:
-        vals = set(self.results.values())
+        # Phones that are not there say nothing about the branch: busy when every phone that
+        # is there was busy.
+        vals = set(self.results.values()) - {"unreachable"}
         return "busy" if vals and vals <= {"busy"} else "no_answer"
 
 
@@ -168,6 +176,27 @@ async def _ring(session: CallSession, extensions: list[str], ring_timeout: int, 
         await session.ari.request("POST", f"/channels/{session.id}/ring")
         ringback = False
     await _entered(session, set(created.values()), loop.time() + 5)
+    # A phone in (or ringing for) another call is not rung: no call waiting on focal points. The
+    # check and the claim are one synchronous step, so two calls cannot both take a free phone;
+    # the claim holds until the legs exist (live_legs) and is dropped when this returns.
+    busy = [ext for ext in extensions if session.ctx.busy(ext, session)]
+    for ext in busy:
+        _skipped(session, ext, "busy", outcome)
+        if ext in created:
+            # Its channel (created during the announcement) will not ring: hang it up now rather
+            # than leave it in the call's bridge. It stays in ``spare``, whose events are ignored.
+            session.request_soon("DELETE", f"/channels/{created[ext]}", ok_missing=True)
+    extensions = [ext for ext in extensions if ext not in busy]
+    session.claimed.update(extensions)
+    try:
+        return await _ring_free(session, extensions, ring_timeout, outcome, ringback=ringback, created=created)
+    finally:
+        session.claimed.difference_update(extensions)
+
+
+async def _ring_free(session: CallSession, extensions: list[str], ring_timeout: int, outcome: DialOutcome,
+                     *, ringback: bool, created: dict[str, str]) -> bool:
+    loop = asyncio.get_running_loop()
     # The phones' INVITEs and the caller's ringback go out together: the post-dial delay is one
     # round trip to Asterisk, not one per step.
     starts = [_dial_created(session, ext, created[ext], ring_timeout, outcome) if ext in created
@@ -244,10 +273,16 @@ async def _ring(session: CallSession, extensions: list[str], ring_timeout: int, 
 
 def _unreachable(session: CallSession, ext: str, outcome: DialOutcome) -> None:
     """Nobody registered: do not ring into nothing (and do not make Asterisk log an error)."""
-    outcome.results[ext] = "unreachable"
+    _skipped(session, ext, "unreachable", outcome)
+
+
+def _skipped(session: CallSession, ext: str, result: str, outcome: DialOutcome) -> None:
+    """A phone not rung at all (unreachable, busy): logged as a leg that never started."""
+    outcome.results[ext] = result
+    outcome.skipped.add(ext)
     session.rec.legs.append(LegRecord(channel_id=session.new_id("skip"), extension=ext, started_at=utcnow(),
-                                      ended_at=utcnow(), result="unreachable"))
-    session.rec.event("dial_result", extension=ext, result="unreachable")
+                                      ended_at=utcnow(), result=result))
+    session.rec.event("dial_result", extension=ext, result=result, skipped=True)
 
 
 def _new_leg(session: CallSession, ext: str, leg_id: str) -> None:
@@ -297,8 +332,8 @@ async def _create_legs(session: CallSession, extensions: list[str], plan: Plan) 
 
     async def create(ext: str) -> None:
         try:
-            if not await _reachable(session, ext):
-                return  # dial() originates it, which records it unreachable
+            if not await _reachable(session, ext) or session.ctx.busy(ext, session):
+                return  # dial() records it unreachable or busy (or rings it, if free by then)
             leg_id = session.new_id("leg")
             session.spare[leg_id] = False
             session.ctx.own(leg_id, session)  # before the channel exists: no event can be missed
@@ -397,6 +432,14 @@ async def any_reachable(session: CallSession, branch: Branch) -> bool:
     """Whether at least one of the branch's desk phones can take a call now."""
     for ext in branch.targets:
         if await _reachable(session, ext):
+            return True
+    return False
+
+
+async def any_free(session: CallSession, branch: Branch) -> bool:
+    """Whether a desk phone of the branch could be rung now: reachable and not busy."""
+    for ext in branch.targets:
+        if not session.ctx.busy(ext, session) and await _reachable(session, ext):
             return True
     return False
 

@@ -33,6 +33,7 @@ class State(enum.StrEnum):
     GREETING = "greeting"
     MENU = "menu"
     DIALING = "dialing"
+    QUEUE = "queue"  # every reachable phone of the branch busy: waiting in its queue
     BRIDGED = "bridged"
     SURVEY = "survey"
     COMPLAINT = "complaint"
@@ -47,7 +48,8 @@ TRANSITIONS: dict[State, set[State]] = {
     S.CLOSED: {S.COMPLAINT, S.FALLBACK, S.ENDED},
     S.GREETING: {S.MENU, S.FALLBACK, S.ENDED},
     S.MENU: {S.DIALING, S.COMPLAINT, S.LOOKUP, S.FALLBACK, S.ENDED},
-    S.DIALING: {S.BRIDGED, S.DIALING, S.COMPLAINT, S.FALLBACK, S.ENDED},
+    S.DIALING: {S.BRIDGED, S.DIALING, S.QUEUE, S.COMPLAINT, S.FALLBACK, S.ENDED},
+    S.QUEUE: {S.DIALING, S.COMPLAINT, S.FALLBACK, S.ENDED},
     S.BRIDGED: {S.SURVEY, S.FALLBACK, S.ENDED},
     S.SURVEY: {S.FALLBACK, S.ENDED},
     S.COMPLAINT: {S.FALLBACK, S.ENDED},
@@ -92,6 +94,7 @@ class CallSession:
         self.legs: dict[str, LegRecord] = {}
         self.live_legs: set[str] = set()
         self.spare: dict[str, bool] = {}  # legs created by route.prepare, not rung yet -> entered the app
+        self.claimed: set[str] = set()  # extensions route is about to ring (before their legs exist)
         self._entering: dict[str, asyncio.Future] | None = {}  # leg_entered() waiters; None once cleaning up
         self.bridges: set[str] = set()
         self.playback_id: str | None = None
@@ -115,6 +118,12 @@ class CallSession:
             self.rec.event("held", seconds=self.rec.held_s)
 
     # ---------------------------------------------------------------- plumbing
+
+    def holds(self, extension: str) -> bool:
+        """Whether this call rings or talks to the desk phone ``extension`` (or is about to)."""
+        if extension in self.claimed:
+            return True
+        return any(leg.extension == extension for lid in self.live_legs if (leg := self.legs.get(lid)))
 
     def new_id(self, kind: str) -> str:
         """A client-chosen resource id (channel, bridge, playback), unique per call."""

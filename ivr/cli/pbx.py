@@ -89,6 +89,7 @@ def build_prompts(s: Settings, layout: Layout | None = None, force: bool = False
     texts = Path(s.env.get("TONGDAI_PROMPTS") or prompts_mod.TEXTS)
     report = prompts_mod.build(layout.host(layout.ast("data/sounds/vi")), texts_path=texts,
                               recordings=prompts_mod.recordings_dir(s.routing_path), force=force)
+    prompts_mod.build_moh(layout.host(layout.ast("data/moh")))  # the branch queue's hold music
     layout.chown()
     return report
 

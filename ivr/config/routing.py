@@ -145,6 +145,17 @@ class Limits:
 
 
 @dataclass(frozen=True)
+class Queue:
+    """A branch's queue when every reachable desk phone is busy (docs/queue.md): the caller waits
+    up to ``max_wait`` seconds (0: no queue, straight to ``no_answer``), hears their position every
+    ``announce_every`` seconds; ``callback``: whether key 1 offers a callback (when a trunk is set)."""
+
+    max_wait: int = 300
+    announce_every: int = 30
+    callback: bool = True
+
+
+@dataclass(frozen=True)
 class Branch:
     digit: str
     name: str
@@ -154,6 +165,7 @@ class Branch:
     ring_timeout: int
     no_answer: str  # "complaint", "hangup" or "branch:N"
     recording: bool = True  # False: this branch's calls are never recorded (``recording: false``)
+    queue: Queue = Queue()
 
 
 @dataclass(frozen=True)
@@ -530,6 +542,23 @@ def _limits(c: _Checker, node: Node | None) -> Limits | None:
     return Limits(**values)
 
 
+def _queue(c: _Checker, node: Node, path: str, base: Queue) -> Queue | None:
+    """``queue: {max_wait, announce_every, callback}``; keys left out keep ``base``'s value."""
+    m = c.mapping(node, path, {"max_wait", "announce_every", "callback"})
+    values: dict[str, Any] = {}
+    if "max_wait" in m:
+        values["max_wait"] = c.number(m["max_wait"][1], f"{path}.max_wait", 0, 3600)
+    if "announce_every" in m:
+        values["announce_every"] = c.number(m["announce_every"][1], f"{path}.announce_every", 10, 600)
+    if "callback" in m:
+        v = c.choice(m["callback"][1], f"{path}.callback", ("true", "false", "yes", "no"))
+        values["callback"] = None if v is None else v in ("true", "yes")
+    if any(v is None for v in values.values()):
+        return None
+    return Queue(int(values.get("max_wait", base.max_wait)), int(values.get("announce_every", base.announce_every)),
+                 bool(values.get("callback", base.callback)))
+
+
 def _survey(c: _Checker, node: Node | None) -> Survey | None:
     if node is None:
         return Survey(True, 5.0)
@@ -588,7 +617,7 @@ def loads(text: str, name: str = "routing.yaml") -> Routing:
         root,
         "",
         {"version", "hotline", "hours", "menu", "branches", "agencies", "extensions", "complaints", "survey", "limits",
-         "recording"},
+         "recording", "queue"},
         {"version", "hotline", "branches", "agencies"},
     )
     if "version" in top:
@@ -683,7 +712,7 @@ def loads(text: str, name: str = "routing.yaml") -> Routing:
             p = f"branches[{i}]"
             bm = c.mapping(
                 bn, p,
-                {"digit", "name", "agency", "targets", "strategy", "ring_timeout", "no_answer", "recording"},
+                {"digit", "name", "agency", "targets", "strategy", "ring_timeout", "no_answer", "recording", "queue"},
                 {"digit", "name", "agency", "targets"},
             )
             branch_nodes.append((bn, p, bm))
@@ -696,6 +725,7 @@ def loads(text: str, name: str = "routing.yaml") -> Routing:
                 elif d is not None:
                     digit_paths[d] = f"{p}.digit"
     digits = set(digit_paths)
+    default_queue = _queue(c, top["queue"][1], "queue", Queue()) if "queue" in top else Queue()
     for _bn, p, bm in branch_nodes:
         digit = c.text(bm["digit"][1], f"{p}.digit") if "digit" in bm else None
         bname = c.text(bm["name"][1], f"{p}.name") if "name" in bm else None
@@ -729,8 +759,11 @@ def loads(text: str, name: str = "routing.yaml") -> Routing:
             c.err(bm["no_answer"][1], f"{p}.no_answer", "a branch cannot fall back to itself")
             no_answer = None
         record = _flag(c, bm["recording"][1], f"{p}.recording") if "recording" in bm else True
-        if digit and bname and agency and ok_targets and targets and strategy and ring and no_answer and record is not None:
-            branches.append(Branch(digit, bname, agency, tuple(targets), strategy, int(ring), no_answer, record))
+        # Checked against the built-in defaults when the top-level queue is wrong: every problem is listed.
+        queue = _queue(c, bm["queue"][1], f"{p}.queue", default_queue or Queue()) if "queue" in bm else default_queue
+        if (digit and bname and agency and ok_targets and targets and strategy and ring and no_answer
+                and record is not None and queue):
+            branches.append(Branch(digit, bname, agency, tuple(targets), strategy, int(ring), no_answer, record, queue))
     menu = _menu(c, top["menu"][1] if "menu" in top else None, digits)
     complaints = _complaints(c, top["complaints"][1] if "complaints" in top else None, digit_paths)
     survey = _survey(c, top["survey"][1] if "survey" in top else None)

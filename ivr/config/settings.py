@@ -20,6 +20,7 @@ setting here; routing.yaml only describes the hotline itself and never holds a s
 | TONGDAI_RTP_START / TONGDAI_RTP_END | 20100 / 23999 | Asterisk's RTP port range |
 | TONGDAI_HOLD_SECONDS | 20 | how long callers are held while no controller takes calls, before the apology (0: at once) |
 | TONGDAI_TRUNK_MATCH | ``127.0.0.1`` | comma-separated addresses/networks of the telco trunk |
+| TONGDAI_CALL_WAITING | ``0`` | ``1``: ring desk phones already in a call (the bench's SIPp desks); default: never |
 | TONGDAI_DATABASE_URL | SQLite in TONGDAI_HOME | SQLAlchemy async URL |
 | TONGDAI_WEB_ADDR | ``127.0.0.1:8080`` | HTTP address of the service's web endpoints (the Zalo webhook) |
 | TONGDAI_ZALO_* | unset: Zalo off | the Zalo Official Account, see :class:`ZaloSettings` |
@@ -64,6 +65,13 @@ def _int(env: dict[str, str], name: str, default: int) -> int:
         return int(raw)
     except ValueError:
         raise SystemExit(f"{name}={raw!r}: expected a whole number") from None
+
+
+def _flag(env: dict[str, str], name: str) -> bool:
+    raw = (env.get(name) or "0").strip().lower()
+    if raw not in ("0", "1", "no", "yes", "false", "true"):
+        raise SystemExit(f"{name}={raw!r}: expected 0 or 1")
+    return raw in ("1", "yes", "true")
 
 
 def _lanes(env: dict[str, str]) -> int:
@@ -206,6 +214,7 @@ class Settings:
     ari_lanes: int = 4  # ARI applications the calls are spread over, see ari_apps
     hold_seconds: int = 20  # the dialplan holds callers this long while no controller takes calls
     web_addr: tuple[str, int] = ("127.0.0.1", 8080)
+    call_waiting: bool = False  # ring desk phones already in a call (TONGDAI_CALL_WAITING)
     zalo: ZaloSettings | None = None
     recordings_gid: int | None = None  # TONGDAI_RECORDINGS_GROUP: may read recordings (0640/0750)
     recordings_min_free_mb: int = 2048  # `tongdai status` warns below this
@@ -251,6 +260,7 @@ class Settings:
             trunk_match=trunk,
             database_url=db_url,
             web_addr=_addr(env, "TONGDAI_WEB_ADDR", "127.0.0.1:8080"),
+            call_waiting=_flag(env, "TONGDAI_CALL_WAITING"),
             zalo=ZaloSettings.from_env(env, home),
             recordings_gid=_group(env),
             recordings_min_free_mb=_min_free(env),

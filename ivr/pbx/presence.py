@@ -32,6 +32,13 @@ log = logging.getLogger("tongdai.presence")
 # ContactStatus values (Asterisk res_pjsip): a contact in one of these can take calls.
 CONTACT_UP = {"Created", "Reachable", "NonQualified", "Updated", "Unknown"}
 CONTACT_UNREACHABLE = {"Unreachable"}
+# Device states (DeviceStateChange) of a phone that must not be rung for a hotline call: in a
+# call (hotline or private), on hold, or already ringing for another call.
+DEVICE_BUSY = {"INUSE", "BUSY", "ONHOLD", "RINGING", "RINGINUSE"}
+
+# How often Asterisk qualifies each desk phone's contact (OPTIONS; pjsip.conf's AORs): a phone
+# unplugged without unregistering is Unreachable after at most this plus the 3 s qualify timeout.
+QUALIFY_SECONDS = 30
 
 
 @dataclass
@@ -259,6 +266,14 @@ class Presence:
         if phone is None or phone.status is None:
             return None
         return phone.up
+
+    def in_use(self, ext: str) -> bool:
+        """Whether Asterisk says the phone is in a call or ringing (a private call counts too).
+        False when AMI is down or the phone unknown: the controller's own calls still count."""
+        if not self.connected:
+            return False
+        phone = self.phones.get(ext)
+        return phone is not None and phone.device_state in DEVICE_BUSY
 
     def status(self) -> dict:
         """The live picture, for `tongdai status`."""

@@ -426,6 +426,7 @@ class DeskPhoneStats:
     byes_received: int = 0
     registered: bool = False
     register_status: int | None = None  # last final answer to REGISTER
+    qualified: int = 0      # Asterisk's OPTIONS answered 200 (qualify; not calls)
 
 
 def _deskphone_stats(messages: list[SipMessage]) -> DeskPhoneStats:
@@ -444,6 +445,7 @@ def _deskphone_stats(messages: list[SipMessage]) -> DeskPhoneStats:
         registered=any(m.direction == "received" and m.status == 200
                        and m.method == "REGISTER" for m in messages),
         register_status=register_status,
+        qualified=calls("sent", lambda m: m.status == 200 and m.method == "OPTIONS"),
     )
 
 
@@ -454,7 +456,8 @@ class DeskPhone:
     telephone-event, plays g711a audio (7 s, once); hangs up itself
     ``hangup_after_ms`` after the ACK unless the far end's BYE comes first,
     or waits for the BYE when None), 'busy' (486) or 'noanswer' (180 until
-    CANCEL, then 200 + 487).  OPTIONS (qualify) get 200 (-aa).
+    CANCEL, then 200 + 487).  Asterisk's qualify OPTIONS get 200 in every mode (the
+    out-of-call scenarios answer them; they are not counted as calls).
 
         async with DeskPhone(server_host="127.0.0.1", server_port=5060,
                              user="8001", password="...", mode="answer",
@@ -546,6 +549,14 @@ class DeskPhone:
                     f"answer {stats.register_status}\n"
                     + _diagnostics(self.workdir, self.name))
             await asyncio.sleep(0.05)
+
+    async def kill(self) -> None:
+        """Kill SIPp at once (SIGKILL), as when a phone is unplugged: nothing is sent, the
+        registration stays in Asterisk. A later :meth:`stop` still unregisters (``unregister``)."""
+        proc, self._proc = self._proc, None
+        if proc is not None and proc.returncode is None:
+            proc.kill()
+            await proc.wait()
 
     async def stop(self) -> DeskPhoneStats:
         """Stop SIPp (SIGINT, then harder), unregister, return the stats."""

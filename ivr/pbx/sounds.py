@@ -145,7 +145,8 @@ def build(sounds_dir: Path, *, texts_path: Path = TEXTS, recordings: Path | None
     return report
 
 
-# Hold music (musiconhold.conf's default class), played while the controller is away: a soft
+# Hold music (musiconhold.conf's default class), played while the controller is away and to
+# callers waiting in a branch's queue: a soft
 # arpeggio synthesised by sox, so that no third-party recording has to ship with the project.
 # An operator's own music goes into the same directory (any file Asterisk plays).
 HOLD_NOTES = (("C4", 0.5), ("E4", 0.5), ("G4", 0.5), ("C5", 0.9), ("A3", 0.5), ("C4", 0.5), ("E4", 0.5), ("A4", 0.9),

@@ -56,7 +56,7 @@ from ivr.vocab import AssistKind, Category, Disposition
 
 STATE_VI = {
     "answering": "khi tổng đài nhấc máy", "greeting": "khi nghe lời chào", "menu": "khi chọn nhánh (menu)",
-    "dialing": "khi chờ cán bộ nghe máy", "bridged": "trong khi đàm thoại", "survey": "khi khảo sát",
+    "dialing": "khi chờ cán bộ nghe máy", "queue": "khi chờ trong hàng đợi", "bridged": "trong khi đàm thoại", "survey": "khi khảo sát",
     "complaint": "khi ghi âm phản ánh", "closed": "khi nghe thông báo ngoài giờ", "fallback": "khi nghe thông báo lỗi",
     "ended": "khi kết thúc",
 }

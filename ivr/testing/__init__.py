@@ -298,7 +298,8 @@ def make_call(routing: Routing, *, ari: FakeAri | None = None, caller: str = "09
               channel_id: str = "c1", app: str = "tongdai", state: State = State.ANSWERING,
               home: Path | None = None, recording_spool: Path | None = None, strict: bool = True,
               is_open: OpenState | None = None, reachable: Callable[[str], bool | None] | None = None,
-              calllog: CallLogSink | None = None, speech: Any = None, engine: Any = None) -> Call:
+              calllog: CallLogSink | None = None, speech: Any = None, engine: Any = None,
+              busy: Callable[[str, CallSession], bool] | None = None) -> Call:
     """A CallSession on a FakeAri and a FakeCallLog (or ``calllog``), in ``state``.
 
     ``home``: where recordings and spooled cases go (a test's temporary folder); the recording
@@ -317,7 +318,8 @@ def make_call(routing: Routing, *, ari: FakeAri | None = None, caller: str = "09
         recording_spool=recording_spool or home / "asterisk-spool" / "recording",
         own=owners.__setitem__, finished=finished.append,
         is_open=(lambda: is_open) if is_open is not None else (lambda: OpenState(True, "test")),
-        reachable=reachable or (lambda ext: None), strict=strict, speech=speech,
+        reachable=reachable or (lambda ext: None), busy=busy or (lambda ext, session: False), strict=strict,
+        speech=speech,
     )
     session = CallSession(ctx, {"id": channel_id, "name": f"PJSIP/caller-{channel_id}",
                                 "caller": {"number": caller, "name": ""}}, routing, app)

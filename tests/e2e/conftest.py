@@ -260,6 +260,7 @@ def routing_text_for_tests() -> str:
     text = text.replace("    strategy: hunt\n    ring_timeout: 6\n    no_answer: hangup", "    strategy: hunt\n    ring_timeout: 6\n    no_answer: complaint", 1)
     text = text.replace("  max_seconds: 180", "  max_seconds: 20", 1)
     text = text.replace("  timeout: 5\n", "  timeout: 2\n", 1)
+    text = text.replace("  announce_every: 30", "  announce_every: 10", 1)  # the branch queue's position prompts
     return text
 
 

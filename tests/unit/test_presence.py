@@ -101,3 +101,19 @@ async def test_a_new_login_replaces_a_snapshot_still_waiting():
     await wait_until(old.done, 2, "the first snapshot to end")
     assert old.cancelled()
     assert p.reachable("2401") is True and p._held is None
+
+
+async def test_a_phone_failing_its_qualify_is_unreachable_and_back_when_it_answers():
+    # qualify_frequency on the AORs: Asterisk reports a contact that stops answering OPTIONS as
+    # Unreachable while its registration still runs; routing must skip it (reachable False).
+    p, log = presence()
+    await p._snapshot()
+    p._on_contact_status(p.manager, {"Event": "ContactStatus", "EndpointName": "2401", "URI": URI,
+                                     "ContactStatus": "Unreachable"})
+    assert p.reachable("2401") is False
+    assert p.status()["2401"]["status"] == "unreachable"
+    assert log.rows[-1] == ("2401", "unreachable")
+    p._on_contact_status(p.manager, {"Event": "ContactStatus", "EndpointName": "2401", "URI": URI,
+                                     "ContactStatus": "Reachable"})
+    assert p.reachable("2401") is True
+    assert log.rows[-1] == ("2401", "registered")

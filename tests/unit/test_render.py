@@ -48,6 +48,10 @@ def test_pjsip_has_every_extension_and_a_trunk(settings_factory):
         assert f"username = {ext}\npassword = {sec.sip_password(ext)}\n" in pj
         assert f"[{ext}](phone-aor)" in pj
     assert "[trunk-identify]" in pj and "match = 127.0.0.1" in pj
+    # Desk phones are qualified, so one unplugged without unregistering is seen unreachable.
+    aor = pj.split("[phone-aor](!)")[1].split("\n[")[0]
+    assert re.search(r"^qualify_frequency = (\d+)$", aor, re.M)
+    assert 0 < int(re.search(r"^qualify_frequency = (\d+)$", aor, re.M).group(1)) <= 60
 
 
 def test_dialplan_hands_hotline_to_stasis_and_has_a_fallback(settings_factory):
