@@ -66,9 +66,9 @@ class LogLines(logging.Handler):
         super().close()
 
 
-def setup_logging(settings: Settings, level: int = logging.INFO) -> Path:
-    """One line per record, to stderr and to $TONGDAI_HOME/log/tongdai.log."""
-    path = settings.home / "log" / "tongdai.log"
+def setup_logging(settings: Settings, level: int = logging.INFO, name: str = "tongdai") -> Path:
+    """One line per record, to stderr and to $TONGDAI_HOME/log/<name>.log (the console: web.log)."""
+    path = settings.home / "log" / f"{name}.log"
     path.parent.mkdir(parents=True, exist_ok=True)
     root = logging.getLogger("tongdai")
     root.setLevel(level)
