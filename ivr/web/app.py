@@ -33,6 +33,10 @@ from .accounts import Account, Accounts, utcnow
 from .audit import ACTION_VI, Audit
 from .auth import Auth, Current, SignInRefused
 from .config import WebSettings, load_key
+from .http import ADDRESS_KEY, ME_KEY, PRE_KEY, Refused
+from .live import Live
+from .pages import Pages
+from .reports import Reports
 
 log = logging.getLogger("tongdai.web")
 
@@ -46,26 +50,6 @@ CSP = ("default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' 
        "connect-src 'self'; object-src 'none'; base-uri 'none'; form-action 'self'; frame-ancestors 'none'")
 
 ME = web.AppKey("console", object)
-
-
-def _request_key(name: str):
-    """aiohttp >= 3.12 wants typed keys for the request's storage; older ones take strings."""
-    return web.RequestKey(name, object) if hasattr(web, "RequestKey") else name
-
-
-ME_KEY = _request_key("me")  # Current | None: the signed-in person
-ADDRESS_KEY = _request_key("address")  # the client's address (see Console.address)
-PRE_KEY = _request_key("pre")  # the pre-session token of the sign-in form
-NOT_FOUND = "Không có phản ánh này, hoặc bạn không có quyền xem."
-
-
-class Refused(Exception):
-    """Stop the request with an error page (403, 404, …) rendered for the person."""
-
-    def __init__(self, status: int, message: str):
-        super().__init__(message)
-        self.status = status
-        self.message = message
 
 
 class RoutingFile:
@@ -115,10 +99,6 @@ class Console:
         self.templates.globals.update(
             STATUS_VI=cm.STATUS_VI, CATEGORY_VI=cm.CATEGORY_VI, REASON_VI=cm.REASON_VI, ACTION_VI=ACTION_VI,
             may=access.may, may_act=access.may_act, fmt=fmt)
-        from .live import Live
-        from .pages import Pages
-        from .reports import Reports
-
         self.pages = Pages(self)
         self.live = Live(self, status=status)
         self.reports = Reports(self)

@@ -24,7 +24,7 @@ from ivr.records import cases as cm
 from ivr.vocab import Channel
 from . import access
 from .accounts import Account
-from .app import ADDRESS_KEY, ME_KEY
+from .http import ADDRESS_KEY, ME_KEY, NOT_FOUND, Refused
 from .audit import ACTIONS as AUDIT_ACTIONS
 from .audit import AuditFilter
 
@@ -118,8 +118,6 @@ class Pages:
     # ------------------------------------------------------------------ one case
 
     async def _visible(self, request: web.Request, me: Account) -> cm.Case:
-        from .app import NOT_FOUND, Refused
-
         scope = access.case_scope(me, self.c.routing())
         case = await self.c.cases().find(request.match_info["code"], scope) if scope is not None else None
         if case is None:
@@ -144,8 +142,6 @@ class Pages:
             zalo_messages=[e for e in case.history if e.action == "zalo_message"])
 
     async def act(self, request: web.Request) -> web.Response:
-        from .app import Refused
-
         me_current = request[ME_KEY]
         me: Account = me_current.account
         self.c.require(request, "case")
@@ -191,8 +187,6 @@ class Pages:
         raise web.HTTPSeeOther(f"/cases/{case.code}?done={action}")
 
     async def recording(self, request: web.Request) -> web.StreamResponse:
-        from .app import Refused
-
         me = self.c.require(request, "recording")
         case = await self._visible(request, me)
         if not case.recording:
