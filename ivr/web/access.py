@@ -75,7 +75,7 @@ def agency_and_units(routing: Routing, code: str) -> frozenset[str]:
 def case_scope(account: Account, routing: Routing) -> CaseFilter | None:
     """The cases this person may see, as a filter; None: no case at all."""
     if account.role == "supervisor":
-        return CaseFilter(search_anonymous=True)
+        return CaseFilter()
     if account.role == "officer" and account.agency_code:
         return CaseFilter(agencies=agency_and_units(routing, account.agency_code))
     if account.role == "inspector":

@@ -82,7 +82,7 @@ class RoutingFile:
 class Console:
     def __init__(self, settings: Settings, *, engine: AsyncEngine | None = None,
                  routing: Callable[[], rt.Routing] | None = None, web_settings: WebSettings | None = None,
-                 clock: Callable[[], dt.datetime] = utcnow, hasher=None, status=None):
+                 clock: Callable[[], dt.datetime] = utcnow, hasher=None, status=None, live_every: float = 2.0):
         self.settings = settings
         self.web = web_settings or WebSettings.from_env(settings.env)
         self.engine = engine or db.engine(settings)
@@ -100,7 +100,7 @@ class Console:
             STATUS_VI=cm.STATUS_VI, CATEGORY_VI=cm.CATEGORY_VI, REASON_VI=cm.REASON_VI, ACTION_VI=ACTION_VI,
             may=access.may, may_act=access.may_act, fmt=fmt)
         self.pages = Pages(self)
-        self.live = Live(self, status=status)
+        self.live = Live(self, status=status, every=live_every)
         self.reports = Reports(self)
         self.zalo = None  # ZaloService: the webhook and its worker, when Zalo is configured
 
@@ -183,12 +183,14 @@ class Console:
         try:
             resp = await handler(request)
         except web.HTTPException as e:
-            self._secure(request, e)
+            self.secure(request, e)
             raise
-        self._secure(request, resp)
+        if not resp.prepared:  # a stream (the live board's events) set its headers itself
+            self.secure(request, resp)
         return resp
 
-    def _secure(self, request: web.Request, resp) -> None:
+    def secure(self, request: web.Request, resp) -> None:
+        """The security headers; a streaming handler calls this before ``prepare()``."""
         h = resp.headers
         h.setdefault("Content-Security-Policy", CSP)
         h.setdefault("X-Frame-Options", "DENY")

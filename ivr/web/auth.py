@@ -150,8 +150,9 @@ class Auth:
                              address=address[:64]))
         return token
 
-    async def current(self, token: str | None) -> Current | None:
-        """The session's person, or None (no such session, ended, expired, account disabled)."""
+    async def current(self, token: str | None, *, touch: bool = True) -> Current | None:
+        """The session's person, or None (no such session, ended, expired, account disabled).
+        ``touch``: this is the person's activity (a page), not a stream checking it is still on."""
         if not token or len(token) > 128:
             return None
         sid = token_id(token)
@@ -165,7 +166,7 @@ class Auth:
         if user.disabled or now - sess.last_seen_at > self.idle or now - sess.created_at > self.max_age:
             await self.close_session(token)
             return None
-        if now - sess.last_seen_at > TOUCH_EVERY:
+        if touch and now - sess.last_seen_at > TOUCH_EVERY:
             async with self._sm.begin() as s:
                 await s.execute(update(WebSession).where(WebSession.id == sid).values(last_seen_at=now))
         return Current(Account.of(user), token, sess.created_at)

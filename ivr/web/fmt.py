@@ -56,3 +56,13 @@ def seconds(s: float | None) -> str:
         return "—"
     s = int(round(s))
     return f"{s // 60}:{s % 60:02d}"
+
+
+def duration(s: float | None) -> str:
+    """4500 -> "1 giờ 15 phút"; for longer spans than a call."""
+    if not s:
+        return "0 phút"
+    m = int(round(s / 60))
+    if m == 0:
+        return f"{int(round(s))} giây"
+    return f"{m // 60} giờ {m % 60:02d} phút" if m >= 60 else f"{m} phút"

@@ -15,6 +15,7 @@ from urllib.parse import urlencode
 
 from aiohttp import web
 from sqlalchemy import select
+from sqlalchemy.ext.asyncio import AsyncSession
 
 from ivr.models import OutboxItem
 from ivr.models.cases import CATEGORIES, CHANNELS, CLOSE_REASONS, STATUSES
@@ -129,11 +130,12 @@ class Pages:
         me = self.c.require(request, "case")
         case = await self._visible(request, me)
         routing = self.c.routing()
-        async with self.c.engine.connect() as conn:
+        async with AsyncSession(self.c.engine) as s:
             actors = {e.actor for e in case.history}
-            names = dict((await conn.execute(select(User.login, User.name).where(User.login.in_(actors)))).all()) if actors else {}
-            outbox = (await conn.execute(select(OutboxItem).where(OutboxItem.case_code == case.code)
-                                         .order_by(OutboxItem.created_at, OutboxItem.id))).all() if case.channel == "zalo" else []
+            names = dict((await s.execute(select(User.login, User.name).where(User.login.in_(actors)))).all()) if actors else {}
+            outbox = list((await s.execute(select(OutboxItem).where(OutboxItem.case_code == case.code)
+                                           .order_by(OutboxItem.created_at, OutboxItem.id))).scalars()) \
+                if case.channel == "zalo" else []
         done = request.query.get("done")
         return self.c.render(
             request, "case.html.j2", status=status, case=case, routing=routing, now=self.c.clock(), names=names,

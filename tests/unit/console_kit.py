@@ -137,11 +137,13 @@ class Browser:
         return None
 
 
-async def make_kit(settings: Settings, *, web: WebSettings | None = None, staff: dict | None = None) -> Kit:
+async def make_kit(settings: Settings, *, web: WebSettings | None = None, staff: dict | None = None,
+                   status=None, clock: Clock | None = None) -> Kit:
+    """``status``: what the controller's control socket would answer (an async callable)."""
     await asyncio.to_thread(db.upgrade, settings)
-    clock = Clock()
+    clock = clock or Clock()
     console = Console(settings, engine=db.engine(settings), routing=lambda: ROUTING, clock=clock,
-                      web_settings=web or WebSettings())
+                      web_settings=web or WebSettings(), status=status, live_every=0.1)
     console._own_engine = True
     for login, (role, agency) in (STAFF if staff is None else staff).items():
         await console.accounts.add(login, role, PASSWORD, agency=agency, name=f"Cán bộ {login}")
