@@ -16,7 +16,6 @@ import signal
 import sys
 from datetime import datetime
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 from sqlalchemy.ext.asyncio import AsyncEngine
 
@@ -32,9 +31,6 @@ from ivr.pbx.presence import Presence
 from ivr.records import cases as cases_mod
 from ivr.records import db
 from ivr.records.calllog import CallLog, last_presence, utcnow
-
-if TYPE_CHECKING:
-    from ivr.zalo.service import ZaloService
 
 log = logging.getLogger("tongdai.server")
 
@@ -98,7 +94,6 @@ class Service:
         self.guard: Guard | None = None
         self.started_at: datetime | None = None
         self.engine: AsyncEngine | None = None
-        self.zalo: ZaloService | None = None  # when TONGDAI_ZALO_APP_ID is set
 
     async def start(self, timeout: float = 15) -> None:
         s = self.settings
@@ -123,13 +118,10 @@ class Service:
         self.control = ControlServer(s.home, s.routing_path, self.status, self._reload)
         await self.control.start()
         self.started_at = utcnow()
-        from ivr.zalo.service import maybe_start
-
-        try:
-            self.zalo = await maybe_start(s, engine, lambda: ctl.routing)
-        except OSError as e:
-            await self.stop(0)
-            raise RuntimeError(f"Zalo webhook cannot listen on {s.web_addr[0]}:{s.web_addr[1]}: {e.strerror}") from None
+        if s.zalo is not None:
+            # The webhook and the Zalo worker are the console's (`tongdai web`): HTTP from the
+            # internet and calls to Zalo's API stay off the loop that carries the calls.
+            log.info("zalo: configured; its webhook and worker run in `tongdai web`")
         log.info("controller ready: app=%s hotline=%s", ",".join(s.ari_apps), routing.hotline.number)
 
     async def _start_presence(self, sec) -> None:
@@ -194,8 +186,6 @@ class Service:
             await self._ari.__aexit__(None, None, None)
         if self.calllog:
             await self.calllog.close()
-        if self.zalo:
-            await self.zalo.stop()
         if self.engine:
             await self.engine.dispose()
         log.info("controller stopped")

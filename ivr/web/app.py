@@ -26,6 +26,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from ivr.records import cases as cm
 from ivr.records import db
+from ivr.zalo.webhook import PATH as ZALO_WEBHOOK
 from ivr.config import routing as rt
 from ivr.config.settings import Settings
 from . import access, csrf, fmt
@@ -42,8 +43,8 @@ log = logging.getLogger("tongdai.web")
 
 SESSION_COOKIE = "tongdai_session"
 PRE_COOKIE = "tongdai_pre"
-CSRF_EXEMPT = ("/zalo/webhook",)  # signed by Zalo, not posted by a browser
-PUBLIC = ("/login", "/static/", "/zalo/webhook", "/healthz")
+CSRF_EXEMPT = (ZALO_WEBHOOK,)  # signed by Zalo, not posted by a browser
+PUBLIC = ("/login", "/static/", ZALO_WEBHOOK, "/healthz")
 
 # The pages need nothing from elsewhere: no CDN (the server has no internet), no inline script.
 CSP = ("default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; media-src 'self'; "
@@ -298,6 +299,10 @@ def _safe_next(nxt: str | None) -> str:
 async def serve(settings: Settings, *, on_ready: Callable[[str], None] | None = None) -> int:
     """`tongdai web`: run until SIGTERM/SIGINT; return the exit code."""
     console = Console(settings)
+    if settings.zalo is not None:
+        from ivr.zalo.service import ZaloService
+
+        console.zalo = ZaloService(settings, console.engine, console.routing)
     app = console.app()
     runner = web.AppRunner(app, access_log=None)
     await runner.setup()
@@ -307,6 +312,8 @@ async def serve(settings: Settings, *, on_ready: Callable[[str], None] | None = 
     except OSError as e:
         await runner.cleanup()
         raise RuntimeError(f"the console cannot listen on {host}:{port}: {e.strerror}") from None
+    if console.zalo is not None:
+        await console.zalo.start(serve_webhook=False)
     bound = runner.addresses[0] if runner.addresses else (host, port)
     url = f"http://{bound[0]}:{bound[1]}/"
     log.info("console ready at %s", url)
