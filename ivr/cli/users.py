@@ -69,7 +69,7 @@ def users_add(login, role, agency, name, password_stdin) -> None:
     async def go(accounts, r):
         a = await accounts.add(login, role.strip().lower(), password, agency=agency, name=name)
         where = f", {r.agencies[a.agency_code].name} ({a.agency_code})" if a.agency_code else ""
-        click.echo(f"Đã thêm tài khoản {a.login}: {Role(a.role).label}{where}.")
+        click.echo(f"Đã thêm tài khoản {a.login}: {Role.labels()[a.role]}{where}.")
 
     _run(go)
 
@@ -83,7 +83,7 @@ def users_list() -> None:
         zone = zoneinfo.ZoneInfo(r.hotline.timezone)
         for a in rows:
             state = "ĐÃ KHOÁ" if a.disabled else "hoạt động"
-            click.echo(f"{a.login:<20} {a.role:<10} {Role(a.role).label:<24} {a.agency_code or '-':<10} {state:<9} "
+            click.echo(f"{a.login:<20} {a.role:<10} {Role.labels()[a.role]:<24} {a.agency_code or '-':<10} {state:<9} "
                        f"tạo {a.created_at.astimezone(zone):%d/%m/%Y}  {a.name or ''}".rstrip())
         click.echo(f"{len(rows)} tài khoản.")
 

@@ -257,7 +257,7 @@ class Cases:
             s.add(CaseEvent(case_id=case.id, at=now or utcnow(), actor=actor, action="note", note=text.strip()))
         return await self.get(code)
 
-    async def search(self, f: "CaseFilter", *, now: dt.datetime | None = None, offset: int = 0,
+    async def search(self, f: CaseFilter, *, now: dt.datetime | None = None, offset: int = 0,
                      limit: int | None = 50, newest_first: bool = True) -> tuple[list[Case], int]:
         """One page of the cases ``f`` selects, and how many it selects in all; filtered,
         counted and paginated in the database (the indexes are in migration 0006).
@@ -292,7 +292,7 @@ class Cases:
                     total += (await s.execute(select(func.count()).select_from(Case).where(*p))).scalar_one()
         return rows, total
 
-    async def count_by_status(self, f: "CaseFilter", *, now: dt.datetime | None = None) -> dict[str, int]:
+    async def count_by_status(self, f: CaseFilter, *, now: dt.datetime | None = None) -> dict[str, int]:
         """How many cases ``f`` selects per status (``f.status`` is ignored: the inbox's tabs)."""
         counts: dict[str, int] = {}
         async with self._sm() as s:
@@ -302,7 +302,7 @@ class Cases:
                     counts[status] = counts.get(status, 0) + n
         return counts
 
-    async def find(self, code: str, f: "CaseFilter") -> Case | None:
+    async def find(self, code: str, f: CaseFilter) -> Case | None:
         """The case with this code if ``f`` selects it (an officer's scope, …), with its
         assignments and history; None otherwise: one rule for the list and the case page."""
         code = (code or "").strip()

@@ -15,8 +15,9 @@ Scope (:func:`case_scope`):
 
 from __future__ import annotations
 
-from ivr.records.cases import CaseFilter
 from ivr.config.routing import Routing
+from ivr.records.cases import CaseFilter
+
 from .accounts import Account
 
 CASE_ROLES = frozenset({"officer", "supervisor", "inspector"})

@@ -11,8 +11,8 @@ from __future__ import annotations
 import asyncio
 import datetime as dt
 import re
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable
 
 from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError, VerifyMismatchError
@@ -50,7 +50,7 @@ class Account:
     created_at: dt.datetime
 
     @classmethod
-    def of(cls, u: User) -> "Account":
+    def of(cls, u: User) -> Account:
         return cls(u.id, u.login, u.name, u.role, u.agency_code, u.disabled, u.created_at)
 
     @property

@@ -16,19 +16,21 @@ import ipaddress
 import logging
 import secrets
 import signal
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
+from typing import TYPE_CHECKING
 from urllib.parse import quote, urlsplit
 
 import jinja2
 from aiohttp import web
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from ivr.config import routing as rt
+from ivr.config.settings import Settings
 from ivr.records import cases as cm
 from ivr.records import db
 from ivr.zalo.webhook import PATH as ZALO_WEBHOOK
-from ivr.config import routing as rt
-from ivr.config.settings import Settings
+
 from . import access, csrf, fmt
 from .accounts import Account, Accounts, utcnow
 from .audit import ACTION_VI, Audit
@@ -38,6 +40,9 @@ from .http import ADDRESS_KEY, ME_KEY, PRE_KEY, Refused
 from .live import Live
 from .pages import Pages
 from .reports import Reports
+
+if TYPE_CHECKING:
+    from ivr.zalo.service import ZaloService
 
 log = logging.getLogger("tongdai.web")
 
@@ -59,7 +64,7 @@ class RoutingFile:
 
     def __init__(self, path: Path):
         self.path = path
-        self._mtime = None
+        self._mtime: int | None = None
         self._routing: rt.Routing | None = None
 
     def __call__(self) -> rt.Routing:
@@ -103,7 +108,7 @@ class Console:
         self.pages = Pages(self)
         self.live = Live(self, status=status, every=live_every)
         self.reports = Reports(self)
-        self.zalo = None  # ZaloService: the webhook and its worker, when Zalo is configured
+        self.zalo: ZaloService | None = None  # the webhook and the Zalo worker, when Zalo is configured
 
     def cases(self) -> cm.Cases:
         return cm.Cases(self.engine, self.routing())

@@ -8,15 +8,15 @@ plus ``flag_inspection`` and ``note``) and the console's :data:`EVENTS`.
 from __future__ import annotations
 
 import datetime as dt
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable
 
 from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncEngine, async_sessionmaker
 
 from ivr.models.users import AuditEntry
-
 from ivr.records import cases as cm
+
 from .accounts import Account, utcnow
 
 EVENTS = ("login", "logout", "play_recording", "reveal_number", "report", "export")

@@ -36,7 +36,7 @@ class WebSettings:
     trusted_proxies: tuple[str, ...] = ()
 
     @classmethod
-    def from_env(cls, env: dict[str, str]) -> "WebSettings":
+    def from_env(cls, env: dict[str, str]) -> WebSettings:
         secure = (env.get("TONGDAI_WEB_SECURE_COOKIES") or "0").strip().lower()
         if secure not in ("0", "1", "true", "false", "yes", "no"):
             raise SystemExit(f"TONGDAI_WEB_SECURE_COOKIES={secure!r}: expected 1 or 0")

@@ -6,8 +6,8 @@ import datetime as dt
 import zoneinfo
 
 from ivr.config import hours as cal
-from ivr.records import cases as cm
 from ivr.config.routing import Routing
+from ivr.records import cases as cm
 
 MAX_DAYS_COUNTED = 3 * 366  # a deadline years away or years past: the count stops here
 

@@ -16,7 +16,7 @@ import json
 import logging
 import zoneinfo
 from collections.abc import Awaitable, Callable
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from aiohttp import web
 from sqlalchemy import case, func, select
@@ -44,7 +44,7 @@ def controller_status(home) -> StatusSource:
     async def get() -> dict | None:
         try:
             return await control.request(home, "GET", "/status", timeout=2)
-        except (ConnectionError, asyncio.TimeoutError, OSError, ValueError):
+        except (TimeoutError, ConnectionError, OSError, ValueError):
             return None
 
     return get
@@ -153,12 +153,12 @@ class Live:
                        func.sum(case((Call.disposition == "answered", 1), else_=0)),
                        func.sum(case((Call.disposition == "abandoned", 1), else_=0)))
                 .where(Call.started_at >= midnight).group_by(Call.branch_digit))).all()
-            cases = dict((await conn.execute(
+            cases: dict[str | None, int] = dict((await conn.execute(
                 select(Case.branch_digit, func.count()).where(Case.received_at >= midnight, Case.channel == "phone")
                 .group_by(Case.branch_digit))).all())
-        per = {b.digit: {"digit": b.digit, "name": b.name, "calls": 0, "answered": 0, "abandoned": 0,
+        per: dict[str | None, dict[str, Any]] = {b.digit: {"digit": b.digit, "name": b.name, "calls": 0, "answered": 0, "abandoned": 0,
                          "complaints": cases.get(b.digit, 0)} for b in routing.branches}
-        other = {"digit": "", "name": "chưa chọn nhánh, phím 9, ngoài giờ", "calls": 0, "answered": 0,
+        other: dict[str, Any] = {"digit": "", "name": "chưa chọn nhánh, phím 9, ngoài giờ", "calls": 0, "answered": 0,
                  "abandoned": 0, "complaints": cases.get(None, 0)}
         for digit, n, answered, abandoned in calls:
             row = per.get(digit, other)
@@ -194,7 +194,7 @@ class Live:
             while True:
                 try:
                     snap = await asyncio.wait_for(q.get(), min(15.0, self.session_check_every))
-                except asyncio.TimeoutError:
+                except TimeoutError:
                     await resp.write(b": keep-alive\n\n")
                     snap = None
                 if loop.time() - checked > self.session_check_every:

@@ -20,14 +20,14 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from ivr.models import OutboxItem
 from ivr.models.cases import CATEGORIES, CHANNELS, CLOSE_REASONS, STATUSES
 from ivr.models.users import User
-
 from ivr.records import cases as cm
 from ivr.vocab import Channel
+
 from . import access
 from .accounts import Account
-from .http import ADDRESS_KEY, ME_KEY, NOT_FOUND, Refused
 from .audit import ACTIONS as AUDIT_ACTIONS
 from .audit import AuditFilter
+from .http import ADDRESS_KEY, ME_KEY, NOT_FOUND, Refused
 
 if TYPE_CHECKING:
     from .app import Console
@@ -57,7 +57,7 @@ def _page(raw: str | None) -> int:
 
 
 class Pages:
-    def __init__(self, console: "Console"):
+    def __init__(self, console: Console):
         self.c = console
 
     def routes(self, r: web.UrlDispatcher) -> None:
@@ -103,6 +103,7 @@ class Pages:
         counts = await cases.count_by_status(f, now=now)
         routing = self.c.routing()
         scope = access.case_scope(me, routing)
+        assert scope is not None  # the role matrix let only case roles in
         choosable = sorted(scope.agencies) if scope.agencies is not None else sorted(routing.agencies)
         keep = {k: v for k, v in chosen.items() if v}
 
@@ -132,7 +133,8 @@ class Pages:
         routing = self.c.routing()
         async with AsyncSession(self.c.engine) as s:
             actors = {e.actor for e in case.history}
-            names = dict((await s.execute(select(User.login, User.name).where(User.login.in_(actors)))).all()) if actors else {}
+            names: dict[str, str | None] = dict(
+                (await s.execute(select(User.login, User.name).where(User.login.in_(actors)))).all()) if actors else {}
             outbox = list((await s.execute(select(OutboxItem).where(OutboxItem.case_code == case.code)
                                            .order_by(OutboxItem.created_at, OutboxItem.id))).scalars()) \
                 if case.channel == "zalo" else []

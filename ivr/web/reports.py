@@ -22,7 +22,7 @@ import tempfile
 import threading
 import zoneinfo
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import IO, TYPE_CHECKING, cast
 
 from aiohttp import web
 
@@ -127,7 +127,8 @@ class Reports:
         pipe = _Pipe()
         now = self.c.clock()
         worker = threading.Thread(target=pipe.run, name="console-export", daemon=True,
-                                  args=(lambda: ex.export(self.c.settings, routing, query, fmt, None, stdout=pipe, now=now),))
+                                  args=(lambda: ex.export(self.c.settings, routing, query, fmt, None, stdout=cast(IO[bytes], pipe),
+                                                          now=now),))
         worker.start()
         try:
             while (chunk := await asyncio.to_thread(pipe.get)) is not None:

@@ -4,10 +4,10 @@ Revision ID: 0005
 Revises: 0004
 Create Date: 2026-12-07 23:14:34.552889
 """
-from alembic import op
 import sqlalchemy as sa
-from ivr import models
+from alembic import op
 
+from ivr import models
 
 revision = '0005'
 down_revision = '0004'

@@ -5,8 +5,6 @@ Revises: 0005
 Create Date: 2026-12-07 23:38:44.754531
 """
 from alembic import op
-import sqlalchemy as sa  # noqa: F401
-
 
 revision = '0006'
 down_revision = '0005'

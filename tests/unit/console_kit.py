@@ -14,10 +14,10 @@ from pathlib import Path
 
 from aiohttp.test_utils import TestClient, TestServer
 
-from ivr.records import cases as cm
-from ivr.records import db
 from ivr.config import routing as rt
 from ivr.config.settings import Settings
+from ivr.records import cases as cm
+from ivr.records import db
 from ivr.web.app import Console
 from ivr.web.config import WebSettings
 from tests.paths import REPO_ROOT
@@ -71,13 +71,13 @@ class Kit:
     cases: cm.Cases
     clients: list = field(default_factory=list)
 
-    async def browser(self) -> "Browser":
+    async def browser(self) -> Browser:
         client = TestClient(self.server)
         await client.start_server()
         self.clients.append(client)
         return Browser(client)
 
-    async def signed_in(self, login: str) -> "Browser":
+    async def signed_in(self, login: str) -> Browser:
         b = await self.browser()
         r = await b.login(login, PASSWORD)
         assert r.status == 303, (login, r.status, await r.text())

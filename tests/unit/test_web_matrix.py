@@ -45,7 +45,7 @@ FORMS = {
 @pytest.fixture
 async def kit(db_settings):
     k = await make_kit(db_settings)
-    c = k.console
+
     cases = {}
     # Owned by STP (branch 3), with a recording.
     cases["stp"] = await k.with_recording("stp")

@@ -3,16 +3,15 @@ sign-in and sign-out, CSRF, lockout, session fixation, idle timeout, cookies, he
 
 from __future__ import annotations
 
-import asyncio
 import re
 
 import pytest
 from sqlalchemy import func, select
 
+from ivr.models import AuditEntry, CaseEvent, LoginAttempt, WebSession
 from ivr.web import auth
 from ivr.web.app import PRE_COOKIE, SESSION_COOKIE
 from ivr.web.config import WebSettings
-from ivr.models import AuditEntry, CaseEvent, LoginAttempt, WebSession
 
 from .console_kit import PASSWORD, close_kit, make_kit
 
