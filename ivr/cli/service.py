@@ -56,10 +56,11 @@ def serve(grace: float) -> None:
 @click.command()
 @click.option("--grace", default=30.0, show_default=True)
 def run(grace: float) -> None:
-    """Chạy tất cả (dùng bởi `make run`): migration, cấu hình, lời nhắc, Asterisk, bộ điều khiển."""
+    """Chạy tất cả (dùng bởi `make run`): migration, cấu hình, lời nhắc, Asterisk, bộ điều khiển, bảng điều khiển web."""
 
     from ivr import server
     from ivr.records import db as db_mod
+    from ivr.web.process import ConsoleProcess
 
     s = settings()
     r = load_routing(s.routing_path)
@@ -76,10 +77,20 @@ def run(grace: float) -> None:
     log_path = server.setup_logging(s)
     hotline = r.hotline.number
     first = r.branches[0].targets[0]
+    # The console is a process of its own (pages never run on the controller's loop); it starts
+    # first so that a port already taken stops everything before a call is accepted.
+    console = ConsoleProcess(s, echo=click.echo)
+    try:
+        console_url = console.start()
+    except RuntimeError as e:
+        layout.stop()
+        fail(str(e))
 
     def ready(_service) -> None:
         click.echo(
-            f"ready: tổng đài {hotline} đang nhận cuộc gọi (SIP {s.bind}:{s.sip_port}/udp, nhật ký {log_path})\n"
+            f"ready: tổng đài {hotline} đang nhận cuộc gọi (SIP {s.bind}:{s.sip_port}/udp, nhật ký {log_path}); "
+            f"bảng điều khiển web {console_url}\n"
+            f"  Tạo tài khoản cán bộ:          .venv/bin/tongdai users add TÊN --role officer --agency MÃ --password-stdin\n"
             f"  Gọi thử từ một cửa sổ khác:   .venv/bin/tongdai call --digits 4\n"
             f"  (lệnh này giả lập điện thoại bàn của nhánh 4 nếu chưa có máy nào đăng ký)\n"
             f"  Hoặc gọi {hotline} từ trung kế {', '.join(s.trunk_match)} (không cần mật khẩu).\n"
@@ -94,8 +105,9 @@ def run(grace: float) -> None:
     except RuntimeError as e:
         click.echo(f"lỗi: {e}", err=True)
     finally:
+        console.stop()
         layout.stop()
-        click.echo("Đã dừng tổng đài và Asterisk.")
+        click.echo("Đã dừng tổng đài, bảng điều khiển web và Asterisk.")
     sys.exit(code)
 
 

@@ -20,7 +20,7 @@ setting here; routing.yaml only describes the hotline itself and never holds a s
 | TONGDAI_RTP_START / TONGDAI_RTP_END | 20100 / 23999 | Asterisk's RTP port range |
 | TONGDAI_TRUNK_MATCH | ``127.0.0.1`` | comma-separated addresses/networks of the telco trunk |
 | TONGDAI_DATABASE_URL | SQLite in TONGDAI_HOME | SQLAlchemy async URL |
-| TONGDAI_WEB_ADDR | ``127.0.0.1:8080`` | HTTP address of the service's web endpoints (the Zalo webhook) |
+| TONGDAI_WEB_ADDR | ``127.0.0.1:8080`` | where `tongdai web` listens: the staff console and the Zalo webhook |
 | TONGDAI_ZALO_* | unset: Zalo off | the Zalo Official Account, see :class:`ZaloSettings` |
 """
 
