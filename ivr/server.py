@@ -16,7 +16,6 @@ import signal
 import sys
 from datetime import datetime
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 from sqlalchemy.ext.asyncio import AsyncEngine
 
@@ -33,9 +32,6 @@ from ivr.pbx.presence import Presence
 from ivr.records import cases as cases_mod
 from ivr.records import db
 from ivr.records.calllog import CallLog, last_presence, utcnow
-
-if TYPE_CHECKING:
-    from ivr.zalo.service import ZaloService
 
 log = logging.getLogger("tongdai.server")
 
@@ -67,9 +63,9 @@ class LogLines(logging.Handler):
         super().close()
 
 
-def setup_logging(settings: Settings, level: int = logging.INFO) -> Path:
-    """One line per record, to stderr and to $TONGDAI_HOME/log/tongdai.log."""
-    path = settings.home / "log" / "tongdai.log"
+def setup_logging(settings: Settings, level: int = logging.INFO, name: str = "tongdai") -> Path:
+    """One line per record, to stderr and to $TONGDAI_HOME/log/<name>.log (the console: web.log)."""
+    path = settings.home / "log" / f"{name}.log"
     path.parent.mkdir(parents=True, exist_ok=True)
     root = logging.getLogger("tongdai")
     root.setLevel(level)
@@ -99,7 +95,6 @@ class Service:
         self.guard: Guard | None = None
         self.started_at: datetime | None = None
         self.engine: AsyncEngine | None = None
-        self.zalo: ZaloService | None = None  # when TONGDAI_ZALO_APP_ID is set
         self.cel: CelSync | None = None
 
     async def start(self, timeout: float = 15) -> None:
@@ -131,13 +126,10 @@ class Service:
         self.control = ControlServer(s.home, s.routing_path, self.status, self._reload)
         await self.control.start()
         self.started_at = utcnow()
-        from ivr.zalo.service import maybe_start
-
-        try:
-            self.zalo = await maybe_start(s, engine, lambda: ctl.routing)
-        except OSError as e:
-            await self.stop(0)
-            raise RuntimeError(f"Zalo webhook cannot listen on {s.web_addr[0]}:{s.web_addr[1]}: {e.strerror}") from None
+        if s.zalo is not None:
+            # The webhook and the Zalo worker are the console's (`tongdai web`): HTTP from the
+            # internet and calls to Zalo's API stay off the loop that carries the calls.
+            log.info("zalo: configured; its webhook and worker run in `tongdai web`")
         log.info("controller ready: app=%s hotline=%s", ",".join(s.ari_apps), routing.hotline.number)
 
     async def _on_connect(self) -> None:
@@ -217,8 +209,6 @@ class Service:
             await self.cel.close()
         if self.calllog:
             await self.calllog.close()
-        if self.zalo:
-            await self.zalo.stop()
         if self.engine:
             await self.engine.dispose()
         log.info("controller stopped")

@@ -143,6 +143,25 @@ class ShiftState(Vocabulary):
     ABSENT = "absent", "không đến"
 
 
+class Role(Vocabulary):
+    """What a staff account of the console may do (users.role); the matrix is ivr.web.access."""
+
+    OFFICER = "officer", "cán bộ đầu mối"  # a focal point of one agency
+    SUPERVISOR = "supervisor", "Sở Nội vụ / tổ vận hành"
+    INSPECTOR = "inspector", "Tổ Kiểm tra đột xuất"
+    OPERATOR = "operator", "vận hành tổng đài"  # PBX staff: live board, desk phones; no case content
+
+
+class LoginResult(Vocabulary):
+    """How a sign-in try ended (login_attempts.result)."""
+
+    OK = "ok", "đăng nhập được"
+    BAD_PASSWORD = "bad_password", "sai mật khẩu hoặc tên đăng nhập"
+    LOCKED = "locked", "tài khoản đang tạm khoá"
+    ADDRESS_LIMITED = "address_limited", "địa chỉ đăng nhập sai quá nhiều"
+    DISABLED = "disabled", "tài khoản đã bị khoá"
+
+
 @dataclass(frozen=True)
 class MenuAction:
     """Where the menu (or a branch nobody answered) sends the caller: ``branch:<digit>``,

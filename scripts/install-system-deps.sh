@@ -4,7 +4,9 @@
 #   espeak-ng + sox (Vietnamese voice prompts), postgresql (the test suite starts a private
 #   PostgreSQL server of its own: nothing is configured or started system-wide for it),
 #   sqlite3 (the export benchmark's reference), Pango, HarfBuzz-subset and DejaVu fonts
-#   (WeasyPrint: the monthly report as PDF), poppler-utils (tests turn the report's PDF into an image).
+#   (WeasyPrint: the monthly report as PDF), poppler-utils (tests turn the report's PDF into an image),
+#   chromium (the console's browser test drives Debian's Chromium through Playwright for Python,
+#   pinned in pyproject.toml; Playwright never downloads a browser of its own here).
 set -euo pipefail
 have_postgres() {
   local d
@@ -26,6 +28,7 @@ has_lib libpango-1.0.so.0      || need+=(libpango-1.0-0)
 has_lib libpangoft2-1.0.so.0   || need+=(libpangoft2-1.0-0)
 has_lib libharfbuzz-subset.so.0 || need+=(libharfbuzz-subset0)
 [ -e /usr/share/fonts/truetype/dejavu/DejaVuSans.ttf ] || need+=(fonts-dejavu-core)
+[ -x /usr/bin/chromium ]                || need+=(chromium)
 [ ${#need[@]} -eq 0 ] && exit 0
 echo "Cài đặt gói hệ thống còn thiếu: ${need[*]}"
 sudo=""

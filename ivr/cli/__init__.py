@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import click
 
-from ivr.cli import cases, config, pbx, records, service, volunteers, zalo
+from ivr.cli import cases, config, pbx, records, service, users, volunteers, web, zalo
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -16,6 +16,6 @@ def main() -> None:
     """Tổng đài hỗ trợ công tác CCHC — công cụ cho người vận hành."""
 
 
-for _group in (config, pbx, cases, service, records, zalo, volunteers):
+for _group in (config, pbx, cases, service, records, zalo, volunteers, users, web):
     for _command in _group.COMMANDS:
         main.add_command(_command)

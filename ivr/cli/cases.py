@@ -198,6 +198,20 @@ def cases_reopen(code, note, by) -> None:
     _case_action("reopen", code, by, note=note)
 
 
+@cases.command("note")
+@click.argument("code")
+@click.option("--text", required=True, help="Nội dung ghi chú.")
+@_by
+def cases_note(code, text, by) -> None:
+    """Thêm ghi chú vào diễn biến (không đổi trạng thái)."""
+
+    async def go(c, r, s):
+        case = await c.note(code, actor=_actor(by), text=text)
+        click.echo(f"Phản ánh {case.code}: đã thêm ghi chú.")
+
+    _cases_call(go)
+
+
 @cases.command("flag-inspection")
 @click.argument("code")
 @click.option("--reason", required=True, help="Vì sao cần Tổ Kiểm tra đột xuất xem xét.")

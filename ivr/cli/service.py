@@ -56,7 +56,7 @@ def serve(grace: float) -> None:
 @click.command()
 @click.option("--grace", default=30.0, show_default=True)
 def run(grace: float) -> None:
-    """Chạy tất cả (dùng bởi `make run`): migration, cấu hình, lời nhắc, Asterisk, bộ điều khiển."""
+    """Chạy tất cả (dùng bởi `make run`): migration, cấu hình, lời nhắc, Asterisk, bộ điều khiển, bảng điều khiển web."""
 
     import asyncio
     import signal
@@ -82,26 +82,39 @@ def run(grace: float) -> None:
     log_path = server.setup_logging(s)
     hotline = r.hotline.number
     first = r.branches[0].targets[0]
+    host, port = s.web_addr
+    console_url = f"http://{host}:{port}/"
+    up: set[str] = set()
 
     def ready(child: supervise.Child, starts: int) -> None:
         if starts > 1:
-            click.echo(f"ready: bộ điều khiển đã khởi động lại (lần {starts - 1}) và đang nhận cuộc gọi.")
+            what = "bộ điều khiển" if child.name == "controller" else "bảng điều khiển web"
+            click.echo(f"ready: {what} đã khởi động lại (lần {starts - 1}).")
             return
+        up.add(child.name)
+        if up != {"controller", "web"}:
+            return  # the ready line waits for both
         click.echo(
-            f"ready: tổng đài {hotline} đang nhận cuộc gọi (SIP {s.bind}:{s.sip_port}/udp, nhật ký {log_path})\n"
+            f"ready: tổng đài {hotline} đang nhận cuộc gọi (SIP {s.bind}:{s.sip_port}/udp, nhật ký {log_path}); "
+            f"bảng điều khiển web {console_url}\n"
+            f"  Tạo tài khoản cán bộ:          .venv/bin/tongdai users add TÊN --role officer --agency MÃ --password-stdin\n"
             f"  Gọi thử từ một cửa sổ khác:   .venv/bin/tongdai call --digits 4\n"
             f"  (lệnh này giả lập điện thoại bàn của nhánh 4 nếu chưa có máy nào đăng ký)\n"
             f"  Hoặc gọi {hotline} từ trung kế {', '.join(s.trunk_match)} (không cần mật khẩu).\n"
             f"  Đăng ký một điện thoại bàn:   .venv/bin/tongdai extensions credentials {first}\n"
             f"      máy chủ {s.bind}:{s.sip_port} UDP, tên đăng nhập = số máy lẻ, mật khẩu do lệnh trên in ra\n"
-            f"  Bộ điều khiển được giám sát: nếu nó dừng bất thường, nó được khởi động lại ngay.\n"
+            f"  Bộ điều khiển và bảng điều khiển web được giám sát: nếu dừng bất thường, chúng được khởi động lại ngay.\n"
             f"  Ctrl-C để dừng."
         )
 
-    # The controller runs as a child that is restarted if it dies; Asterisk stays up meanwhile
-    # (held callers wait for the new controller). Other long-running processes join this list.
-    children = [supervise.Child("controller", supervise.python("serve", "--grace", f"{grace:g}"),
-                                env=supervise.env_with(), ready="controller ready", on_ready=ready)]
+    # The controller and the console are children restarted if they die; Asterisk stays up
+    # meanwhile (held callers wait for the new controller). The console is a process of its own:
+    # pages and reports never run on the controller's loop.
+    children = [
+        supervise.Child("controller", supervise.python("serve", "--grace", f"{grace:g}"),
+                        env=supervise.env_with(), ready="controller ready", on_ready=ready),
+        supervise.Child("web", supervise.python("web"), env=supervise.env_with(), ready="ready:", on_ready=ready),
+    ]
     sup = supervise.Supervisor(children, grace=grace + 10)
 
     async def main() -> None:
@@ -119,7 +132,7 @@ def run(grace: float) -> None:
         asyncio.run(main())
     finally:
         layout.stop()
-        click.echo("Đã dừng tổng đài và Asterisk.")
+        click.echo("Đã dừng tổng đài, bảng điều khiển web và Asterisk.")
     sys.exit(0)
 
 

@@ -22,7 +22,7 @@ setting here; routing.yaml only describes the hotline itself and never holds a s
 | TONGDAI_TRUNK_MATCH | ``127.0.0.1`` | comma-separated addresses/networks of the telco trunk |
 | TONGDAI_CALL_WAITING | ``0`` | ``1``: ring desk phones already in a call (the bench's SIPp desks); default: never |
 | TONGDAI_DATABASE_URL | SQLite in TONGDAI_HOME | SQLAlchemy async URL |
-| TONGDAI_WEB_ADDR | ``127.0.0.1:8080`` | HTTP address of the service's web endpoints (the Zalo webhook) |
+| TONGDAI_WEB_ADDR | ``127.0.0.1:8080`` | where `tongdai web` listens: the staff console and the Zalo webhook |
 | TONGDAI_ZALO_* | unset: Zalo off | the Zalo Official Account, see :class:`ZaloSettings` |
 | TONGDAI_RECORDINGS_GROUP | unset | a group that may read recordings: files 0640 and folders 0750 of that group (else 0600 / 0700) |
 | TONGDAI_RECORDINGS_MIN_FREE_MB | 2048 | ``tongdai status`` warns when the recordings' disk has less free space |

@@ -285,17 +285,11 @@ def _overlap(a0, a1, spans) -> float:
     return sum(max(0.0, (min(a1, b1) - max(a0, b0)).total_seconds()) for b0, b1 in spans)
 
 
-async def _desks(conn: AsyncConnection, r: Report, routing: Routing,
-                 agency_calls: tuple[Counter, Counter, dict[str, str]]) -> None:
-    m, f, cutoff = r.month, r.figures, r.cutoff
-    legs: dict[str, Counter] = defaultdict(Counter)
-    stmt = (sa.select(CallLeg.extension, CallLeg.result)
-            .where(CallLeg.started_at >= m.start, CallLeg.started_at < m.end))
-    async for ext, result in await conn.stream(stmt.execution_options(yield_per=2000)):
-        legs[ext]["legs"] += 1
-        legs[ext][result or "unknown"] += 1
-
-    # Presence: the state at the month's start, then every change until the cut-off.
+async def unreachable(conn: AsyncConnection, routing: Routing, m: Month,
+                      cutoff: dt.datetime) -> tuple[dict[str, float], Counter, dict[str, str]]:
+    """Per desk extension: seconds unreachable within opening hours of the month's working days
+    up to ``cutoff``, how many times it went down, and the agency its events name. The state
+    at the month's start, then every change (also /phones in the console)."""
     spans = _open_intervals(routing, m, cutoff)
     down_s: dict[str, float] = defaultdict(float)  # seconds: a Counter is typed for ints
     down_n: Counter = Counter()
@@ -327,6 +321,20 @@ async def _desks(conn: AsyncConnection, r: Report, routing: Routing,
     for ext, (down, since) in state.items():
         if down:
             down_s[ext] += _overlap(since, cutoff, spans)
+    return down_s, down_n, ev_agency
+
+
+async def _desks(conn: AsyncConnection, r: Report, routing: Routing,
+                 agency_calls: tuple[Counter, Counter, dict[str, str]]) -> None:
+    m, f, cutoff = r.month, r.figures, r.cutoff
+    legs: dict[str, Counter] = defaultdict(Counter)
+    stmt = (sa.select(CallLeg.extension, CallLeg.result)
+            .where(CallLeg.started_at >= m.start, CallLeg.started_at < m.end))
+    async for ext, result in await conn.stream(stmt.execution_options(yield_per=2000)):
+        legs[ext]["legs"] += 1
+        legs[ext][result or "unknown"] += 1
+
+    down_s, down_n, ev_agency = await unreachable(conn, routing, m, cutoff)
 
     def agency_of(ext: str) -> str:
         e = routing.extensions.get(ext)

@@ -1,8 +1,11 @@
-"""What ``tongdai serve`` runs for Zalo: the webhook server and the background tasks.
+"""What `tongdai web` runs for Zalo: the webhook and the background tasks (the Zalo worker).
 
 ``ZaloService(settings, engine, routing)`` → ``await start()`` … ``await stop()``. Started only
-when TONGDAI_ZALO_APP_ID is set (:func:`maybe_start`). Tasks: the spool processor (events →
-cases), the outbox sender, the access-token refresher and the survey schedule.
+when TONGDAI_ZALO_APP_ID is set. Tasks: the spool processor (events → cases), the outbox sender,
+the access-token refresher and the survey schedule. The console mounts the webhook on its own
+application (``webhook.routes(app)``, then ``start(serve_webhook=False)``); ``start()`` alone
+serves it on TONGDAI_WEB_ADDR by itself (tests, a Zalo-only process). Why it lives beside the
+console and not in the controller: docs/console.md.
 """
 
 from __future__ import annotations
@@ -61,18 +64,23 @@ class ZaloService:
         self.tokens: TokenManager | None = None
         self.port: int | None = None
 
-    async def start(self) -> None:
+    async def start(self, *, serve_webhook: bool = True) -> None:
+        """Start the worker; ``serve_webhook``: also listen on TONGDAI_WEB_ADDR for the webhook
+        (False when another application, the console's, carries ``webhook.routes``)."""
         tz = self.routing().hotline.timezone
         self._session = aiohttp.ClientSession()
         _, self.tokens, self.outbox = build(self.settings, self.engine, self._session, tz, clock=self.clock)
-        app = web.Application(client_max_size=2 * 1024 * 1024)
-        self.webhook.routes(app)
-        self._runner = web.AppRunner(app, access_log=None)
-        await self._runner.setup()
         host, port = self.settings.web_addr
-        site = web.TCPSite(self._runner, host, port)
-        await site.start()
-        self.port = self._runner.addresses[0][1] if self._runner.addresses else port
+        if serve_webhook:
+            app = web.Application(client_max_size=2 * 1024 * 1024)
+            self.webhook.routes(app)
+            self._runner = web.AppRunner(app, access_log=None)
+            await self._runner.setup()
+            site = web.TCPSite(self._runner, host, port)
+            await site.start()
+            self.port = self._runner.addresses[0][1] if self._runner.addresses else port
+        else:
+            self.port = port
         self._tasks = [
             asyncio.create_task(self._process_loop(), name="zalo-intake"),
             asyncio.create_task(self._outbox_loop(), name="zalo-outbox"),
@@ -140,12 +148,3 @@ class ZaloService:
             except Exception:
                 log.exception("zalo: survey run failed")
             await asyncio.sleep(self.z.survey_every_min * 60)
-
-
-async def maybe_start(settings: Settings, engine: AsyncEngine, routing: Callable[[], Routing]) -> ZaloService | None:
-    """Start the Zalo service when it is configured; None when Zalo is off (the default)."""
-    if settings.zalo is None:
-        return None
-    service = ZaloService(settings, engine, routing)
-    await service.start()
-    return service
