@@ -39,6 +39,12 @@ def need_database(s: Settings) -> None:
         fail(f"chưa có cơ sở dữ liệu {u.database} (chạy `tongdai db upgrade` hoặc `make run` trước)")
 
 
+def show_warnings(r: rt.Routing) -> None:
+    """What validated but is most likely a mistake, on stderr (``check``, ``apply``)."""
+    for w in r.warnings:
+        click.echo(f"cảnh báo: {w}", err=True)
+
+
 def fail(message: str, code: int = 1) -> None:
     """One line for the operator: exit 1 for a runtime problem, 2 for bad arguments."""
     click.echo(f"lỗi: {message}", err=True)
