@@ -5,7 +5,7 @@ from __future__ import annotations
 import click
 
 from ivr.cli.common import actor as _actor
-from ivr.cli.common import fail, load_routing, settings
+from ivr.cli.common import fail, load_routing, need_database, settings
 from ivr.cli.common import fmt_time as _fmt_time
 from ivr.vocab import CaseStatus, Category, CloseReason
 
@@ -21,6 +21,7 @@ def _cases_call(fn):
 
     s = settings()
     r = load_routing(s.routing_path)
+    need_database(s)
 
     async def go():
         engine = db_mod.engine(s)

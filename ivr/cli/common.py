@@ -30,19 +30,29 @@ def load_routing(path: Path) -> rt.Routing:
         sys.exit(1)
 
 
-def need_database(s: Settings) -> None:
-    """An SQLite file that does not exist yet would be created empty by a read: refuse."""
-    import sqlalchemy as sa
-
-    u = sa.engine.make_url(s.database_url)
-    if u.get_backend_name() == "sqlite" and u.database and u.database != ":memory:" and not Path(u.database).exists():
-        fail(f"chưa có cơ sở dữ liệu {u.database} (chạy `tongdai db upgrade` hoặc `make run` trước)")
-
-
 def show_warnings(r: rt.Routing) -> None:
     """What validated but is most likely a mistake, on stderr (``check``, ``apply``)."""
     for w in r.warnings:
         click.echo(f"cảnh báo: {w}", err=True)
+
+
+def need_database(s: Settings) -> None:
+    """Refuse before touching a database that is not there: reading an SQLite file that does not
+    exist would create it, empty, and the command would fail on missing tables."""
+    import sqlalchemy as sa
+
+    try:
+        u = sa.engine.make_url(s.database_url)
+    except sa.exc.ArgumentError:
+        fail(f"TONGDAI_DATABASE_URL không hợp lệ: {s.database_url!r}")
+    if u.get_backend_name() != "sqlite" or not u.database or u.database == ":memory:" or u.database.startswith("file:"):
+        return
+    p = Path(u.database)
+    if p.is_dir():
+        fail(f"cơ sở dữ liệu {p} là một thư mục, không phải tệp SQLite.\n"
+             "Sửa TONGDAI_DATABASE_URL hoặc chuyển thư mục đó đi, rồi chạy `tongdai db upgrade`.")
+    if not p.exists():
+        fail(f"chưa có cơ sở dữ liệu {p}.\nChạy `tongdai db upgrade` (hoặc `make run`) trước.")
 
 
 def fail(message: str, code: int = 1) -> None:

@@ -37,6 +37,8 @@ def check(path: Path | None, as_json: bool) -> None:
     click.echo(rt.summary(r))
     st = cal.state(r, s.hours_override_path)
     click.echo(f"Trạng thái giờ làm việc: {'MỞ' if st.open else 'ĐÓNG'} ({st.reason})")
+    if st.problem:
+        click.echo(f"cảnh báo: {st.problem}", err=True)
 
 
 # ------------------------------------------------------------------------------------ render
@@ -151,6 +153,8 @@ def hours(mode: str, until: str | None) -> None:
     cal.write_override(s.hours_override_path, mode, until_at, now)
     st = cal.state(r, s.hours_override_path, now)
     click.echo(f"Tổng đài: {'MỞ' if st.open else 'ĐÓNG'} ({st.reason}).")
+    if st.problem:
+        click.echo(f"cảnh báo: {st.problem}", err=True)
 
 
 # ---------------------------------------------------------------------------------- agencies

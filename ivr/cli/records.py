@@ -14,8 +14,7 @@ from pathlib import Path
 import click
 
 from ivr.cli.common import fail as _fail
-from ivr.cli.common import load_routing
-from ivr.cli.common import need_database as _need_database
+from ivr.cli.common import load_routing, need_database
 from ivr.config.settings import Settings
 
 # ivr.export (SQLAlchemy, the models) is imported inside the commands that need it, so that
@@ -72,7 +71,7 @@ def export_cmd(table, date_from, date_to, branch, agency, fmt, out, no_bom, home
             raise ex.ExportError("--no-bom chỉ dùng với --format csv")
     except ex.ExportError as e:
         _fail(str(e), 2)
-    _need_database(s)
+    need_database(s)
     try:
         known = [agency] if agency and agency not in r.agencies and _agency_in_log(s, agency, table) else []
         q = ex.make_query(table, r, date_from=date_from, date_to=date_to, branch=branch, agency=agency,
@@ -122,7 +121,7 @@ def report_monthly(month: str, out: Path) -> None:
             raise rp.ReportError(f"tháng {m.label} chưa bắt đầu")
     except rp.ReportError as e:
         _fail(str(e), 2)
-    _need_database(s)
+    need_database(s)
     try:
         rp.write(db_mod.engine(s), r, m, out)
     except rp.ReportError as e:
@@ -157,7 +156,7 @@ def recordings_prune(days: int | None, as_of: str | None, dry_run: bool) -> None
             now = ex.local_day_start(ex.parse_date(as_of, "--as-of"), r.hotline.timezone)
     except (retention.RetentionError, ex.ExportError) as e:
         _fail(str(e), 2)
-    _need_database(s)
+    need_database(s)
     call_days = r.recording.retention_days
     res = retention.prune(s, db_mod.engine(s), keep, call_days=call_days, dry_run=dry_run, now=now)
     verb = "Sẽ xoá" if dry_run else "Đã xoá"

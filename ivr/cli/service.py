@@ -6,6 +6,7 @@ import sys
 
 import click
 
+from ivr.cli import errors
 from ivr.cli.common import fail, load_routing, settings
 from ivr.cli.pbx import build_prompts, start_asterisk
 from ivr.pbx.asterisk import PbxError
@@ -21,14 +22,22 @@ def db() -> None:
 @db.command("upgrade")
 def db_upgrade() -> None:
     """Áp dụng các migration (Alembic) lên cơ sở dữ liệu đã cấu hình."""
+    s = settings()
+    _upgrade(s)
+    click.echo("Cơ sở dữ liệu đã ở phiên bản mới nhất.")
+
+
+def _upgrade(s) -> None:
     from ivr.records import db as db_mod
 
-    s = settings()
     try:
         db_mod.upgrade(s)
     except Exception as e:  # the operator needs the reason, not a traceback
-        fail(f"không nâng cấp được cơ sở dữ liệu: {e}")
-    click.echo("Cơ sở dữ liệu đã ở phiên bản mới nhất.")
+        if errors.debug_wanted():
+            raise
+        found = errors.known(e)  # else Alembic's own words, e.g. a revision this version does not know
+        why = found[0] if found else (str(e).strip().splitlines() or [type(e).__name__])[0]
+        fail(f"không nâng cấp được cơ sở dữ liệu: {why}")
 
 
 # ------------------------------------------------------------------------------------- serve
@@ -68,10 +77,7 @@ def run(grace: float) -> None:
     s = settings()
     r = load_routing(s.routing_path)
     click.echo(f"TONGDAI_HOME={s.home}")
-    try:
-        db_mod.upgrade(s)
-    except Exception as e:
-        fail(f"không nâng cấp được cơ sở dữ liệu: {e}")
+    _upgrade(s)
     layout = Layout.for_settings(s)
     try:
         layout.install(log=click.echo)

@@ -1,0 +1,279 @@
+"""No command of the CLI ends in a traceback: every command against every broken database.
+
+Each case below breaks the database one way (garbage, truncated, empty, a directory, no tables,
+a fresh home before `db upgrade`, locked, read-only; on PostgreSQL: unreachable, not migrated,
+read-only). Every command runs against each, from a fresh copy, and must end with the exit code
+the README documents (0, or 1 for a runtime problem) and, when it fails, one or two Vietnamese
+lines naming the problem, never a traceback. Commands that need a running Asterisk are listed
+apart (``NEEDS_PBX``) and the test checks that the table and that list cover every command.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import os
+import socket
+import sqlite3
+import subprocess
+import sys
+from pathlib import Path
+
+import click
+import pytest
+import sqlalchemy as sa
+import yaml
+from click.testing import CliRunner
+from sqlalchemy.orm import Session
+
+from ivr.cli import main
+from ivr.config.settings import Settings
+from ivr.models import Case
+from ivr.records import db
+from tests.paths import REPO_ROOT
+
+ROUTING = {
+    "version": 1,
+    "hotline": {"number": "1022"},
+    "branches": [{"digit": 1, "name": "Nội vụ", "agency": "SNV", "targets": ["2101"]}],
+    "extensions": [{"number": "2101", "agency": "SNV", "name": "Đầu mối"}],
+    "agencies": [{"code": "SNV", "name": "Sở Nội vụ", "kind": "department", "station": "3001"}],
+}
+OLD = dt.datetime(2020, 1, 5, 3, tzinfo=dt.timezone.utc)
+RECORDING = "recordings/2020/01/old.wav"
+
+# (arguments, kind): "none" does not touch the database; "read" reads it; "write" writes it;
+# "refused" reads it, then the case's state refuses the action (exit 1 with the reason).
+COMMANDS = [
+    (["check"], "none"),
+    (["render", "--out", "{tmp}/etc"], "none"),
+    (["extensions", "credentials", "2101"], "none"),
+    (["extensions", "sheet"], "none"),
+    (["hours", "closed", "--until", "18:00"], "none"),
+    (["agencies", "import", "{tmp}/agencies.csv"], "none"),
+    (["apply", "--dry-run"], "none"),
+    (["zalo", "status"], "none"),  # Zalo off: says so without the database
+    (["db", "upgrade"], "upgrade"),
+    (["cases", "list"], "read"),
+    (["cases", "show", "123456"], "read"),
+    (["cases", "classify", "123456", "--category", "question"], "write"),
+    (["cases", "assign", "123456", "--agency", "SNV"], "refused"),
+    (["cases", "start", "123456"], "refused"),
+    (["cases", "answer", "123456", "--text", "Đã trả lời"], "refused"),
+    (["cases", "close", "123456", "--reason", "duplicate"], "write"),
+    (["cases", "reopen", "123456", "--note", "sai"], "refused"),
+    (["cases", "flag-inspection", "123456", "--reason", "kiểm tra"], "write"),
+    (["export", "calls", "--out", "{tmp}/calls.csv"], "read"),
+    (["export", "cases", "--format", "xlsx", "--out", "{tmp}/cases.xlsx"], "read"),
+    (["export", "surveys", "--format", "jsonl", "--out", "{tmp}/s.jsonl"], "read"),
+    (["report", "monthly", "--month", "2026-10", "--out", "{tmp}/r.html"], "read"),
+    (["recordings", "prune", "--dry-run"], "read"),
+    (["recordings", "prune"], "write"),
+    (["surveys", "import", "{tmp}/people.csv"], "write"),
+    (["surveys", "send"], "refused"),  # Zalo off: refused after the database is reached
+    (["surveys", "list"], "read"),
+    (["surveys", "report", "--month", "2026-10"], "read"),
+    (["zalo", "outbox"], "read"),
+]
+# Commands that start or talk to Asterisk or run the controller: their own tests (e2e).
+NEEDS_PBX = {"sandbox install", "sandbox start", "sandbox stop", "sandbox status", "prompts build", "call", "status",
+             "serve", "run"}
+
+# case -> (what the message says, read-only?)
+CASES = {
+    "garbage": "hỏng hoặc không phải SQLite",
+    "truncated": "hỏng hoặc không phải SQLite",
+    "empty": "chưa có bảng",
+    "directory": "là một thư mục",
+    "no tables": "chưa có bảng",
+    "fresh home": "chưa có cơ sở dữ liệu",
+    "locked": "đang bị một tiến trình khác khoá",
+    "read-only": "chỉ cho đọc",
+    "pg unreachable": "không kết nối được cơ sở dữ liệu",
+    "pg not migrated": "chưa có bảng",
+    "pg read-only": "chỉ cho đọc",
+}
+
+
+def _expected(kind: str, case: str) -> int:
+    if kind == "none":
+        return 0
+    if kind == "upgrade":
+        # Creates what is missing; on a read-only database already at the latest version, nothing to do.
+        return 0 if case in ("empty", "no tables", "fresh home", "pg not migrated", "read-only", "pg read-only") else 1
+    if case.endswith("read-only"):
+        return 0 if kind == "read" else 1
+    return 1
+
+
+def _seed_sync(sync_url: str) -> None:
+    """A received case to act on, and a closed one whose recording is old enough to prune."""
+    eng = sa.create_engine(sync_url)
+    with Session(eng) as s, s.begin():
+        s.add(Case(code="123456", channel="phone", caller="0909", anonymous=False, category="other",
+                   received_at=OLD, deadline_at=OLD, status="received"))
+        s.add(Case(code="234567", channel="phone", caller="0908", anonymous=False, category="other",
+                   received_at=OLD, deadline_at=OLD, status="closed", closed_reason="duplicate", recording=RECORDING))
+    eng.dispose()
+
+
+@pytest.fixture(scope="module")
+def migrated(tmp_path_factory) -> bytes:
+    """A migrated SQLite database with two cases, as bytes (each test writes its own copy)."""
+    home = tmp_path_factory.mktemp("migrated")
+    s = Settings.from_env({"TONGDAI_HOME": str(home), "PATH": os.environ.get("PATH", "")})
+    db.upgrade(s)
+    _seed_sync(f"sqlite:///{home / 'tongdai.db'}")
+    assert not (home / "tongdai.db-wal").exists()
+    return (home / "tongdai.db").read_bytes()
+
+
+@pytest.fixture(scope="module")
+def pg_migrated(request):
+    """A migrated PostgreSQL database with the same two cases, used as a template."""
+    pg = request.getfixturevalue("postgres")
+    name = pg.create_database("tmpl")
+    s = Settings.from_env({"TONGDAI_HOME": "/nonexistent", "TONGDAI_DATABASE_URL": pg.url(name)})
+    db.upgrade(s)
+    cols = "code, channel, caller, anonymous, category, received_at, deadline_at, status, closed_reason, recording, inspection"
+    pg.psql(f"INSERT INTO cases ({cols}) VALUES "
+            f"('123456','phone','0909',false,'other','{OLD.isoformat()}','{OLD.isoformat()}','received',NULL,NULL,false),"
+            f"('234567','phone','0908',false,'other','{OLD.isoformat()}','{OLD.isoformat()}','closed','duplicate','{RECORDING}',false)",
+            db=name)
+    return pg, name
+
+
+def _closed_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _database(case: str, home: Path, request, migrated: bytes, shared: dict) -> tuple[str, object]:
+    """The TONGDAI_DATABASE_URL of a broken database, and what must stay alive while it is used.
+    A PostgreSQL database is made once per case: no command but `db upgrade` (run last) can
+    change one that is not migrated or read-only."""
+    if case in shared:
+        return shared[case], None
+    path = home / "tongdai.db"
+    url = f"sqlite+aiosqlite:///{path}"
+    keep = None
+    if case == "garbage":
+        path.write_bytes(b"this is not an SQLite database at all\n" * 200)
+    elif case == "truncated":
+        path.write_bytes(migrated[: len(migrated) // 2])
+    elif case == "empty":
+        path.write_bytes(b"")
+    elif case == "directory":
+        path.mkdir()
+    elif case == "no tables":
+        with sqlite3.connect(path) as c:
+            c.execute("CREATE TABLE notes (x)")
+    elif case == "fresh home":
+        pass
+    elif case == "locked":
+        path.write_bytes(migrated)
+        keep = sqlite3.connect(path, isolation_level=None)
+        keep.execute("PRAGMA locking_mode=EXCLUSIVE")
+        keep.execute("BEGIN EXCLUSIVE")
+        keep.execute("UPDATE cases SET summary = 'locked' WHERE code = '123456'")
+        url += "?timeout=0.2"
+    elif case == "read-only":
+        path.write_bytes(migrated)
+        url = f"sqlite+aiosqlite:///file:{path}?mode=ro&uri=true"
+    elif case == "pg unreachable":
+        url = f"postgresql+asyncpg://tongdai:secret@127.0.0.1:{_closed_port()}/tongdai"
+    elif case == "pg not migrated":
+        pg = request.getfixturevalue("postgres")
+        url = pg.url(pg.create_database("fresh"))
+    elif case == "pg read-only":
+        pg, template = request.getfixturevalue("pg_migrated")
+        name = pg.create_database("ro")
+        pg.psql(f'DROP DATABASE "{name}"')
+        pg.psql(f'CREATE DATABASE "{name}" TEMPLATE "{template}"')
+        pg.psql(f'ALTER DATABASE "{name}" SET default_transaction_read_only = on')
+        url = pg.url(name)
+    else:  # pragma: no cover
+        raise AssertionError(case)
+    if case.startswith("pg"):
+        shared[case] = url
+    return url, keep
+
+
+def _prepare(tmp: Path) -> Path:
+    home = tmp / "home"
+    (home / "recordings/2020/01").mkdir(parents=True)
+    rec = home / RECORDING
+    rec.write_bytes(b"RIFF")
+    os.utime(rec, (OLD.timestamp(), OLD.timestamp()))
+    (tmp / "routing.yaml").write_text(yaml.safe_dump(ROUTING, allow_unicode=True), encoding="utf-8")
+    (tmp / "agencies.csv").write_text("code,name,kind,parent\nSTP,Sở Tư pháp,department,\n", encoding="utf-8")
+    (tmp / "people.csv").write_text("phone,name,procedure,office,completed_at\n"
+                                    "0909000111,Nguyễn Văn A,Cấp giấy phép,Sở Nội vụ,2026-10-01\n", encoding="utf-8")
+    return home
+
+
+def _all_commands(group: click.Group = main, prefix: str = "") -> set[str]:
+    out = set()
+    for name, cmd in group.commands.items():
+        if isinstance(cmd, click.Group):
+            out |= _all_commands(cmd, f"{prefix}{name} ")
+        else:
+            out.add(f"{prefix}{name}")
+    return out
+
+
+def test_the_table_covers_every_command():
+    tabled = set()
+    for args, _ in COMMANDS:
+        words = [a for a in args if not a.startswith("-") and "{" not in a]
+        tabled.add(" ".join(words[:2]) if " ".join(words[:2]) in _all_commands() else words[0])
+    assert tabled | NEEDS_PBX == _all_commands()
+
+
+@pytest.mark.parametrize("case", list(CASES))
+def test_every_command_on_a_broken_database(tmp_path, request, migrated, case):
+    failures = []
+    shared: dict = {}
+    last = sorted(COMMANDS, key=lambda c: c[1] == "upgrade")  # stable: the table's order, upgrade last
+    for i, (args, kind) in enumerate(last):
+        tmp = tmp_path / str(i)
+        home = _prepare(tmp)
+        url, keep = _database(case, home, request, migrated, shared)
+        env = {"TONGDAI_HOME": str(home), "TONGDAI_ROUTING": str(tmp / "routing.yaml"), "TONGDAI_DATABASE_URL": url,
+               "TONGDAI_ASTERISK": "sandbox", "TONGDAI_DEBUG": ""}
+        try:
+            res = CliRunner().invoke(main, [a.format(tmp=tmp) for a in args], env=env)
+        finally:
+            if keep is not None:
+                keep.close()
+        want = _expected(kind, case)
+        err = res.stderr
+        problems = []
+        if res.exit_code != want:
+            problems.append(f"exit {res.exit_code}, expected {want}")
+        if "Traceback" in res.output or not (res.exception is None or isinstance(res.exception, SystemExit)):
+            problems.append(f"traceback / {res.exception!r}")
+        if want == 1 and kind != "refused":
+            tail = err[err.find("lỗi: "):] if "lỗi: " in err else ""
+            if not tail or len(tail.strip().splitlines()) > 2 or CASES[case] not in tail:
+                problems.append(f"message {tail!r} lacks {CASES[case]!r}")
+        if case == "fresh home" and (home / "tongdai.db").exists() and kind != "upgrade":
+            problems.append("created an empty database")
+        if problems:
+            failures.append(f"{' '.join(args)}: {'; '.join(problems)}\n    stdout: {res.stdout[-300:]!r}\n    stderr: {err[-500:]!r}")
+    assert not failures, f"{case}:\n" + "\n".join(failures)
+
+
+def test_a_real_process_prints_no_traceback_and_debug_shows_it(tmp_path):
+    home = _prepare(tmp_path)
+    (home / "tongdai.db").write_bytes(b"garbage" * 1000)
+    env = dict(os.environ, TONGDAI_HOME=str(home), TONGDAI_ROUTING=str(tmp_path / "routing.yaml"),
+               TONGDAI_DATABASE_URL=f"sqlite+aiosqlite:///{home / 'tongdai.db'}", PYTHONPATH=str(REPO_ROOT))
+    env.pop("TONGDAI_DEBUG", None)
+    p = subprocess.run([sys.executable, "-m", "ivr", "cases", "list"], env=env, capture_output=True, text=True, timeout=60)
+    assert p.returncode == 1 and p.stdout == ""
+    assert p.stderr.startswith("lỗi: tệp cơ sở dữ liệu") and len(p.stderr.splitlines()) == 2, p.stderr
+    for debug_env, args in (({"TONGDAI_DEBUG": "1"}, ["cases", "list"]), ({}, ["-v", "cases", "list"])):
+        p = subprocess.run([sys.executable, "-m", "ivr", *args], env={**env, **debug_env}, capture_output=True, text=True,
+                           timeout=60)
+        assert p.returncode == 1 and "Traceback" in p.stderr and "file is not a database" in p.stderr
