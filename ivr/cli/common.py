@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import datetime as dt
 import getpass
+import os
 import sys
+import tempfile
 import zoneinfo
 from pathlib import Path
 
@@ -53,6 +55,18 @@ def need_database(s: Settings) -> None:
              "Sửa TONGDAI_DATABASE_URL hoặc chuyển thư mục đó đi, rồi chạy `tongdai db upgrade`.")
     if not p.exists():
         fail(f"chưa có cơ sở dữ liệu {p}.\nChạy `tongdai db upgrade` (hoặc `make run`) trước.")
+
+
+def unwritable(out: Path) -> str | None:
+    """Why ``--out`` cannot be written (Vietnamese), or None: a file is created and removed
+    beside it, the way the command will write it, before any work is done."""
+    try:
+        fd, name = tempfile.mkstemp(prefix=f".{out.name}.", suffix=".probe", dir=out.parent)
+    except OSError as e:
+        return f"--out {out}: không ghi được vào thư mục {out.parent} ({e.strerror or e})"
+    os.close(fd)
+    os.unlink(name)
+    return None
 
 
 def fail(message: str, code: int = 1) -> None:

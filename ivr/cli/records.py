@@ -14,7 +14,7 @@ from pathlib import Path
 import click
 
 from ivr.cli.common import fail as _fail
-from ivr.cli.common import load_routing, need_database
+from ivr.cli.common import load_routing, need_database, unwritable
 from ivr.config.settings import Settings
 
 # ivr.export (SQLAlchemy, the models) is imported inside the commands that need it, so that
@@ -67,6 +67,8 @@ def export_cmd(table, date_from, date_to, branch, agency, fmt, out, no_bom, home
             raise ex.ExportError(f"--out {out} là thư mục, cần một tên tệp")
         if out is not None and not out.parent.is_dir():
             raise ex.ExportError(f"--out: thư mục {out.parent} không tồn tại")
+        if out is not None and (why := unwritable(out)):
+            raise ex.ExportError(why)
         if no_bom and fmt != "csv":
             raise ex.ExportError("--no-bom chỉ dùng với --format csv")
     except ex.ExportError as e:
@@ -117,6 +119,8 @@ def report_monthly(month: str, out: Path) -> None:
         rp.check_out(out)
         if out.is_dir() or not out.parent.is_dir():
             raise rp.ReportError(f"--out {out}: cần một tên tệp trong thư mục đã có")
+        if why := unwritable(out):
+            raise rp.ReportError(why)
         if m.start >= dt.datetime.now(dt.timezone.utc):
             raise rp.ReportError(f"tháng {m.label} chưa bắt đầu")
     except rp.ReportError as e:

@@ -139,7 +139,13 @@ def surveys_list(status: str | None) -> None:
 @click.option("--month", default=lambda: dt.date.today().strftime("%Y-%m"), help="Tháng YYYY-MM (mặc định: tháng này).")
 def surveys_report(month: str) -> None:
     """Báo cáo tháng: điểm khảo sát qua Zalo theo nơi giải quyết, bên cạnh điểm đánh giá qua điện thoại."""
+    from ivr.records.report import Month, ReportError
     from ivr.zalo.surveys import QUESTIONS, Surveys
+
+    try:
+        Month.parse(month, "UTC")  # a bad month is a bad argument: exit 2, before any work
+    except ReportError as e:
+        _fail(str(e), 2)
 
     async def go(s, r, engine):
         rep = await Surveys(engine, s.zalo, r.hotline.timezone).report(month)

@@ -96,15 +96,24 @@ class Query:
     desks: tuple[str, ...] | None = None  # assists, shifts: the desks of --agency (it and those under it)
 
 
+# Dates an export may name: far wider than any call log, far from datetime's limits (year 1 and
+# 9999 overflow once moved to UTC or given the extra day of an inclusive --to).
+FIRST_YEAR, LAST_YEAR = 1900, 9998
+
+
 def parse_date(text: str, what: str) -> dt.date:
-    """``YYYY-MM-DD`` or ``DD/MM/YYYY``."""
+    """``YYYY-MM-DD`` or ``DD/MM/YYYY``, years FIRST_YEAR to LAST_YEAR."""
     text = text.strip()
     for fmt in ("%Y-%m-%d", "%d/%m/%Y"):
         try:
-            return dt.datetime.strptime(text, fmt).date()
+            day = dt.datetime.strptime(text, fmt).date()
         except ValueError:
-            pass
-    raise ExportError(f"{what} '{text}' không phải ngày hợp lệ (dạng YYYY-MM-DD hoặc DD/MM/YYYY)")
+            continue
+        if not FIRST_YEAR <= day.year <= LAST_YEAR:
+            raise ExportError(f"{what} '{text}': năm phải từ {FIRST_YEAR} đến {LAST_YEAR} "
+                              "(bỏ --from/--to để lấy từ đầu hoặc đến cuối nhật ký)")
+        return day
+    raise ExportError(f"{what} {text[:40]!r} không phải ngày hợp lệ (dạng YYYY-MM-DD hoặc DD/MM/YYYY)")
 
 
 def local_day_start(day: dt.date, tz: str) -> dt.datetime:

@@ -277,3 +277,45 @@ def test_a_real_process_prints_no_traceback_and_debug_shows_it(tmp_path):
         p = subprocess.run([sys.executable, "-m", "ivr", *args], env={**env, **debug_env}, capture_output=True, text=True,
                            timeout=60)
         assert p.returncode == 1 and "Traceback" in p.stderr and "file is not a database" in p.stderr
+
+
+BAD_ARGUMENTS = [
+    (["export", "calls", "--to", "9999-12-31"], "--to '9999-12-31': năm phải từ 1900 đến 9998"),
+    (["export", "calls", "--from", "0001-01-01"], "--from '0001-01-01': năm phải từ 1900 đến 9998"),
+    (["export", "cases", "--from", "01/01/0001", "--out", "{tmp}/c.csv"], "năm phải từ 1900 đến 9998"),
+    (["export", "calls", "--out", "/proc/tongdai.csv"], "--out /proc/tongdai.csv: không ghi được vào thư mục /proc"),
+    (["export", "calls", "--format", "xlsx", "--out", "/sys/tongdai.xlsx"], "không ghi được vào thư mục /sys"),
+    (["report", "monthly", "--month", "0001-01", "--out", "{tmp}/r.html"], "--month '0001-01': năm phải từ 1900"),
+    (["report", "monthly", "--month", "9999-12", "--out", "{tmp}/r.pdf"], "năm phải từ 1900 đến 9998"),
+    (["report", "monthly", "--month", "2026-10", "--out", "/proc/r.html"], "không ghi được vào thư mục /proc"),
+    (["recordings", "prune", "--days", "1000000000"], "số ngày lưu giữ tối đa 36500"),
+    (["recordings", "prune", "--days", "99999999999999999999999"], "số ngày lưu giữ tối đa 36500"),
+    (["surveys", "report", "--month", "0001-01"], "năm phải từ 1900 đến 9998"),
+    (["hours", "closed", "--until", "9999-12-31T23:59+00:00"], "quá xa: --until tối đa 366 ngày"),
+    (["hours", "open", "--until", "mai"], "không phải thời điểm"),
+]
+
+
+@pytest.mark.parametrize("args,message", BAD_ARGUMENTS, ids=[" ".join(a[:4]) for a, _ in BAD_ARGUMENTS])
+def test_out_of_range_arguments_exit_2_and_write_nothing(tmp_path, migrated, args, message):
+    home = _prepare(tmp_path)
+    (home / "tongdai.db").write_bytes(migrated)
+    before = sorted(p.relative_to(tmp_path) for p in tmp_path.rglob("*"))
+    env = {"TONGDAI_HOME": str(home), "TONGDAI_ROUTING": str(tmp_path / "routing.yaml"), "TONGDAI_ASTERISK": "sandbox"}
+    res = CliRunner().invoke(main, [a.format(tmp=tmp_path) for a in args], env=env)
+    assert res.exit_code == 2, res.output
+    assert res.stderr.startswith("lỗi: ") and message in res.stderr and "Traceback" not in res.output
+    assert sorted(p.relative_to(tmp_path) for p in tmp_path.rglob("*")) == before
+
+
+def test_a_survey_list_with_an_impossible_date_is_refused_by_line(tmp_path, migrated):
+    home = _prepare(tmp_path)
+    (home / "tongdai.db").write_bytes(migrated)
+    (tmp_path / "people.csv").write_text("phone,name,procedure,office,completed_at\n"
+                                         "0909000111,A,Cấp phép,Sở Nội vụ,0001-01-01\n"
+                                         "0909000112,B,Cấp phép,Sở Nội vụ,9999-12-31 23:59\n", encoding="utf-8")
+    env = {"TONGDAI_HOME": str(home), "TONGDAI_ROUTING": str(tmp_path / "routing.yaml")}
+    res = CliRunner().invoke(main, ["surveys", "import", str(tmp_path / "people.csv")], env=env)
+    assert res.exit_code == 1 and "Traceback" not in res.output
+    assert "people.csv:2: thời điểm hoàn thành '0001-01-01' không hợp lệ" in res.stderr
+    assert "people.csv:3: thời điểm hoàn thành '9999-12-31 23:59' không hợp lệ" in res.stderr
