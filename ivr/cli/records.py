@@ -82,18 +82,24 @@ def export_cmd(table, date_from, date_to, branch, agency, fmt, out, no_bom, home
         _fail(str(e), 2)
 
     show_bar = sys.stderr.isatty() and not (out is None and sys.stdout.isatty())
+    stats = ex.ExportStats()
     try:
         if show_bar:
             total = next(iter(ex.iter_batches(s, ex.count_select(q))))[0][0]
             with click.progressbar(length=total, label="Đang xuất", file=sys.stderr, show_pos=True) as bar:
-                n = ex.export(s, r, q, fmt, out, bom=not no_bom, stdout=sys.stdout.buffer, progress=bar.update)
+                n = ex.export(s, r, q, fmt, out, bom=not no_bom, stdout=sys.stdout.buffer, progress=bar.update,
+                              stats=stats)
         else:
-            n = ex.export(s, r, q, fmt, out, bom=not no_bom, stdout=sys.stdout.buffer)
+            n = ex.export(s, r, q, fmt, out, bom=not no_bom, stdout=sys.stdout.buffer, stats=stats)
     except ex.ExportError as e:
         _fail(str(e))
     except BrokenPipeError:  # `| head`: the reader is gone, nothing more to say
         sys.stderr.close()
         sys.exit(0)
+    if stats.truncated_cells:
+        limit = f"{ex.XLSX_MAX_CHARS:,}".replace(",", ".")
+        click.echo(f"cảnh báo: {stats.truncated_cells} ô dài quá {limit} ký tự (giới hạn của Excel) đã bị cắt, "
+                   f"cuối ô có dấu «{ex.XLSX_CUT_MARK}»; xuất --format csv hoặc jsonl để có đủ nội dung.", err=True)
     if out is not None:
         click.echo(f"Đã xuất {n} dòng vào {out}.", err=True)
 
