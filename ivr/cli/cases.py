@@ -114,7 +114,9 @@ def cases_show(code, home_affairs) -> None:
         lines.append("  Diễn biến:")
         for e in case.history:
             move = f" {e.from_status or ''}→{e.to_status}" if e.to_status else ""
-            lines.append(f"    {_fmt_time(e.at, tz)}  {e.actor}: {e.action}{move}" + (f" — {e.note}" if e.note else ""))
+            # A note may span lines (an answer): its next lines are indented deeper than an entry.
+            note = f" — {e.note}".replace("\n", "\n          ") if e.note else ""
+            lines.append(f"    {_fmt_time(e.at, tz)}  {e.actor}: {e.action}{move}{note}")
         click.echo("\n".join(lines))
 
     _cases_call(go)

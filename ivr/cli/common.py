@@ -76,7 +76,13 @@ def fail(message: str, code: int = 1) -> None:
 
 
 def actor(by: str | None) -> str:
-    return by or getpass.getuser()
+    """``--by``, else the login name (the cases service checks it is one line)."""
+    if by is not None:
+        return by
+    try:
+        return getpass.getuser()
+    except (OSError, KeyError):  # no login name (a container without an entry for this uid)
+        return f"uid {os.getuid()}"
 
 
 def fmt_time(t: dt.datetime, tz: str) -> str:
