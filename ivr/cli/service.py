@@ -72,7 +72,6 @@ def run(grace: float) -> None:
 
     from ivr import server, supervise
     from ivr.pbx.asterisk import Layout
-    from ivr.records import db as db_mod
 
     s = settings()
     r = load_routing(s.routing_path)

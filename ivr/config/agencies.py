@@ -261,12 +261,18 @@ class Outcome:
         return [(old, new) for old, new in self.updated if old.name != new.name]
 
 
+def _listed(current: dict, key: str) -> list:
+    """A section of a parsed routing file that should be a list, or [] (it may not be valid yet)."""
+    v = current.get(key)
+    return v if isinstance(v, list) else []
+
+
 def existing_agencies(current: dict) -> list[rt.Agency]:
     """The agencies of a parsed routing file that are well-formed enough to merge into."""
     return [
         rt.Agency(str(a["code"]), str(a["name"]), str(a["kind"]), a.get("parent"),
                   str(a["station"]) if a.get("station") is not None else None)
-        for a in (current.get("agencies") if isinstance(current.get("agencies"), list) else [])
+        for a in _listed(current, "agencies")
         if isinstance(a, dict) and "code" in a and "name" in a and "kind" in a
     ]
 
@@ -328,8 +334,7 @@ def import_rows(routing_path: Path, rows: list[Row] | Callable[[dict], list[Row]
             added.append(new)
         merged[r.code] = new
     # Stations already used by focal-point extensions must not be handed out again.
-    taken = {str(e.get("number")) for e in (current.get("extensions") if isinstance(current.get("extensions"), list) else [])
-             if isinstance(e, dict)}
+    taken = {str(e.get("number")) for e in _listed(current, "extensions") if isinstance(e, dict)}
     taken |= {a.station for a in merged.values() if a.station}
     agencies = _assign_stations(list(merged.values()), taken)
     numbered = {a.code: a for a in agencies}

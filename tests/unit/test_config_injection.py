@@ -21,7 +21,9 @@ from unittest import mock
 import pytest
 import yaml
 from click.testing import CliRunner
-from hypothesis import HealthCheck, given, settings as hsettings, strategies as st
+from hypothesis import HealthCheck, given
+from hypothesis import settings as hsettings
+from hypothesis import strategies as st
 
 from ivr.cli import main
 from ivr.config import credentials as sec_mod

@@ -126,9 +126,8 @@ def test_a_damaged_token_file_is_reported_by_zalo_status(tmp_path, content):
     (home / "zalo-tokens.json").write_text(content, encoding="utf-8")
     store = TokenStore(home / "zalo-tokens.json")
     assert store.load() is None and "Zalo for Developers" in store.problem()
-    from ivr.records import db
-
     from ivr.config.settings import Settings
+    from ivr.records import db
 
     env = _env(tmp_path, TONGDAI_ZALO_APP_ID="1", TONGDAI_ZALO_APP_SECRET="s", TONGDAI_ZALO_OA_SECRET_KEY="k")
     db.upgrade(Settings.from_env({**env, "PATH": "/usr/bin"}))
