@@ -98,3 +98,12 @@ def check_line(text: str, *, max_len: int, conf: bool = True) -> TextProblem | N
     if len(text) > max_len:
         return TextProblem("too_long", limit=max_len)
     return None
+
+
+def check_actor(actor: object) -> tuple[str, str | None]:
+    """Who acted (``--by``, a console user): the name trimmed, and why it cannot be one
+    (Vietnamese, for staff) or None. One line without control characters, at most ACTOR_MAX
+    characters: a line break could forge a line of a record's history."""
+    name = actor.strip() if isinstance(actor, str) else ""
+    problem = check_line(name, max_len=ACTOR_MAX, conf=False)
+    return name, (f"tên người thực hiện (--by) {problem.vi()}" if problem is not None else None)

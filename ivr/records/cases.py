@@ -68,10 +68,9 @@ def deadline(routing: Routing, received_at: dt.datetime, category: str) -> dt.da
 
 def check_actor(actor: str) -> str:
     """The actor's name, trimmed; CaseError unless it is one line without control characters."""
-    name = actor.strip() if isinstance(actor, str) else ""
-    problem = tx.check_line(name, max_len=tx.ACTOR_MAX, conf=False)
+    name, problem = tx.check_actor(actor)
     if problem is not None:
-        raise CaseError(f"tên người thực hiện (--by) {problem.vi()}")
+        raise CaseError(problem)
     return name
 
 
