@@ -233,12 +233,14 @@ def _all_commands(group: click.Group = main, prefix: str = "") -> set[str]:
     return out
 
 
-def test_the_table_covers_every_command():
+def _command(args: list[str]) -> str:
+    """The command a row of the table runs ("volunteers shift add")."""
     every = _all_commands()
-    tabled = set()
-    for args, _ in COMMANDS:
-        tabled.add(next(" ".join(args[:n]) for n in (3, 2, 1) if " ".join(args[:n]) in every))
-    assert tabled | NEEDS_PBX == every
+    return next(" ".join(args[:n]) for n in (3, 2, 1) if " ".join(args[:n]) in every)
+
+
+def test_the_table_covers_every_command():
+    assert {_command(args) for args, _ in COMMANDS} | NEEDS_PBX == _all_commands()
 
 
 @pytest.mark.parametrize("case", list(CASES))
@@ -330,3 +332,52 @@ def test_a_survey_list_with_an_impossible_date_is_refused_by_line(tmp_path, migr
     assert res.exit_code == 1 and "Traceback" not in res.output
     assert "people.csv:2: thời điểm hoàn thành '0001-01-01' không hợp lệ" in res.stderr
     assert "people.csv:3: thời điểm hoàn thành '9999-12-31 23:59' không hợp lệ" in res.stderr
+
+
+# Commands that do not read routing.yaml at all.
+NO_ROUTING = {"db upgrade", "zalo status", "recordings prune"}
+ROUTING_FILES = {
+    "missing": None,
+    "empty": "",
+    "not YAML": "hotline: [1022\n",
+    "deeply nested": "hotline: " + "[" * 20000 + "]" * 20000 + "\n",
+    "a directory": "<dir>",
+    "not UTF-8": "hotline:\n  number: 1022 # S\xe1 N\xf4i v\xf5\n",
+}
+
+
+@pytest.mark.parametrize("case", ["missing", "not YAML"])
+def test_every_command_with_a_broken_routing_file(tmp_path, migrated, case):
+    failures = []
+    for i, (args, _) in enumerate(COMMANDS):
+        tmp = tmp_path / str(i)
+        home = _prepare(tmp)
+        (home / "tongdai.db").write_bytes(migrated)
+        routing = tmp / "routing.yaml"
+        routing.unlink()
+        if ROUTING_FILES[case] is not None:
+            routing.write_text(ROUTING_FILES[case], encoding="utf-8")
+        env = {"TONGDAI_HOME": str(home), "TONGDAI_ROUTING": str(routing), "TONGDAI_ASTERISK": "sandbox"}
+        res = CliRunner().invoke(main, [a.format(tmp=tmp) for a in args], env=env)
+        name = " ".join(a for a in args if "{" not in a)
+        want = 0 if _command(args) in NO_ROUTING else 1
+        if res.exit_code != want or "Traceback" in res.output or not (res.exception is None or isinstance(res.exception, SystemExit)):
+            failures.append(f"{name}: exit {res.exit_code} (expected {want}), {res.exception!r}: {res.output[-300:]!r}")
+        elif want == 1 and "routing.yaml" not in res.stderr:
+            failures.append(f"{name}: the message does not name the file: {res.stderr!r}")
+    assert not failures, "\n".join(failures)
+
+
+@pytest.mark.parametrize("case", list(ROUTING_FILES))
+def test_check_and_render_with_a_broken_routing_file(tmp_path, case):
+    routing = tmp_path / "routing.yaml"
+    content = ROUTING_FILES[case]
+    if content == "<dir>":
+        routing.mkdir()
+    elif content is not None:
+        routing.write_bytes(content.encode("latin-1") if case == "not UTF-8" else content.encode())
+    env = {"TONGDAI_HOME": str(tmp_path / "home"), "TONGDAI_ROUTING": str(routing)}
+    for args in (["check"], ["render", "--out", str(tmp_path / "etc")], ["apply", "--dry-run"], ["cases", "list"]):
+        res = CliRunner().invoke(main, args, env=env)
+        assert res.exit_code == 1 and "Traceback" not in res.output, (args, res.output)
+        assert "routing.yaml" in res.stderr and len(res.stderr.splitlines()) <= 3, (args, res.stderr)
