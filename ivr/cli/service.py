@@ -9,6 +9,7 @@ import click
 from ivr.cli import errors
 from ivr.cli.common import fail, load_routing, settings
 from ivr.cli.pbx import build_prompts, start_asterisk
+from ivr.config.settings import Settings
 from ivr.pbx.asterisk import PbxError
 
 # ---------------------------------------------------------------------------------------- db
@@ -27,7 +28,7 @@ def db_upgrade() -> None:
     click.echo("Cơ sở dữ liệu đã ở phiên bản mới nhất.")
 
 
-def _upgrade(s) -> None:
+def _upgrade(s: Settings) -> None:
     from ivr.records import db as db_mod
 
     try:
