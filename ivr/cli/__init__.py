@@ -26,6 +26,17 @@ def _on_sigterm(signum, frame):  # noqa: ARG001
     raise Terminated(128 + signal.SIGTERM)
 
 
+def _thread_error(args: threading.ExceptHookArgs) -> None:
+    """An exception in a background thread, without its traceback: the command reports what
+    failed itself. aiosqlite's worker thread, answering a loop that a failed command already
+    closed, raises "Event loop is closed": nothing to tell."""
+    e = args.exc_value
+    if isinstance(e, RuntimeError) and str(e) == "Event loop is closed":
+        return
+    message, _ = errors.explain(e) if e is not None else ("?", 1)
+    click.echo(f"lỗi (luồng nền): {message}", err=True)
+
+
 def _quiet_logs(ctx: click.Context) -> None:
     """Library and module warnings (English, for a log file) stay off an operator's terminal;
     each command says in Vietnamese what matters. With -v / TONGDAI_DEBUG they are shown.
@@ -45,6 +56,8 @@ class Main(click.Group):
         main_thread = threading.current_thread() is threading.main_thread()
         previous = signal.signal(signal.SIGTERM, _on_sigterm) if main_thread else None
         _quiet_logs(ctx)
+        if not errors.debug_wanted(ctx.params.get("verbose", False)):
+            threading.excepthook = _thread_error
         try:
             return super().invoke(ctx)
         except (click.exceptions.ClickException, click.exceptions.Abort, click.exceptions.Exit,

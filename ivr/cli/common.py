@@ -38,9 +38,10 @@ def show_warnings(r: rt.Routing) -> None:
         click.echo(f"cảnh báo: {w}", err=True)
 
 
-def need_database(s: Settings) -> None:
+def need_database(s: Settings, *, must_exist: bool = True) -> None:
     """Refuse before touching a database that is not there: reading an SQLite file that does not
-    exist would create it, empty, and the command would fail on missing tables."""
+    exist would create it, empty, and the command would fail on missing tables. ``must_exist``
+    False (``db upgrade``, which creates it): only a directory in its place is refused."""
     import sqlalchemy as sa
 
     try:
@@ -53,7 +54,7 @@ def need_database(s: Settings) -> None:
     if p.is_dir():
         fail(f"cơ sở dữ liệu {p} là một thư mục, không phải tệp SQLite.\n"
              "Sửa TONGDAI_DATABASE_URL hoặc chuyển thư mục đó đi, rồi chạy `tongdai db upgrade`.")
-    if not p.exists():
+    if must_exist and not p.exists():
         fail(f"chưa có cơ sở dữ liệu {p}.\nChạy `tongdai db upgrade` (hoặc `make run`) trước.")
 
 

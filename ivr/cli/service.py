@@ -7,7 +7,7 @@ import sys
 import click
 
 from ivr.cli import errors
-from ivr.cli.common import fail, load_routing, settings
+from ivr.cli.common import fail, load_routing, need_database, settings
 from ivr.cli.pbx import build_prompts, start_asterisk
 from ivr.config.settings import Settings
 from ivr.pbx.asterisk import PbxError
@@ -31,6 +31,7 @@ def db_upgrade() -> None:
 def _upgrade(s: Settings) -> None:
     from ivr.records import db as db_mod
 
+    need_database(s, must_exist=False)  # aiosqlite, failing to open a directory, leaves a thread behind
     try:
         db_mod.upgrade(s)
     except Exception as e:  # the operator needs the reason, not a traceback

@@ -286,6 +286,15 @@ def test_a_real_process_prints_no_traceback_and_debug_shows_it(tmp_path):
     p = subprocess.run([sys.executable, "-m", "ivr", "cases", "list"], env=env, capture_output=True, text=True, timeout=60)
     assert p.returncode == 1 and p.stdout == ""
     assert p.stderr.startswith("lỗi: tệp cơ sở dữ liệu") and len(p.stderr.splitlines()) == 2, p.stderr
+    # A database path that is a directory: aiosqlite's worker thread once printed its own traceback
+    # after the command had failed.
+    (home / "tongdai.db").unlink()
+    (home / "tongdai.db").mkdir()
+    for args in (["db", "upgrade"], ["cases", "list"], ["export", "calls"]):
+        p = subprocess.run([sys.executable, "-m", "ivr", *args], env=env, capture_output=True, text=True, timeout=60)
+        assert p.returncode == 1 and "là một thư mục" in p.stderr and len(p.stderr.splitlines()) == 2, (args, p.stderr)
+    (home / "tongdai.db").rmdir()
+    (home / "tongdai.db").write_bytes(b"garbage" * 1000)
     for debug_env, args in (({"TONGDAI_DEBUG": "1"}, ["cases", "list"]), ({}, ["-v", "cases", "list"])):
         p = subprocess.run([sys.executable, "-m", "ivr", *args], env={**env, **debug_env}, capture_output=True, text=True,
                            timeout=60)
@@ -335,7 +344,7 @@ def test_a_survey_list_with_an_impossible_date_is_refused_by_line(tmp_path, migr
 
 
 # Commands that do not read routing.yaml at all.
-NO_ROUTING = {"db upgrade", "zalo status", "recordings prune"}
+NO_ROUTING = {"db upgrade", "zalo status"}  # (recordings prune reads it since call recordings)
 ROUTING_FILES = {
     "missing": None,
     "empty": "",
