@@ -2,6 +2,12 @@
 
 Deterministic: the same routing, settings and secrets give byte-identical files (no timestamps,
 sorted iteration), so ``diff`` shows exactly what an edit changes.
+
+Nothing is written that was not checked (docs/config-safety.md): the routing's texts are checked
+again against the rules routing.yaml's validation applies, and every value a template
+interpolates passes one gate (Jinja's ``finalize``) that refuses line breaks, control characters,
+the characters Asterisk's config syntax gives meaning to and overlong values, whatever their
+source (routing, settings from the environment, secrets.json).
 """
 
 from __future__ import annotations
@@ -13,6 +19,8 @@ from pathlib import Path
 
 import jinja2
 
+from ivr.config import routing as rt
+from ivr.config import text as tx
 from ivr.config.credentials import Secrets
 from ivr.config.routing import Routing
 from ivr.config.settings import Settings
@@ -140,6 +148,25 @@ STUB_FILES = {
 
 SECRET_FILES = ("pjsip.conf", "ari.conf", "manager.conf")
 
+# Asterisk reads its config files line by line into an 8 KiB buffer; no value comes near this.
+MAX_VALUE = 1024
+
+
+class UnsafeValue(Exception):
+    """A value that could act as syntax in an Asterisk config file; nothing was rendered."""
+
+
+def _gate(value):
+    """Jinja's finalize: every ``{{ … }}`` of every template goes through here."""
+    if value is None or isinstance(value, bool):
+        raise UnsafeValue(f"{value!r} is not a value for a config file")
+    text = str(value)
+    problem = tx.check_line(text, max_len=MAX_VALUE) if text else None
+    if problem is not None:
+        shown = text if len(text) <= 60 else text[:60] + "…"
+        raise UnsafeValue(f"{shown!r} {problem}")
+    return text
+
 
 def _env() -> jinja2.Environment:
     return jinja2.Environment(
@@ -149,11 +176,16 @@ def _env() -> jinja2.Environment:
         lstrip_blocks=True,
         keep_trailing_newline=True,
         autoescape=False,
+        finalize=_gate,
     )
 
 
 def render(routing: Routing, settings: Settings, secrets: Secrets, layout: Layout | None = None) -> dict[str, str]:
-    """Every Asterisk config file, name -> text."""
+    """Every Asterisk config file, name -> text. Raises :class:`UnsafeValue` rather than write a
+    value that could act as syntax."""
+    unsafe = rt.unsafe_texts(routing)
+    if unsafe:
+        raise UnsafeValue("routing: " + "; ".join(unsafe[:5]) + (f" (and {len(unsafe) - 5} more)" if len(unsafe) > 5 else ""))
     layout = layout or Layout.for_settings(settings)
     ctx = {
         "routing": routing,
@@ -170,7 +202,12 @@ def render(routing: Routing, settings: Settings, secrets: Secrets, layout: Layou
         "qualify_frequency": presence.QUALIFY_SECONDS,
     }
     env = _env()
-    files = {name: env.get_template(name + ".j2").render(ctx) for name in FILES}
+    files = {}
+    for name in FILES:
+        try:
+            files[name] = env.get_template(name + ".j2").render(ctx)
+        except UnsafeValue as e:
+            raise UnsafeValue(f"{name}: {e}") from None
     for name, body in STUB_FILES.items():
         files[name] = "; Rendered by `tongdai render`: defaults wanted, file present so Asterisk does not complain.\n" + body
     return dict(sorted(files.items()))

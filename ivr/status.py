@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import datetime as dt
+import os
 import shutil
 from zoneinfo import ZoneInfo
 
@@ -66,6 +67,9 @@ async def _gather(settings: Settings, routing: rt.Routing) -> dict:
         from ivr.records import db
         from ivr.records.calllog import last_presence
 
+        path = db.sqlite_path(settings.database_url)
+        if path is not None and not path.startswith("file:") and not os.path.isfile(path):
+            raise FileNotFoundError(path)  # reading would create it, empty
         engine = db.engine(settings)
         try:
             history = await asyncio.wait_for(last_presence(engine), 5)

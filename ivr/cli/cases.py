@@ -5,7 +5,7 @@ from __future__ import annotations
 import click
 
 from ivr.cli.common import actor as _actor
-from ivr.cli.common import fail, load_routing, settings
+from ivr.cli.common import fail, load_routing, need_database, settings
 from ivr.cli.common import fmt_time as _fmt_time
 from ivr.vocab import CaseStatus, Category, CloseReason
 
@@ -21,6 +21,7 @@ def _cases_call(fn):
 
     s = settings()
     r = load_routing(s.routing_path)
+    need_database(s)
 
     async def go():
         engine = db_mod.engine(s)
@@ -113,7 +114,9 @@ def cases_show(code, home_affairs) -> None:
         lines.append("  Diễn biến:")
         for e in case.history:
             move = f" {e.from_status or ''}→{e.to_status}" if e.to_status else ""
-            lines.append(f"    {_fmt_time(e.at, tz)}  {e.actor}: {e.action}{move}" + (f" — {e.note}" if e.note else ""))
+            # A note may span lines (an answer): its next lines are indented deeper than an entry.
+            note = f" — {e.note}".replace("\n", "\n          ") if e.note else ""
+            lines.append(f"    {_fmt_time(e.at, tz)}  {e.actor}: {e.action}{move}{note}")
         click.echo("\n".join(lines))
 
     _cases_call(go)

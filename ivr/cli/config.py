@@ -10,7 +10,7 @@ from pathlib import Path
 
 import click
 
-from ivr.cli.common import fail, load_routing, settings
+from ivr.cli.common import fail, load_routing, settings, show_warnings
 from ivr.config import agencies as agencies_mod
 from ivr.config import credentials as secrets_mod
 from ivr.config import hours as cal
@@ -29,6 +29,7 @@ def check(path: Path | None, as_json: bool) -> None:
     s = settings()
     path = path or s.routing_path
     r = load_routing(path)
+    show_warnings(r)
     if as_json:
         click.echo(json.dumps(r.to_json(), ensure_ascii=False, indent=1))
         return
@@ -36,6 +37,8 @@ def check(path: Path | None, as_json: bool) -> None:
     click.echo(rt.summary(r))
     st = cal.state(r, s.hours_override_path)
     click.echo(f"Trạng thái giờ làm việc: {'MỞ' if st.open else 'ĐÓNG'} ({st.reason})")
+    if st.problem:
+        click.echo(f"cảnh báo: {st.problem}", err=True)
 
 
 # ------------------------------------------------------------------------------------ render
@@ -150,6 +153,8 @@ def hours(mode: str, until: str | None) -> None:
     cal.write_override(s.hours_override_path, mode, until_at, now)
     st = cal.state(r, s.hours_override_path, now)
     click.echo(f"Tổng đài: {'MỞ' if st.open else 'ĐÓNG'} ({st.reason}).")
+    if st.problem:
+        click.echo(f"cảnh báo: {st.problem}", err=True)
 
 
 # ---------------------------------------------------------------------------------- agencies
@@ -193,6 +198,7 @@ def agencies_import(csv_file: Path | None, province: str | None, replace_all: bo
     except agencies_mod.ImportError_ as e:
         for p in e.problems:
             click.echo(p, err=True)
+        click.echo(f"{csv_file}: không nạp được — chưa ghi gì vào {s.routing_path}.", err=True)
         sys.exit(1)
     click.echo(f"Đã nạp {csv_file}: thêm {added}, cập nhật {updated}; nay có {len(r.agencies)} cơ quan, {len(r.extensions)} máy lẻ.")
 

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import click
 
-from ivr.cli.common import fail, load_routing, settings
+from ivr.cli.common import fail, load_routing, settings, show_warnings
 from ivr.cli.config import render_to
 from ivr.config import routing as rt
 from ivr.config.settings import Settings
@@ -173,6 +173,7 @@ def apply_cmd(yes: bool, dry_run: bool) -> None:
 
     s = settings()
     r = load_routing(s.routing_path)  # an invalid file stops here: nothing written, nothing reloaded
+    show_warnings(r)
     p = ap.plan(s, r)
     if not p.changed:
         click.echo("Cấu hình Asterisk không thay đổi.")

@@ -14,8 +14,7 @@ from pathlib import Path
 import click
 
 from ivr.cli.common import fail as _fail
-from ivr.cli.common import load_routing
-from ivr.cli.common import need_database as _need_database
+from ivr.cli.common import load_routing, need_database, unwritable
 from ivr.config.settings import Settings
 
 # ivr.export (SQLAlchemy, the models) is imported inside the commands that need it, so that
@@ -68,11 +67,13 @@ def export_cmd(table, date_from, date_to, branch, agency, fmt, out, no_bom, home
             raise ex.ExportError(f"--out {out} là thư mục, cần một tên tệp")
         if out is not None and not out.parent.is_dir():
             raise ex.ExportError(f"--out: thư mục {out.parent} không tồn tại")
+        if out is not None and (why := unwritable(out)):
+            raise ex.ExportError(why)
         if no_bom and fmt != "csv":
             raise ex.ExportError("--no-bom chỉ dùng với --format csv")
     except ex.ExportError as e:
         _fail(str(e), 2)
-    _need_database(s)
+    need_database(s)
     try:
         known = [agency] if agency and agency not in r.agencies and _agency_in_log(s, agency, table) else []
         q = ex.make_query(table, r, date_from=date_from, date_to=date_to, branch=branch, agency=agency,
@@ -81,18 +82,24 @@ def export_cmd(table, date_from, date_to, branch, agency, fmt, out, no_bom, home
         _fail(str(e), 2)
 
     show_bar = sys.stderr.isatty() and not (out is None and sys.stdout.isatty())
+    stats = ex.ExportStats()
     try:
         if show_bar:
             total = next(iter(ex.iter_batches(s, ex.count_select(q))))[0][0]
             with click.progressbar(length=total, label="Đang xuất", file=sys.stderr, show_pos=True) as bar:
-                n = ex.export(s, r, q, fmt, out, bom=not no_bom, stdout=sys.stdout.buffer, progress=bar.update)
+                n = ex.export(s, r, q, fmt, out, bom=not no_bom, stdout=sys.stdout.buffer, progress=bar.update,
+                              stats=stats)
         else:
-            n = ex.export(s, r, q, fmt, out, bom=not no_bom, stdout=sys.stdout.buffer)
+            n = ex.export(s, r, q, fmt, out, bom=not no_bom, stdout=sys.stdout.buffer, stats=stats)
     except ex.ExportError as e:
         _fail(str(e))
     except BrokenPipeError:  # `| head`: the reader is gone, nothing more to say
         sys.stderr.close()
         sys.exit(0)
+    if stats.truncated_cells:
+        limit = f"{ex.XLSX_MAX_CHARS:,}".replace(",", ".")
+        click.echo(f"cảnh báo: {stats.truncated_cells} ô dài quá {limit} ký tự (giới hạn của Excel) đã bị cắt, "
+                   f"cuối ô có dấu «{ex.XLSX_CUT_MARK}»; xuất --format csv hoặc jsonl để có đủ nội dung.", err=True)
     if out is not None:
         click.echo(f"Đã xuất {n} dòng vào {out}.", err=True)
 
@@ -118,11 +125,13 @@ def report_monthly(month: str, out: Path) -> None:
         rp.check_out(out)
         if out.is_dir() or not out.parent.is_dir():
             raise rp.ReportError(f"--out {out}: cần một tên tệp trong thư mục đã có")
+        if why := unwritable(out):
+            raise rp.ReportError(why)
         if m.start >= dt.datetime.now(dt.timezone.utc):
             raise rp.ReportError(f"tháng {m.label} chưa bắt đầu")
     except rp.ReportError as e:
         _fail(str(e), 2)
-    _need_database(s)
+    need_database(s)
     try:
         rp.write(db_mod.engine(s), r, m, out)
     except rp.ReportError as e:
@@ -157,7 +166,7 @@ def recordings_prune(days: int | None, as_of: str | None, dry_run: bool) -> None
             now = ex.local_day_start(ex.parse_date(as_of, "--as-of"), r.hotline.timezone)
     except (retention.RetentionError, ex.ExportError) as e:
         _fail(str(e), 2)
-    _need_database(s)
+    need_database(s)
     call_days = r.recording.retention_days
     res = retention.prune(s, db_mod.engine(s), keep, call_days=call_days, dry_run=dry_run, now=now)
     verb = "Sẽ xoá" if dry_run else "Đã xoá"

@@ -6,8 +6,10 @@ import sys
 
 import click
 
-from ivr.cli.common import fail, load_routing, settings
+from ivr.cli import errors
+from ivr.cli.common import fail, load_routing, need_database, settings
 from ivr.cli.pbx import build_prompts, start_asterisk
+from ivr.config.settings import Settings
 from ivr.pbx.asterisk import PbxError
 
 # ---------------------------------------------------------------------------------------- db
@@ -21,14 +23,23 @@ def db() -> None:
 @db.command("upgrade")
 def db_upgrade() -> None:
     """Áp dụng các migration (Alembic) lên cơ sở dữ liệu đã cấu hình."""
+    s = settings()
+    _upgrade(s)
+    click.echo("Cơ sở dữ liệu đã ở phiên bản mới nhất.")
+
+
+def _upgrade(s: Settings) -> None:
     from ivr.records import db as db_mod
 
-    s = settings()
+    need_database(s, must_exist=False)  # aiosqlite, failing to open a directory, leaves a thread behind
     try:
         db_mod.upgrade(s)
     except Exception as e:  # the operator needs the reason, not a traceback
-        fail(f"không nâng cấp được cơ sở dữ liệu: {e}")
-    click.echo("Cơ sở dữ liệu đã ở phiên bản mới nhất.")
+        if errors.debug_wanted():
+            raise
+        found = errors.known(e)  # else Alembic's own words, e.g. a revision this version does not know
+        why = found[0] if found else (str(e).strip().splitlines() or [type(e).__name__])[0]
+        fail(f"không nâng cấp được cơ sở dữ liệu: {why}")
 
 
 # ------------------------------------------------------------------------------------- serve
@@ -63,15 +74,11 @@ def run(grace: float) -> None:
 
     from ivr import server, supervise
     from ivr.pbx.asterisk import Layout
-    from ivr.records import db as db_mod
 
     s = settings()
     r = load_routing(s.routing_path)
     click.echo(f"TONGDAI_HOME={s.home}")
-    try:
-        db_mod.upgrade(s)
-    except Exception as e:
-        fail(f"không nâng cấp được cơ sở dữ liệu: {e}")
+    _upgrade(s)
     layout = Layout.for_settings(s)
     try:
         layout.install(log=click.echo)

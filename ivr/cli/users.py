@@ -13,7 +13,7 @@ import zoneinfo
 import click
 
 from ivr.cli.common import fail as _fail
-from ivr.cli.common import load_routing, settings
+from ivr.cli.common import load_routing, need_database, settings
 from ivr.vocab import Role
 
 
@@ -24,6 +24,7 @@ def _run(fn):
 
     s = settings()
     r = load_routing(s.routing_path)
+    need_database(s)  # reading a missing SQLite file would create it empty
 
     async def go():
         engine = db.engine(s)

@@ -13,6 +13,7 @@ from pathlib import Path
 import click
 
 from ivr.cli.common import fail as _fail
+from ivr.cli.common import need_database
 from ivr.config.settings import Settings
 
 
@@ -32,6 +33,7 @@ def _run(fn):
     from ivr.records import db
 
     s, r = _context()
+    need_database(s)
 
     async def go():
         engine = db.engine(s)
@@ -137,7 +139,13 @@ def surveys_list(status: str | None) -> None:
 @click.option("--month", default=lambda: dt.date.today().strftime("%Y-%m"), help="Tháng YYYY-MM (mặc định: tháng này).")
 def surveys_report(month: str) -> None:
     """Báo cáo tháng: điểm khảo sát qua Zalo theo nơi giải quyết, bên cạnh điểm đánh giá qua điện thoại."""
+    from ivr.records.report import Month, ReportError
     from ivr.zalo.surveys import QUESTIONS, Surveys
+
+    try:
+        Month.parse(month, "UTC")  # a bad month is a bad argument: exit 2, before any work
+    except ReportError as e:
+        _fail(str(e), 2)
 
     async def go(s, r, engine):
         rep = await Surveys(engine, s.zalo, r.hotline.timezone).report(month)
@@ -175,16 +183,20 @@ def zalo_status() -> None:
     from ivr.zalo.tokens import TokenStore
     from ivr.zalo.webhook import PATH
 
+    if Settings.from_env().zalo is None:  # nothing to show, and no database needed to say so
+        click.echo("Zalo: TẮT (đặt TONGDAI_ZALO_APP_ID để bật).")
+        return
+
     async def go(s, r, engine):
         z = s.zalo
-        if z is None:
-            click.echo("Zalo: TẮT (đặt TONGDAI_ZALO_APP_ID để bật).")
-            return
         host, port = s.web_addr
         click.echo(f"Zalo: BẬT, ứng dụng {z.app_id}" + (f", OA {z.oa_id}" if z.oa_id else ""))
         click.echo(f"  Webhook: http://{host}:{port}{PATH} (đưa ra ngoài qua HTTPS, khai báo trong Zalo for Developers)")
-        t = TokenStore(z.token_path).load()
+        store = TokenStore(z.token_path)
+        t = store.load()
         click.echo(f"  Access token: {'hết hạn lúc ' + _local(t.expires_at, r.hotline.timezone) if t else 'chưa có'}")
+        if store.problem():
+            click.echo(f"cảnh báo: {store.problem()}", err=True)
         click.echo(f"  Giờ yên lặng: {z.quiet_start}–{z.quiet_end}; mẫu ZNS khảo sát: {z.zns_template_id or 'chưa đặt'}")
         async with engine.connect() as c:
             ob = (await c.execute(select(OutboxItem.status, func.count()).group_by(OutboxItem.status))).all()

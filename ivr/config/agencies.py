@@ -1,7 +1,9 @@
 """`tongdai agencies import`: load a province's list of agencies into routing.yaml.
 
 The CSV has the columns ``code,name,kind,parent[,station]`` (lines starting with ``#`` are
-comments). A list in the statistics office's form, ``gso_code,name,kind,parent_gso_code``, is
+comments), in UTF-8. Names and kinds follow the same rule as in routing.yaml (ivr.config.text):
+a name with a line break, a control character or a character of Asterisk's config syntax is
+refused with its CSV line, like any other bad cell. A list in the statistics office's form, ``gso_code,name,kind,parent_gso_code``, is
 accepted as it is: codes become ``DV<gso_code>``.
 
 Agencies without a station get one under the numbering plan documented in routing.yaml:
@@ -33,6 +35,9 @@ import yaml
 from yaml.nodes import MappingNode
 
 from ivr.config import routing as rt
+from ivr.config import text as tx
+
+MAX_BYTES = 16 << 20  # the province's list is about 10 KB
 
 # libyaml's loader when PyYAML has it: ten times faster on a province's ~200 agencies, same marks.
 _Loader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
@@ -64,15 +69,23 @@ class Row:
 
 def read_csv(path: Path) -> list[Row]:
     """Parse an agencies CSV; raise :class:`ImportError_` with every bad line."""
+    raw = _read_utf8(path)
+    # The csv module finds the records: a quoted cell may hold a line break (refused below, with
+    # its line), and only CR and LF end a record. str.splitlines() would also split at VT, FF,
+    # NEL, U+2028…, inside a cell, and turn the rest of a name into a row of its own.
+    reader = csv.reader(io.StringIO(raw, newline=""))
+    lines: list[tuple[int, list[str]]] = []  # (line the record starts on, cells)
+    start = 1
     try:
-        raw = path.read_text(encoding="utf-8-sig")
-    except OSError as e:
-        raise ImportError_([f"{path}: cannot read: {e.strerror or e}"]) from None
-    lines = [(n, ln) for n, ln in enumerate(raw.splitlines(), 1) if ln.strip() and not ln.lstrip().startswith("#")]
+        for cells in reader:
+            if any(c.strip() for c in cells) and not cells[0].lstrip().startswith("#"):
+                lines.append((start, cells))
+            start = reader.line_num + 1
+    except csv.Error as e:
+        raise ImportError_([f"{path}:{start}: not CSV: {e}"]) from None
     if not lines:
         raise ImportError_([f"{path}: no header line"])
-    reader = csv.reader(io.StringIO("\n".join(ln for _, ln in lines)))
-    rows_raw = list(reader)
+    rows_raw = [cells for _, cells in lines]
     header = [h.strip() for h in rows_raw[0]]
     gso = "gso_code" in header
     want = ["gso_code", "name", "kind", "parent_gso_code"] if gso else ["code", "name", "kind", "parent"]
@@ -100,20 +113,60 @@ def read_csv(path: Path) -> list[Row]:
         if not code or not name or not kind:
             problems.append(f"{path}:{lineno}: code, name and kind are required")
             continue
-        if not rt.AGENCY_CODE_RE.match(code):
-            problems.append(f"{path}:{lineno}: '{code}' is not a valid agency code")
+        if not rt.AGENCY_CODE_RE.fullmatch(code):
+            problems.append(f"{path}:{lineno}: {rt.quote(code)} is not a valid agency code")
+            continue
+        bad = [(col, value, p) for col, value, limit in (("name", name, tx.NAME_MAX), ("kind", kind, tx.KIND_MAX))
+               if (p := tx.check_line(value, max_len=limit)) is not None]
+        if bad:
+            problems.extend(f"{path}:{lineno} {col}: {rt.quote(value)} {p.en()}" for col, value, p in bad)
+            continue
+        if parent is not None and not rt.AGENCY_CODE_RE.fullmatch(parent):
+            problems.append(f"{path}:{lineno}: parent {rt.quote(parent)} is not a valid agency code")
             continue
         if code in seen:
             problems.append(f"{path}:{lineno}: duplicate code '{code}' (first on line {seen[code]})")
             continue
-        if station and not rt.EXTENSION_RE.match(station):
-            problems.append(f"{path}:{lineno}: station '{station}' is not an extension number")
+        if station and not rt.EXTENSION_RE.fullmatch(station):
+            problems.append(f"{path}:{lineno}: station {rt.quote(station)} is not an extension number")
             continue
         seen[code] = lineno
         out.append(Row(code, name, kind, parent, station, lineno))
     if problems:
         raise ImportError_(problems)
     return out
+
+
+def _read_utf8(path: Path) -> str:
+    try:
+        with open(path, "rb") as f:
+            data = f.read(MAX_BYTES + 1)
+    except OSError as e:
+        raise ImportError_([f"{path}: cannot read: {e.strerror or e}"]) from None
+    if len(data) > MAX_BYTES:
+        raise ImportError_([f"{path}: larger than {MAX_BYTES >> 20} MiB: not a list of agencies"])
+    try:
+        return data.decode("utf-8-sig")
+    except UnicodeDecodeError as e:
+        line = data[: e.start].count(b"\n") + 1
+        raise ImportError_([
+            f"{path}:{line}: not UTF-8 text (byte 0x{data[e.start]:02x}); a CSV saved by Excel in a Windows "
+            "code page (Vietnamese: 1258) must be saved again as 'CSV UTF-8'",
+        ]) from None
+
+
+def _current(routing_path: Path) -> tuple[str, dict]:
+    """The routing file's text and data. The file need not be valid yet (an empty one is a
+    start), but must be readable YAML with sections at the top (not a list, not nested for ever:
+    checked by the pure-Python composer before libyaml's loader sees it)."""
+    try:
+        text = rt.read_text(routing_path)
+        root = rt.compose(text, str(routing_path))
+    except rt.RoutingError as e:
+        raise ImportError_([str(p) for p in e.errors]) from None
+    if root is not None and not isinstance(root, MappingNode):
+        raise ImportError_([f"{routing_path}: not a routing file (expected sections such as hotline:, branches:, agencies:)"])
+    return text, (yaml.load(text, Loader=_Loader) or {}) if root is not None else {}
 
 
 def _assign_stations(agencies: list[rt.Agency], taken: set[str]) -> list[rt.Agency]:
@@ -208,12 +261,18 @@ class Outcome:
         return [(old, new) for old, new in self.updated if old.name != new.name]
 
 
+def _listed(current: dict, key: str) -> list:
+    """A section of a parsed routing file that should be a list, or [] (it may not be valid yet)."""
+    v = current.get(key)
+    return v if isinstance(v, list) else []
+
+
 def existing_agencies(current: dict) -> list[rt.Agency]:
     """The agencies of a parsed routing file that are well-formed enough to merge into."""
     return [
         rt.Agency(str(a["code"]), str(a["name"]), str(a["kind"]), a.get("parent"),
                   str(a["station"]) if a.get("station") is not None else None)
-        for a in (current.get("agencies") or [])
+        for a in _listed(current, "agencies")
         if isinstance(a, dict) and "code" in a and "name" in a and "kind" in a
     ]
 
@@ -239,11 +298,7 @@ def import_rows(routing_path: Path, rows: list[Row] | Callable[[dict], list[Row]
     Writes atomically, and only if the resulting file validates; otherwise raises
     :class:`ImportError_` and the file is left as it was, byte for byte.
     """
-    try:
-        text = routing_path.read_text(encoding="utf-8")
-    except OSError as e:
-        raise ImportError_([f"{routing_path}: cannot read: {e.strerror or e}"]) from None
-    current = yaml.load(text, Loader=_Loader) or {}
+    text, current = _current(routing_path)
     if callable(rows):
         rows = rows(current)
     existing = existing_agencies(current)
@@ -279,7 +334,7 @@ def import_rows(routing_path: Path, rows: list[Row] | Callable[[dict], list[Row]
             added.append(new)
         merged[r.code] = new
     # Stations already used by focal-point extensions must not be handed out again.
-    taken = {str(e.get("number")) for e in (current.get("extensions") or []) if isinstance(e, dict)}
+    taken = {str(e.get("number")) for e in _listed(current, "extensions") if isinstance(e, dict)}
     taken |= {a.station for a in merged.values() if a.station}
     agencies = _assign_stations(list(merged.values()), taken)
     numbered = {a.code: a for a in agencies}

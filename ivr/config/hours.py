@@ -6,13 +6,16 @@ a listed swapped working day (ngày làm bù), which wins over everything else.
 
 The override (``tongdai hours open|closed|auto``), as in FreePBX's day/night control, forces the
 hotline open or closed until a time or until set back to ``auto``. It lives in the data directory
-so that the controller sees it on the next call.
+so that the controller sees it on the next call. The file is checked when read: one that cannot
+be used (damaged, hand-edited without a time zone, a date out of range) counts as ``auto`` and
+:func:`state` says so and how to fix it, for ``check``, ``hours`` and the controller's log.
 """
 
 from __future__ import annotations
 
 import datetime as dt
 import json
+import logging
 import os
 import tempfile
 import zoneinfo
@@ -23,6 +26,22 @@ from pathlib import Path
 import holidays as _holidays
 
 from ivr.config.routing import Hours, Routing
+
+log = logging.getLogger("tongdai.hours")
+
+# The farthest an override may reach: a Tết duty or a closure, not a configuration (for a closure
+# without end, no --until). Also keeps every stored time far from datetime's limits.
+MAX_AHEAD = dt.timedelta(days=366)
+_EARLIEST = dt.datetime(2000, 1, 1, tzinfo=dt.timezone.utc)
+_LATEST = dt.datetime(9000, 1, 1, tzinfo=dt.timezone.utc)
+
+
+class OverrideError(Exception):
+    """The override file cannot be used; the message (Vietnamese) says how to fix it."""
+
+    def __init__(self, path: Path, reason: str):
+        super().__init__(f"tệp {path} (lệnh `tongdai hours`) không dùng được: {reason}; tổng đài đang chạy theo lịch.\n"
+                         "Chạy `tongdai hours auto` để xoá tệp, rồi đặt lại `tongdai hours open|closed` nếu cần.")
 
 
 @lru_cache(maxsize=64)
@@ -104,24 +123,55 @@ class Override:
         return self.until is None or now < self.until
 
 
-def read_override(path: Path) -> Override | None:
-    """The stored override, or None (auto). A damaged file counts as auto."""
+def _time(data: dict, key: str) -> dt.datetime:
+    v = data.get(key)
+    if not isinstance(v, str):
+        raise ValueError(f"thiếu '{key}'")
     try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-        until = dt.datetime.fromisoformat(data["until"]) if data.get("until") else None
-        if data["mode"] not in ("open", "closed"):
-            return None
-        return Override(data["mode"], until, dt.datetime.fromisoformat(data["set_at"]))
-    except (OSError, ValueError, KeyError, TypeError):
+        t = dt.datetime.fromisoformat(v)
+    except ValueError:
+        raise ValueError(f"'{key}' không phải thời điểm ISO 8601") from None
+    if t.tzinfo is None or t.utcoffset() is None:
+        raise ValueError(f"'{key}' không ghi múi giờ (ví dụ +07:00)")
+    if not _EARLIEST <= t <= _LATEST:
+        raise ValueError(f"'{key}' nằm ngoài khoảng năm 2000–9000")
+    return t
+
+
+def read_override(path: Path) -> Override | None:
+    """The stored override, or None (auto); :class:`OverrideError` when the file cannot be used."""
+    try:
+        raw = path.read_bytes()[:65536]
+    except FileNotFoundError:
         return None
+    except OSError as e:
+        raise OverrideError(path, f"không đọc được ({e.strerror or e})") from None
+    try:
+        data = json.loads(raw.decode("utf-8"))
+    except (ValueError, RecursionError):  # not UTF-8, not JSON, nested too deep
+        raise OverrideError(path, "không phải JSON hợp lệ") from None
+    try:
+        if not isinstance(data, dict):
+            raise ValueError("không phải một đối tượng JSON")
+        if data.get("mode") not in ("open", "closed"):
+            raise ValueError("'mode' phải là open hoặc closed")
+        until = _time(data, "until") if data.get("until") is not None else None
+        return Override(data["mode"], until, _time(data, "set_at"))
+    except ValueError as e:
+        raise OverrideError(path, str(e)) from None
 
 
 def write_override(path: Path, mode: str, until: dt.datetime | None, now: dt.datetime) -> None:
-    """Persist ``mode`` (open, closed or auto) atomically."""
+    """Persist ``mode`` (open, closed or auto) atomically. ``until`` must come from
+    :func:`parse_until` (aware, at most :data:`MAX_AHEAD` ahead): nothing else is written."""
     path.parent.mkdir(parents=True, exist_ok=True)
     if mode == "auto":
         path.unlink(missing_ok=True)
         return
+    if mode not in ("open", "closed"):
+        raise ValueError(f"mode {mode!r}")
+    if until is not None and (until.tzinfo is None or not now < until <= now + MAX_AHEAD):
+        raise ValueError(f"until {until!r} is not within {MAX_AHEAD.days} days from now")
     data = {
         "mode": mode,
         "until": until.astimezone(dt.timezone.utc).isoformat() if until else None,
@@ -136,7 +186,8 @@ def write_override(path: Path, mode: str, until: dt.datetime | None, now: dt.dat
 
 
 def parse_until(text: str, now: dt.datetime, tz: str) -> dt.datetime:
-    """``HH:MM`` (the next such time), ``YYYY-MM-DD`` (the start of that day) or ``YYYY-MM-DD HH:MM``."""
+    """``HH:MM`` (the next such time), ``YYYY-MM-DD`` (the start of that day) or ``YYYY-MM-DD HH:MM``,
+    in the future and at most :data:`MAX_AHEAD` away. Errors are for the operator (Vietnamese)."""
     zone = zoneinfo.ZoneInfo(tz)
     local_now = now.astimezone(zone)
     text = text.strip()
@@ -150,10 +201,13 @@ def parse_until(text: str, now: dt.datetime, tz: str) -> dt.datetime:
     try:
         d = dt.datetime.fromisoformat(text)
     except ValueError:
-        raise ValueError(f"'{text}' is not a time: use HH:MM, YYYY-MM-DD or 'YYYY-MM-DD HH:MM'") from None
+        raise ValueError(f"{text[:40]!r} không phải thời điểm: dùng HH:MM, YYYY-MM-DD hoặc 'YYYY-MM-DD HH:MM'") from None
     d = d if d.tzinfo else d.replace(tzinfo=zone)
     if d <= now:
-        raise ValueError(f"'{text}' is already past")
+        raise ValueError(f"'{text}' đã qua")
+    if d > now + MAX_AHEAD:
+        raise ValueError(f"'{text}' quá xa: --until tối đa {MAX_AHEAD.days} ngày; "
+                         "để mở/đóng không thời hạn, bỏ --until rồi chạy `tongdai hours auto` khi cần")
     return d
 
 
@@ -161,22 +215,36 @@ def parse_until(text: str, now: dt.datetime, tz: str) -> dt.datetime:
 class OpenState:
     open: bool
     reason: str  # Vietnamese, for operators
+    problem: str | None = None  # the override file could not be used (Vietnamese: what to do)
+
+
+_reported: set[str] = set()
+
+
+def _override(path: Path) -> tuple[Override | None, str | None]:
+    try:
+        return read_override(path), None
+    except OverrideError as e:
+        if str(e) not in _reported:  # the controller asks on every call: say it once
+            _reported.add(str(e))
+            log.warning("hours override ignored: %s", str(e).replace("\n", " "))
+        return None, str(e)
 
 
 def state(routing: Routing, override_path: Path, now: dt.datetime | None = None) -> OpenState:
     """Whether the hotline is open now, honouring the operator's override."""
     now = now or dt.datetime.now(dt.timezone.utc)
     tz = routing.hotline.timezone
-    ov = read_override(override_path)
+    ov, problem = _override(override_path)
     if ov and ov.active(now):
         until = f" đến {ov.until.astimezone(zoneinfo.ZoneInfo(tz)):%H:%M %d/%m/%Y}" if ov.until else " cho đến khi đặt lại auto"
         return OpenState(ov.mode == "open", f"{'mở' if ov.mode == 'open' else 'đóng'} theo lệnh của người vận hành{until}")
     local = now.astimezone(zoneinfo.ZoneInfo(tz))
     hol = holiday_name(routing.hours, local.date())
     if is_open_by_schedule(routing.hours, now, tz):
-        return OpenState(True, "trong giờ làm việc")
+        return OpenState(True, "trong giờ làm việc", problem)
     if local.date() in routing.hours.closed_days:
-        return OpenState(False, "ngày nghỉ")
+        return OpenState(False, "ngày nghỉ", problem)
     if hol and local.date() not in routing.hours.working_days:
-        return OpenState(False, f"ngày lễ: {hol}")
-    return OpenState(False, "ngoài giờ làm việc")
+        return OpenState(False, f"ngày lễ: {hol}", problem)
+    return OpenState(False, "ngoài giờ làm việc", problem)

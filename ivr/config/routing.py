@@ -20,8 +20,14 @@ from typing import Any
 import yaml
 from yaml.nodes import MappingNode, Node, ScalarNode, SequenceNode
 
+from ivr.config import text as tx
 from ivr.vocab import Category
 
+# Asterisk's language of the hotline's channels (prompts, SayDigits rules): only languages the
+# hotline has prompts in (ivr/pbx/data/prompts-<code>.yaml). The value is written into
+# asterisk.conf, pjsip.conf and the dialplan, so it is a closed list, never free text.
+LANGUAGES = ("vi",)
+MAX_BYTES = 4 << 20  # a routing file of a whole province is about 50 KB
 STRATEGIES = ("ringall", "hunt", "roundrobin", "leastrecent")
 DAY_NAMES = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
 EXTENSION_RE = re.compile(r"^[0-9]{2,6}$")
@@ -183,6 +189,7 @@ class Routing:
     limits: Limits = Limits()
     recording: Recording = Recording()
     source: str = ""
+    warnings: tuple[Problem, ...] = ()  # valid but odd (``check`` and ``apply`` show them)
 
     def branch(self, digit: str) -> Branch | None:
         for b in self.branches:
@@ -238,10 +245,16 @@ class _Checker:
     def __init__(self, file: str):
         self.file = file
         self.problems: list[Problem] = []
+        self.warnings: list[Problem] = []
 
     def err(self, node: Node | None, path: str, message: str) -> None:
         line = node.start_mark.line + 1 if node is not None else 0
         self.problems.append(Problem(self.file, line, path, message))
+
+    def warn(self, node: Node | None, path: str, message: str) -> None:
+        """Valid, but most likely not what the operator meant: ``check`` and ``apply`` say so."""
+        line = node.start_mark.line + 1 if node is not None else 0
+        self.warnings.append(Problem(self.file, line, path, message))
 
     def mapping(
         self, node: Node, path: str, allowed: set[str], required: set[str] | frozenset[str] = frozenset()
@@ -260,11 +273,11 @@ class _Checker:
                 self.err(knode, kpath, "duplicate key")
             elif key not in allowed:
                 hint = ", ".join(sorted(allowed))
-                self.err(knode, kpath, f"unknown key '{key}' (allowed here: {hint})")
+                self.err(knode, kpath, f"unknown key {quote(key)} (allowed here: {hint})")
             else:
                 out[key] = (knode, vnode)
         for key in sorted(required - out.keys()):
-            self.err(node, path or "(top)", f"missing required key '{key}'")
+            self.err(node, path or "(top)", f"missing required key {quote(key)}")
         return out
 
     def sequence(self, node: Node, path: str) -> list[Node]:
@@ -308,7 +321,19 @@ class _Checker:
     def choice(self, node: Node, path: str, choices: tuple[str, ...]) -> str | None:
         v = self.text(node, path)
         if v is not None and v not in choices:
-            self.err(node, path, f"'{v}' is not one of: {', '.join(choices)}")
+            self.err(node, path, f"{quote(v)} is not one of: {', '.join(choices)}")
+            return None
+        return v
+
+    def name(self, node: Node, path: str, max_len: int = tx.NAME_MAX) -> str | None:
+        """A one-line name: the rule of ivr.config.text (no control characters, none of the
+        characters Asterisk's config syntax gives meaning to, at most ``max_len`` characters)."""
+        v = self.text(node, path)
+        if v is None:
+            return None
+        problem = tx.check_line(v, max_len=max_len)
+        if problem is not None:
+            self.err(node, path, f"{quote(v)} {problem.en()}")
             return None
         return v
 
@@ -321,6 +346,14 @@ class _Checker:
         except ValueError:
             self.err(node, path, f"bad date {v!r} (expected YYYY-MM-DD)")
             return None
+
+
+def quote(value: Any, limit: int = 60) -> str:
+    """A value from the file, quoted for an error line: cut short, invisible characters escaped,
+    so that a hostile value cannot add lines to the report."""
+    s = str(value)
+    s = s if len(s) <= limit else s[:limit] + "…"
+    return repr(s) if tx.bad_char(s) else f"'{s}'"
 
 
 def _kind(node: Node) -> str:
@@ -340,9 +373,13 @@ def _hotline(c: _Checker, node: Node) -> Hotline | None:
     m = c.mapping(node, "hotline", {"number", "language", "timezone"}, {"number"})
     number = c.text(m["number"][1], "hotline.number") if "number" in m else None
     if number is not None and not EXTENSION_RE.match(number):
-        c.err(m["number"][1], "hotline.number", f"'{number}' is not a dialable number (2–6 digits)")
+        c.err(m["number"][1], "hotline.number", f"{quote(number)} is not a dialable number (2–6 digits)")
         number = None
     lang = c.text(m["language"][1], "hotline.language") if "language" in m else "vi"
+    if lang is not None and lang not in LANGUAGES:
+        c.err(m["language"][1], "hotline.language",
+              f"{quote(lang)} is not one of: {', '.join(LANGUAGES)} (the languages the hotline has prompts in)")
+        lang = None
     tz = c.text(m["timezone"][1], "hotline.timezone") if "timezone" in m else "Asia/Ho_Chi_Minh"
     if tz:
         try:
@@ -350,7 +387,7 @@ def _hotline(c: _Checker, node: Node) -> Hotline | None:
 
             zoneinfo.ZoneInfo(tz)
         except Exception:
-            c.err(m["timezone"][1], "hotline.timezone", f"unknown time zone '{tz}'")
+            c.err(m["timezone"][1], "hotline.timezone", f"unknown time zone {quote(tz)}")
             tz = None
     if number and lang and tz:
         return Hotline(number=number, language=lang, timezone=tz)
@@ -371,7 +408,7 @@ def _hours(c: _Checker, node: Node | None) -> Hours | None:
             if d is None:
                 ok = False
             elif DAY_NAMES.index(d) + 1 in found:
-                c.err(dn, f"hours.days[{i}]", f"'{d}' is listed twice")
+                c.err(dn, f"hours.days[{i}]", f"{quote(d)} is listed twice")
                 ok = False
             else:
                 found.append(DAY_NAMES.index(d) + 1)
@@ -388,17 +425,17 @@ def _hours(c: _Checker, node: Node | None) -> Hours | None:
             parts = [s.strip() for s in v.split("-")]
             times = [_parse_time(s) for s in parts] if len(parts) == 2 else [None]
             if None in times:
-                c.err(n, p, f"bad time range '{v}' (expected HH:MM-HH:MM, 24-hour clock)")
+                c.err(n, p, f"bad time range {quote(v)} (expected HH:MM-HH:MM, 24-hour clock)")
                 ok = False
                 continue
             start, end = times
             assert start is not None and end is not None  # refused just above
             if start >= end:
-                c.err(n, p, f"'{v}': the end must be after the start")
+                c.err(n, p, f"{quote(v)}: the end must be after the start")
                 ok = False
                 continue
             if ivs and start < ivs[-1].end:
-                c.err(n, p, f"'{v}' overlaps or precedes the previous range")
+                c.err(n, p, f"{quote(v)} overlaps or precedes the previous range")
                 ok = False
                 continue
             ivs.append(Interval(start, end))
@@ -412,7 +449,7 @@ def _hours(c: _Checker, node: Node | None) -> Hours | None:
             import holidays as _holidays
 
             if v.upper() not in _holidays.list_supported_countries():
-                c.err(m["public_holidays"][1], "hours.public_holidays", f"unknown country code '{v}'")
+                c.err(m["public_holidays"][1], "hours.public_holidays", f"unknown country code {quote(v)}")
                 ok = False
             holidays_cc = v.upper()
 
@@ -436,6 +473,18 @@ def _hours(c: _Checker, node: Node | None) -> Hours | None:
     for day in set(closed) & set(working):
         c.err(m["working_days"][1], "hours.working_days", f"{day} is both a closed day and a working day")
         ok = False
+    # Hours that never open are refused, not warned about: the hotline would play "closed" to
+    # every caller for ever. Closing it on purpose is `tongdai hours closed` (until `auto`).
+    never = "the hotline would never open; to close it on purpose use `tongdai hours closed`"
+    if ok and not intervals:
+        c.err(m["open"][1], "hours.open", f"no opening hours: {never}")
+        ok = False
+    elif ok and not days and not working:
+        c.err(m["days"][1], "hours.days", f"no working day (and no working_days): {never}")
+        ok = False
+    elif ok and not days:
+        c.warn(m["days"][1], "hours.days", f"no regular working day: open only on the {len(working)} "
+               f"working_days listed, the last on {working[-1]}")
     return Hours(days, intervals, holidays_cc, closed, working) if ok else None
 
 
@@ -448,10 +497,10 @@ def _target_ref(c: _Checker, node: Node, path: str, digits: set[str]) -> str | N
         return v
     mm = re.fullmatch(r"branch:([0-9])", v)
     if not mm:
-        c.err(node, path, f"'{v}' is not one of: complaint, hangup, branch:<digit>")
+        c.err(node, path, f"{quote(v)} is not one of: complaint, hangup, branch:<digit>")
         return None
     if mm.group(1) not in digits:
-        c.err(node, path, f"'{v}' names no configured branch")
+        c.err(node, path, f"{quote(v)} names no configured branch")
         return None
     return v
 
@@ -505,7 +554,7 @@ def _complaints(c: _Checker, node: Node | None, digit_paths: dict[str, str]) -> 
         if digit is not None and digit.lower() == "none":
             digit = None
         elif digit is not None and not re.fullmatch(r"[0-9]", digit):
-            c.err(m["misconduct_digit"][1], "complaints.misconduct_digit", f"'{digit}' is not a single digit 0–9")
+            c.err(m["misconduct_digit"][1], "complaints.misconduct_digit", f"{quote(digit)} is not a single digit 0–9")
             ok = False
         elif digit is not None and digit in digit_paths:
             c.err(m["misconduct_digit"][1], "complaints.misconduct_digit", f"digit {digit} is already a branch ({digit_paths[digit]})")
@@ -590,27 +639,74 @@ def _recording(c: _Checker, node: Node | None) -> Recording | None:
     return Recording(enabled, announce, int(days))
 
 
+def _no_answer_loops(c: _Checker, branches: list[Branch], no_answer_at: dict[str, tuple[Node, str]]) -> None:
+    """Refuse branches whose ``no_answer`` send callers round in a circle (1 → 2 → 1): nobody
+    answers anywhere, and the caller never reaches the complaint recording. The menu's fallback
+    can only enter such a circle, so refusing the circle covers it too."""
+    by_digit = {b.digit: b for b in branches}
+    reported: set[frozenset[str]] = set()
+    for b in branches:
+        chain = [b.digit]
+        cur = b
+        while cur.no_answer.startswith("branch:"):
+            nxt = cur.no_answer.split(":", 1)[1]
+            if nxt in chain:
+                circle = chain[chain.index(nxt):] + [nxt]
+                if frozenset(circle) not in reported and b.digit == nxt:
+                    reported.add(frozenset(circle))
+                    node, path = no_answer_at[b.digit]
+                    c.err(node, path, f"callers nobody answers would go round in a circle: {' → '.join(circle)}"
+                          " (end the chain with complaint or hangup)")
+                break
+            if nxt not in by_digit:
+                break
+            chain.append(nxt)
+            cur = by_digit[nxt]
+
+
 def load(path: str | Path) -> Routing:
     """Load and validate a routing file; raise :class:`RoutingError` listing every problem."""
     path = Path(path)
+    return loads(read_text(path), name=path.name)
+
+
+def read_text(path: Path) -> str:
+    """The routing file's text; RoutingError when it cannot be read, is not UTF-8 or is far too
+    large for a routing file (``/dev/zero`` must not fill the memory)."""
     try:
-        text = path.read_text(encoding="utf-8")
+        with open(path, "rb") as f:
+            data = f.read(MAX_BYTES + 1)
     except OSError as e:
         raise RoutingError([Problem(str(path), 0, "", f"cannot read: {e.strerror or e}")]) from None
+    if len(data) > MAX_BYTES:
+        raise RoutingError([Problem(str(path), 0, "", f"larger than {MAX_BYTES >> 20} MiB: not a routing file")])
+    try:
+        return data.decode("utf-8")
     except UnicodeDecodeError as e:
-        raise RoutingError([Problem(str(path), 0, "", f"not UTF-8 text: {e}")]) from None
-    return loads(text, name=path.name)
+        line = data[: e.start].count(b"\n") + 1
+        raise RoutingError([Problem(str(path), line, "", f"not UTF-8 text (byte 0x{data[e.start]:02x}): save the file as UTF-8")]) from None
+
+
+def compose(text: str, name: str) -> Node | None:
+    """PyYAML's node tree of ``text``; RoutingError (with the line) when it is not YAML."""
+    try:
+        return yaml.compose(text, Loader=yaml.SafeLoader)
+    except yaml.reader.ReaderError as e:  # a character YAML does not allow (NUL, ESC, …)
+        line = text[: e.position].count("\n") + 1
+        char = e.character if isinstance(e.character, int) else ord(e.character)
+        raise RoutingError([Problem(name, line, "", f"not valid YAML: character U+{char:04X} is not allowed")]) from None
+    except yaml.YAMLError as e:
+        mark = getattr(e, "problem_mark", None)
+        line = mark.line + 1 if mark else 0
+        raise RoutingError([Problem(name, line, "", f"not valid YAML: {getattr(e, 'problem', e)}")]) from None
+    except RecursionError:  # PyYAML's composer recurses once per level of nesting
+        raise RoutingError([Problem(name, 0, "", "nested too deeply: not a routing file")]) from None
 
 
 def loads(text: str, name: str = "routing.yaml") -> Routing:
     """Validate routing YAML given as text. ``name`` is used in error messages."""
     c = _Checker(name)
-    try:
-        root = yaml.compose(text, Loader=yaml.SafeLoader)
-    except yaml.YAMLError as e:
-        mark = getattr(e, "problem_mark", None)
-        line = mark.line + 1 if mark else 0
-        raise RoutingError([Problem(name, line, "", f"not valid YAML: {getattr(e, 'problem', e)}")]) from None
+    root = compose(text, name)
     if root is None:
         raise RoutingError([Problem(name, 0, "", "the file is empty")])
     top = c.mapping(
@@ -637,40 +733,42 @@ def loads(text: str, name: str = "routing.yaml") -> Routing:
             am = c.mapping(an, p, {"code", "name", "kind", "parent", "station"}, {"code", "name", "kind"})
             code = c.text(am["code"][1], f"{p}.code") if "code" in am else None
             if code is not None and not AGENCY_CODE_RE.match(code):
-                c.err(am["code"][1], f"{p}.code", f"'{code}' is not a valid code (a letter, then letters, digits, '-' or '_')")
+                c.err(am["code"][1], f"{p}.code", f"{quote(code)} is not a valid code (a letter, then letters, digits, '-' or '_')")
                 code = None
             if code is not None and code in agencies:
-                c.err(am["code"][1], f"{p}.code", f"duplicate agency code '{code}' (first at {agency_nodes[code][1]})")
+                c.err(am["code"][1], f"{p}.code", f"duplicate agency code {quote(code)} (first at {agency_nodes[code][1]})")
                 code = None
-            aname = c.text(am["name"][1], f"{p}.name") if "name" in am else None
-            kind = c.text(am["kind"][1], f"{p}.kind") if "kind" in am else None
+            aname = c.name(am["name"][1], f"{p}.name") if "name" in am else None
+            kind = c.name(am["kind"][1], f"{p}.kind", tx.KIND_MAX) if "kind" in am else None
             parent = c.text(am["parent"][1], f"{p}.parent", nonempty=False) if "parent" in am else None
             station = None
             if "station" in am:
                 station = c.text(am["station"][1], f"{p}.station")
                 if station is not None and not EXTENSION_RE.match(station):
-                    c.err(am["station"][1], f"{p}.station", f"'{station}' is not an extension number (2–6 digits)")
+                    c.err(am["station"][1], f"{p}.station", f"{quote(station)} is not an extension number (2–6 digits)")
                     station = None
                 elif station is not None and station in ext_nodes:
-                    c.err(am["station"][1], f"{p}.station", f"duplicate extension number '{station}' (first at {ext_nodes[station]})")
+                    c.err(am["station"][1], f"{p}.station", f"duplicate extension number {quote(station)} (first at {ext_nodes[station]})")
                     station = None
-            if code and aname and kind:
-                agencies[code] = Agency(code, aname, kind, parent or None, station)
+            if code:
+                # Kept even when its name or kind was refused (an error is already reported and
+                # no Routing is returned): branches and extensions naming it add no noise.
+                agencies[code] = Agency(code, aname or "", kind or "", parent or None, station)
                 agency_nodes[code] = (an, p)
                 if parent:
                     parents.append((code, parent, am["parent"][1], f"{p}.parent"))
                 if station:
-                    stations[station] = Extension(station, code, aname, "station")
+                    stations[station] = Extension(station, code, aname or "", "station")
                     ext_nodes[station] = f"{p}.station"
     for code, parent, pnode, ppath in parents:
         if parent not in agencies:
-            c.err(pnode, ppath, f"unknown agency '{parent}'")
+            c.err(pnode, ppath, f"unknown agency {quote(parent)}")
             continue
         seen = {code}
         cur: str | None = parent
         while cur:
             if cur in seen:
-                c.err(pnode, ppath, f"agency '{code}' is its own ancestor (a cycle through '{parent}')")
+                c.err(pnode, ppath, f"agency {quote(code)} is its own ancestor (a cycle through {quote(parent)})")
                 break
             seen.add(cur)
             cur = agencies[cur].parent if cur in agencies else None
@@ -682,16 +780,16 @@ def loads(text: str, name: str = "routing.yaml") -> Routing:
             em = c.mapping(en, p, {"number", "agency", "name"}, {"number", "agency"})
             number = c.text(em["number"][1], f"{p}.number") if "number" in em else None
             if number is not None and not EXTENSION_RE.match(number):
-                c.err(em["number"][1], f"{p}.number", f"'{number}' is not an extension number (2–6 digits)")
+                c.err(em["number"][1], f"{p}.number", f"{quote(number)} is not an extension number (2–6 digits)")
                 number = None
             if number is not None and number in ext_nodes:
-                c.err(em["number"][1], f"{p}.number", f"duplicate extension number '{number}' (first at {ext_nodes[number]})")
+                c.err(em["number"][1], f"{p}.number", f"duplicate extension number {quote(number)} (first at {ext_nodes[number]})")
                 number = None
             agency = c.text(em["agency"][1], f"{p}.agency") if "agency" in em else None
             if agency is not None and agency not in agencies:
-                c.err(em["agency"][1], f"{p}.agency", f"unknown agency '{agency}'")
+                c.err(em["agency"][1], f"{p}.agency", f"unknown agency {quote(agency)}")
                 agency = None
-            ename = c.text(em["name"][1], f"{p}.name") if "name" in em else None
+            ename = c.name(em["name"][1], f"{p}.name") if "name" in em else None
             if number:
                 ext_nodes[number] = f"{p}.number"
             if number and agency:
@@ -719,19 +817,20 @@ def loads(text: str, name: str = "routing.yaml") -> Routing:
             if "digit" in bm:
                 d = c.text(bm["digit"][1], f"{p}.digit")
                 if d is not None and not re.fullmatch(r"[0-9]", d):
-                    c.err(bm["digit"][1], f"{p}.digit", f"'{d}' is not a single digit 0–9")
+                    c.err(bm["digit"][1], f"{p}.digit", f"{quote(d)} is not a single digit 0–9")
                 elif d is not None and d in digit_paths:
                     c.err(bm["digit"][1], f"{p}.digit", f"duplicate digit {d} (first at {digit_paths[d]})")
                 elif d is not None:
                     digit_paths[d] = f"{p}.digit"
     digits = set(digit_paths)
     default_queue = _queue(c, top["queue"][1], "queue", Queue()) if "queue" in top else Queue()
+    no_answer_at: dict[str, tuple[Node, str]] = {}
     for _bn, p, bm in branch_nodes:
         digit = c.text(bm["digit"][1], f"{p}.digit") if "digit" in bm else None
-        bname = c.text(bm["name"][1], f"{p}.name") if "name" in bm else None
+        bname = c.name(bm["name"][1], f"{p}.name") if "name" in bm else None
         agency = c.text(bm["agency"][1], f"{p}.agency") if "agency" in bm else None
         if agency is not None and agency not in agencies:
-            c.err(bm["agency"][1], f"{p}.agency", f"unknown agency '{agency}'")
+            c.err(bm["agency"][1], f"{p}.agency", f"unknown agency {quote(agency)}")
             agency = None
         targets: list[str] = []
         ok_targets = True
@@ -745,10 +844,10 @@ def loads(text: str, name: str = "routing.yaml") -> Routing:
                 if t is None:
                     ok_targets = False
                 elif t not in extensions:
-                    c.err(tn, f"{p}.targets[{j}]", f"unknown extension '{t}'")
+                    c.err(tn, f"{p}.targets[{j}]", f"unknown extension {quote(t)}")
                     ok_targets = False
                 elif t in targets:
-                    c.err(tn, f"{p}.targets[{j}]", f"extension '{t}' is listed twice")
+                    c.err(tn, f"{p}.targets[{j}]", f"extension {quote(t)} is listed twice")
                     ok_targets = False
                 else:
                     targets.append(t)
@@ -764,6 +863,9 @@ def loads(text: str, name: str = "routing.yaml") -> Routing:
         if (digit and bname and agency and ok_targets and targets and strategy and ring and no_answer
                 and record is not None and queue):
             branches.append(Branch(digit, bname, agency, tuple(targets), strategy, int(ring), no_answer, record, queue))
+            if "no_answer" in bm:
+                no_answer_at[digit] = (bm["no_answer"][1], f"{p}.no_answer")
+    _no_answer_loops(c, branches, no_answer_at)
     menu = _menu(c, top["menu"][1] if "menu" in top else None, digits)
     complaints = _complaints(c, top["complaints"][1] if "complaints" in top else None, digit_paths)
     survey = _survey(c, top["survey"][1] if "survey" in top else None)
@@ -793,7 +895,52 @@ def loads(text: str, name: str = "routing.yaml") -> Routing:
         limits=limits,
         recording=recording,
         source=name,
+        warnings=tuple(c.warnings),
     )
+
+
+def unsafe_texts(r: Routing) -> list[str]:
+    """Every text of a Routing that breaks the rules :func:`loads` enforces on the way in.
+
+    Empty for anything :func:`loads` returned; the renderer asks again before writing (defence
+    in depth: a Routing can also be built or altered in code, which skips the file's checks).
+    """
+    out: list[str] = []
+
+    def want(ok: bool, where: str, value: Any, why: str) -> None:
+        if not ok:
+            out.append(f"{where}: {quote(value)} {why}")
+
+    def name(where: str, value: Any, max_len: int = tx.NAME_MAX) -> None:
+        p = tx.check_line(value, max_len=max_len) if isinstance(value, str) else "is not text"
+        if p is not None:
+            out.append(f"{where}: {quote(value)} {p}")
+
+    def fits(regex: re.Pattern, value: Any) -> bool:
+        return isinstance(value, str) and regex.fullmatch(value) is not None
+
+    want(fits(EXTENSION_RE, r.hotline.number), "hotline.number", r.hotline.number, "is not a dialable number")
+    want(r.hotline.language in LANGUAGES, "hotline.language", r.hotline.language, f"is not one of: {', '.join(LANGUAGES)}")
+    for key, a in r.agencies.items():
+        where = f"agencies[{quote(key)}]"
+        want(fits(AGENCY_CODE_RE, a.code) and a.code == key, f"{where}.code", a.code, "is not a valid agency code")
+        name(f"{where}.name", a.name)
+        name(f"{where}.kind", a.kind, tx.KIND_MAX)
+        want(a.parent is None or fits(AGENCY_CODE_RE, a.parent), f"{where}.parent", a.parent, "is not a valid agency code")
+        want(a.station is None or fits(EXTENSION_RE, a.station), f"{where}.station", a.station, "is not an extension number")
+    for key, e in r.extensions.items():
+        where = f"extensions[{quote(key)}]"
+        want(fits(EXTENSION_RE, e.number) and e.number == key, f"{where}.number", e.number, "is not an extension number")
+        want(fits(AGENCY_CODE_RE, e.agency), f"{where}.agency", e.agency, "is not a valid agency code")
+        want(e.role in ("station", "focal"), f"{where}.role", e.role, "is not station or focal")
+        name(f"{where}.name", e.name)
+    for i, b in enumerate(r.branches):
+        where = f"branches[{i}]"
+        want(isinstance(b.digit, str) and re.fullmatch(r"[0-9]", b.digit) is not None, f"{where}.digit", b.digit, "is not a digit")
+        name(f"{where}.name", b.name)
+        for t in b.targets:
+            want(fits(EXTENSION_RE, t), f"{where}.targets", t, "is not an extension number")
+    return out
 
 
 def summary(r: Routing) -> str:

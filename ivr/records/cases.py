@@ -4,7 +4,9 @@ Lifecycle: ``received → classified → assigned → in_progress → answered �
 ``reopened`` from answered or closed. A case may be closed early for a reason that makes sense
 before an answer (transferred, duplicate, invalid, no further action); ``resolved`` needs an
 answer first. Every change is a CaseEvent (who, when, from, to, note). Refusals raise
-:class:`CaseError` with a message for staff, in Vietnamese.
+:class:`CaseError` with a message for staff, in Vietnamese. Who acted (``actor``: ``--by``, the
+console's user) is one line of at most 64 characters without control characters, checked here
+for every caller: a line break in it could forge a line of the history.
 """
 
 from __future__ import annotations
@@ -26,6 +28,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 from sqlalchemy.orm import selectinload
 
 from ivr.config import hours as cal
+from ivr.config import text as tx
 from ivr.config.routing import Routing
 from ivr.models.cases import CATEGORIES, CHANNELS, CLOSE_REASONS, Case, CaseAssignment, CaseEvent
 from ivr.records.lookup import PublicView
@@ -62,6 +65,14 @@ def utcnow() -> dt.datetime:
 def deadline(routing: Routing, received_at: dt.datetime, category: str) -> dt.datetime:
     days = routing.complaints.deadlines[category]
     return cal.add_working_days(routing.hours, received_at, days, routing.hotline.timezone)
+
+
+def check_actor(actor: str) -> str:
+    """The actor's name, trimmed; CaseError unless it is one line without control characters."""
+    name, problem = tx.check_actor(actor)
+    if problem is not None:
+        raise CaseError(problem)
+    return name
 
 
 def new_code() -> str:
@@ -111,6 +122,7 @@ class Cases:
         ``note``: added to the history's first entry.
         """
         self._check(new)
+        actor = check_actor(actor)
         received = received_at or utcnow()
         fixed = code
         for _ in range(1 if fixed else 20):
@@ -159,6 +171,7 @@ class Cases:
         else the caller writes. The code is drawn among the free ones; a race with another writer
         on the same code surfaces as IntegrityError when the caller commits."""
         self._check(new)
+        actor = check_actor(actor)
         for _ in range(20):
             code = new_code()
             if (await s.execute(select(Case.id).where(Case.code == code))).first() is None:
@@ -186,6 +199,7 @@ class Cases:
         """Apply one lifecycle action; refuse it with a clear message if it makes no sense."""
         if action not in ACTIONS:
             raise CaseError(f"thao tác '{action}' không tồn tại")
+        actor = check_actor(actor)
         now = now or utcnow()
         sources, target = ACTIONS[action]
         async with self._sm.begin() as s:
@@ -259,6 +273,7 @@ class Cases:
         """Send a case to the inspection team (Tổ Kiểm tra đột xuất)."""
         if not reason or not reason.strip():
             raise CaseError("cần ghi lý do chuyển Tổ Kiểm tra (--reason)")
+        actor = check_actor(actor)
         async with self._sm.begin() as s:
             case = await self._load(s, code)
             if case.inspection:

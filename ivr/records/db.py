@@ -76,7 +76,8 @@ def engine(settings: Settings) -> AsyncEngine:
     kwargs: dict = {}
     sqlite = settings.database_url.startswith("sqlite")
     if sqlite:
-        kwargs["connect_args"] = {"timeout": 5}
+        if "timeout" not in make_url(settings.database_url).query:  # ?timeout=S in the URL wins
+            kwargs["connect_args"] = {"timeout": 5}
     else:
         # A pooled connection dies when the server restarts; pre-ping replaces it on checkout, so
         # the first write after a restart goes straight in instead of failing into the spool.

@@ -10,6 +10,9 @@ Values: times in ISO 8601 in the hotline's time zone (``2026-11-28T09:05:00+07:0
 second), numbers as numbers, empty for none. In CSV and XLSX a text cell starting with ``=``,
 ``+``, ``-``, ``@``, a tab or a carriage return gets a leading apostrophe so that a spreadsheet
 never runs it as a formula (OWASP "CSV injection"); JSON Lines keeps the values as they are.
+Excel holds at most 32,767 characters in a cell: a longer text is cut in XLSX with a visible
+marker at its end, and counted (``ExportStats``) so that the command can say so; CSV and JSON
+Lines keep every character.
 
 CSV is UTF-8 with a byte-order mark by default (Excel then shows Vietnamese diacritics), CRLF
 line ends, quoted only where needed (RFC 4180).
@@ -48,6 +51,8 @@ VOLUNTEER_TABLES = ("assists", "shifts")
 FORMATS = ("csv", "xlsx", "jsonl")
 BATCH = 2000
 XLSX_MAX_ROWS = 1_048_575  # Excel's sheet limit, less the header
+XLSX_MAX_CHARS = 32_767  # Excel's cell limit, in UTF-16 code units
+XLSX_CUT_MARK = "…[CẮT BỚT]"
 DANGEROUS_START = ("=", "+", "-", "@", "\t", "\r")
 
 # (name, kind): kind is "text", "time", "num" or "bool".
@@ -80,6 +85,13 @@ class ExportError(Exception):
     """Bad arguments or an export that cannot be made; the message is for staff (Vietnamese)."""
 
 
+@dataclass
+class ExportStats:
+    """What an export had to change: the command tells staff."""
+
+    truncated_cells: int = 0  # XLSX cells cut to Excel's limit
+
+
 # --------------------------------------------------------------------------------- arguments
 
 
@@ -96,15 +108,24 @@ class Query:
     desks: tuple[str, ...] | None = None  # assists, shifts: the desks of --agency (it and those under it)
 
 
+# Dates an export may name: far wider than any call log, far from datetime's limits (year 1 and
+# 9999 overflow once moved to UTC or given the extra day of an inclusive --to).
+FIRST_YEAR, LAST_YEAR = 1900, 9998
+
+
 def parse_date(text: str, what: str) -> dt.date:
-    """``YYYY-MM-DD`` or ``DD/MM/YYYY``."""
+    """``YYYY-MM-DD`` or ``DD/MM/YYYY``, years FIRST_YEAR to LAST_YEAR."""
     text = text.strip()
     for fmt in ("%Y-%m-%d", "%d/%m/%Y"):
         try:
-            return dt.datetime.strptime(text, fmt).date()
+            day = dt.datetime.strptime(text, fmt).date()
         except ValueError:
-            pass
-    raise ExportError(f"{what} '{text}' không phải ngày hợp lệ (dạng YYYY-MM-DD hoặc DD/MM/YYYY)")
+            continue
+        if not FIRST_YEAR <= day.year <= LAST_YEAR:
+            raise ExportError(f"{what} '{text}': năm phải từ {FIRST_YEAR} đến {LAST_YEAR} "
+                              "(bỏ --from/--to để lấy từ đầu hoặc đến cuối nhật ký)")
+        return day
+    raise ExportError(f"{what} {text[:40]!r} không phải ngày hợp lệ (dạng YYYY-MM-DD hoặc DD/MM/YYYY)")
 
 
 def local_day_start(day: dt.date, tz: str) -> dt.datetime:
@@ -398,6 +419,21 @@ def neutralise(v: str) -> str:
     return "'" + v if v[:1] in DANGEROUS_START else v
 
 
+def fit_excel_cell(v: str) -> str | None:
+    """``v`` cut to Excel's cell limit with :data:`XLSX_CUT_MARK` at the end, or None if it fits.
+
+    Excel counts UTF-16 code units (a character outside the BMP counts two); xlsxwriter would
+    otherwise cut the text silently, without a mark.
+    """
+    if len(v) <= XLSX_MAX_CHARS // 2:  # at most two units a character: fits
+        return None
+    units = v.encode("utf-16-le")
+    if len(units) <= 2 * XLSX_MAX_CHARS:
+        return None
+    room = XLSX_MAX_CHARS - len(XLSX_CUT_MARK)
+    return units[: 2 * room].decode("utf-16-le", errors="ignore") + XLSX_CUT_MARK  # never half a pair
+
+
 class LocalTime:
     """Stored UTC times (SQLite text or datetimes) -> ISO 8601 in ``tz``, to the second.
 
@@ -580,8 +616,10 @@ class JsonlWriter:
 class XlsxWriter:
     """An .xlsx workbook written in constant memory (xlsxwriter), one sheet, text as text."""
 
-    def __init__(self, path: Path, columns, tz: str, sheet: str):
+    def __init__(self, path: Path, columns, tz: str, sheet: str, stats: ExportStats | None = None):
         import xlsxwriter
+
+        self.stats = stats if stats is not None else ExportStats()
 
         self.wb = xlsxwriter.Workbook(str(path), {"constant_memory": True, "strings_to_numbers": False,
                                                   "strings_to_formulas": False, "strings_to_urls": False})
@@ -610,7 +648,12 @@ class XlsxWriter:
                 elif k == "bool":
                     ws.write_boolean(self.row, j, bool(v))
                 else:
-                    ws.write_string(self.row, j, neutralise(lt.one(v) if k == "time" else v))
+                    text = neutralise(lt.one(v) if k == "time" else v)
+                    cut = fit_excel_cell(text)
+                    if cut is not None:
+                        text = cut
+                        self.stats.truncated_cells += 1
+                    ws.write_string(self.row, j, text)
 
     def close(self) -> None:
         self.wb.close()
@@ -629,7 +672,7 @@ def publish(tmp: Path, out: Path) -> None:
 
 def export(settings: Settings, routing: Routing, q: Query, fmt: str, out: Path | None, *, bom: bool = True,
            stdout: IO[bytes] | None = None, progress: Callable[[int], None] | None = None,
-           now: dt.datetime | None = None) -> int:
+           now: dt.datetime | None = None, stats: ExportStats | None = None) -> int:
     """Write the export; returns the number of rows.
 
     To a file: written under a temporary name in the same directory and renamed at the end, so
@@ -655,7 +698,7 @@ def export(settings: Settings, routing: Routing, q: Query, fmt: str, out: Path |
                 fd, name = tempfile.mkstemp(suffix=".xlsx")
                 os.close(fd)
                 target = xtmp = Path(name)
-            writer: Any = XlsxWriter(target, columns, tz, q.table)
+            writer: Any = XlsxWriter(target, columns, tz, q.table, stats)
             stream = None
         else:
             stream = open(tmp, "wb") if tmp is not None else stdout

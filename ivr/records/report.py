@@ -86,10 +86,12 @@ class Month:
         for fmt in ("%Y-%m", "%m/%Y"):
             try:
                 d = dt.datetime.strptime(t, fmt)
-                return cls(d.year, d.month, tz)
             except ValueError:
-                pass
-        raise ReportError(f"--month '{text}' không hợp lệ (dạng YYYY-MM, ví dụ 2026-10)")
+                continue
+            if not 1900 <= d.year <= 9998:  # year 1 or 9999 overflow once moved to UTC
+                raise ReportError(f"--month '{text}': năm phải từ 1900 đến 9998")
+            return cls(d.year, d.month, tz)
+        raise ReportError(f"--month {text[:40]!r} không hợp lệ (dạng YYYY-MM, ví dụ 2026-10)")
 
     @property
     def zone(self) -> zoneinfo.ZoneInfo:

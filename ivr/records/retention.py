@@ -27,6 +27,7 @@ from ivr.models import Call, Case, CaseEvent
 from ivr.records.recordings import CALLS
 
 DEFAULT_KEEP_DAYS = 365
+MAX_KEEP_DAYS = 36_500  # a century: more is a typo (and beyond what dates can count back to)
 ENV_KEEP_DAYS = "TONGDAI_RECORDINGS_KEEP_DAYS"
 
 
@@ -56,6 +57,8 @@ def keep_days(days: int | None, env: dict[str, str]) -> int:
             raise RetentionError(f"{ENV_KEEP_DAYS}={raw!r}: cần một số ngày nguyên") from None
     if days < 1:
         raise RetentionError(f"số ngày lưu giữ phải lớn hơn 0 (nhận {days})")
+    if days > MAX_KEEP_DAYS:
+        raise RetentionError(f"số ngày lưu giữ tối đa {MAX_KEEP_DAYS} (100 năm), nhận {days}")
     return days
 
 

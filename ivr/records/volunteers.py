@@ -37,6 +37,7 @@ import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, AsyncSession, async_sessionmaker
 
 from ivr.config import hours as cal
+from ivr.config import text as tx
 from ivr.config.routing import Routing
 from ivr.models import Case, Volunteer, VolunteerAssist, VolunteerShift
 from ivr.vocab import AssistKind, DeskKind, ShiftState
@@ -402,6 +403,14 @@ def read_roster(path: Path, routing: Routing) -> list[RosterRow]:
 # ----------------------------------------------------------------------------- the service
 
 
+
+def _actor(actor: str) -> str:
+    """Who planned or logged it: one line (ivr.config.text.check_actor), else VolunteerError."""
+    name, problem = tx.check_actor(actor)
+    if problem is not None:
+        raise VolunteerError(problem)
+    return name
+
 class Volunteers:
     """Roster, shifts, arrival and assistance on one database."""
 
@@ -489,6 +498,7 @@ class Volunteers:
     async def add_shift(self, phone: str, day: dt.date, start: dt.time, end: dt.time, *, desk: str | None = None,
                         actor: str = "system", now: dt.datetime | None = None) -> ShiftInfo:
         """Plan a shift; refused when it overlaps another shift of the same volunteer."""
+        actor = _actor(actor)
         now = now or utcnow()
         if end <= start:
             raise VolunteerError(f"giờ kết thúc {end:%H:%M} phải sau giờ bắt đầu {start:%H:%M} (ca trong một ngày)")
@@ -628,6 +638,7 @@ class Volunteers:
                      at: dt.datetime | None = None, actor: str = "system", now: dt.datetime | None = None) -> AssistInfo:
         """Log one person helped. At the desk of the shift the volunteer is checked in to at that
         time, else at their own desk."""
+        actor = _actor(actor)
         now = now or utcnow()
         if kind not in AssistKind.values():
             raise VolunteerError(f"--kind '{kind}' không hợp lệ (chọn: {', '.join(AssistKind.values())})")

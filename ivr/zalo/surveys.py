@@ -40,6 +40,7 @@ from ivr.models.zalo import SurveyAnswer, SurveyRecipient, ZaloUser
 from ivr.zalo.outbox import enqueue
 
 COLUMNS = ("phone", "name", "procedure", "office", "completed_at")
+MAX_CSV_BYTES = 64 << 20
 QUESTIONS = (
     ("q_access", "Tiếp cận dịch vụ"),
     ("q_procedure", "Thủ tục hành chính"),
@@ -90,6 +91,8 @@ def parse_time(raw: str, tz: zoneinfo.ZoneInfo) -> dt.datetime:
             local = dt.datetime.strptime(raw, fmt)
         except ValueError:
             continue
+        if not 1900 <= local.year <= 9998:  # year 1 or 9999 overflow once moved to UTC
+            raise ValueError(raw)
         return local.replace(tzinfo=tz).astimezone(dt.timezone.utc)
     raise ValueError(raw)
 
@@ -127,9 +130,18 @@ class Surveys:
     async def import_csv(self, path: Path, now: dt.datetime) -> ImportReport:
         rep = ImportReport()
         try:
-            text = path.read_text(encoding="utf-8-sig")
-        except (OSError, UnicodeDecodeError) as e:
-            raise SurveyError(f"không đọc được {path}: {e}") from None
+            with open(path, "rb") as f:
+                data = f.read(MAX_CSV_BYTES + 1)
+        except OSError as e:
+            raise SurveyError(f"không đọc được {path}: {e.strerror or e}") from None
+        if len(data) > MAX_CSV_BYTES:
+            raise SurveyError(f"{path}: lớn hơn {MAX_CSV_BYTES >> 20} MiB, không phải danh sách khảo sát")
+        try:
+            text = data.decode("utf-8-sig")
+        except UnicodeDecodeError as e:
+            line = data[: e.start].count(b"\n") + 1
+            raise SurveyError(f"{path.name}:{line}: không phải văn bản UTF-8; trong Excel hãy lưu lại dưới dạng "
+                              "'CSV UTF-8'") from None
         reader = csv.DictReader(io.StringIO(text))
         missing = [c for c in COLUMNS if c not in (reader.fieldnames or [])]
         if missing:
@@ -250,7 +262,9 @@ class Surveys:
         try:
             start_local = dt.datetime.strptime(month, "%Y-%m").replace(tzinfo=self.tz)
         except ValueError:
-            raise SurveyError(f"tháng '{month}' không hợp lệ (YYYY-MM)") from None
+            raise SurveyError(f"tháng {month[:40]!r} không hợp lệ (YYYY-MM)") from None
+        if not 1900 <= start_local.year <= 9998:
+            raise SurveyError(f"tháng '{month}': năm phải từ 1900 đến 9998")
         end_local = (start_local + dt.timedelta(days=32)).replace(day=1)
         start, end = start_local.astimezone(dt.timezone.utc), end_local.astimezone(dt.timezone.utc)
         cols = [getattr(SurveyAnswer, name) for name, _ in QUESTIONS]

@@ -66,8 +66,13 @@ class Tokens:
 
     @classmethod
     def from_json(cls, d: dict) -> Tokens:
-        return cls(str(d["access_token"]), str(d["refresh_token"]), dt.datetime.fromisoformat(d["expires_at"]),
-                   dt.datetime.fromisoformat(d["issued_at"]), d.get("seed"))
+        """ValueError (or KeyError, TypeError) unless every field is there and usable."""
+        times = [dt.datetime.fromisoformat(d[k]) for k in ("expires_at", "issued_at")]
+        if any(t.tzinfo is None for t in times):
+            raise ValueError("a time without time zone")
+        if not all(isinstance(d[k], str) and d[k] for k in ("access_token", "refresh_token")):
+            raise ValueError("an empty token")
+        return cls(d["access_token"], d["refresh_token"], times[0], times[1], d.get("seed"))
 
 
 class TokenStore:
@@ -77,6 +82,8 @@ class TokenStore:
         self.path = path
         self.tmp = path.with_name(path.name + ".new")
         self.lock_path = path.with_name(path.name + ".lock")
+        self.damaged: str | None = None  # why the stored file could not be used (last load)
+        self._warned = False
 
     @staticmethod
     def _read(path: Path) -> Tokens | None:
@@ -84,11 +91,25 @@ class TokenStore:
             return Tokens.from_json(json.loads(path.read_text(encoding="utf-8")))
         except FileNotFoundError:
             return None
-        except (ValueError, KeyError, TypeError):
+        except (ValueError, KeyError, TypeError, RecursionError):
             return None  # torn or foreign file
+
+    def problem(self) -> str | None:
+        """What to tell an operator about a stored file that cannot be used (Vietnamese), or None."""
+        if not self.damaged:
+            return None
+        return (f"tệp {self.path} không dùng được ({self.damaged}).\n"
+                "Cấp lại quyền cho ứng dụng trong Zalo for Developers, đặt TONGDAI_ZALO_REFRESH_TOKEN bằng "
+                "refresh token mới rồi chạy lại (tệp hỏng sẽ được thay).")
 
     def load(self) -> Tokens | None:
         current = self._read(self.path)
+        self.damaged = None
+        if current is None and self.path.exists():
+            self.damaged = "hỏng hoặc không đúng định dạng"
+            if not self._warned:  # read before every send: say it once
+                self._warned = True
+                log.warning("zalo tokens: %s cannot be used (damaged or not ours); a new grant is needed", self.path)
         pending = self._read(self.tmp) if self.tmp.exists() else None
         if pending and (current is None or pending.issued_at > current.issued_at):
             # A refresh was stored durably but the rename did not happen (crash): finish it.

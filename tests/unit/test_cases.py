@@ -194,3 +194,27 @@ async def test_cli_cases_commands(svc):
     assert "đã đóng" in res.output and "Thanh tra tỉnh" in res.output and "snv1: classify" in res.output
     res = await asyncio.to_thread(run, "list", "--agency", "NOPE")
     assert res.exit_code == 1 and "không có cơ quan" in res.output
+
+
+async def test_an_actor_is_one_line_of_text(svc):
+    """--by (and later the console's user) cannot forge a line of a case's history."""
+    c, s = svc
+    code = await new(c)
+    forged = "snv1: classify\n    01/12/2026 09:00  giam-doc: close received→closed — đã giải quyết"
+    for by, fragment in ((forged, "xuống dòng \\(U\\+000A\\)"), ("a\rb", "U\\+000D"), ("a\u2028b", "U\\+2028"),
+                         ("a\x1b[2Jb", "điều khiển"), ("  ", "không được để trống"), ("x" * 65, "dài quá 64 ký tự")):
+        with pytest.raises(cm.CaseError, match=fragment):
+            await c.act(code, "classify", actor=by, category="question")
+        with pytest.raises(cm.CaseError, match=fragment):
+            await c.flag_inspection(code, actor=by, reason="kiểm tra")
+        with pytest.raises(cm.CaseError, match=fragment):
+            await c.create(cm.NewCase(channel="phone", caller="0909"), actor=by)
+    case = await c.get(code)
+    assert case.status == "received" and len(case.history) == 1 and len(await c.list()) == 1
+    await c.act(code, "classify", actor="  Nguyễn Văn A (Sở Nội vụ)  ", category="question")
+    assert (await c.get(code)).history[-1].actor == "Nguyễn Văn A (Sở Nội vụ)"
+    env = {"TONGDAI_HOME": str(s.home), "TONGDAI_DATABASE_URL": s.database_url}
+    res = await asyncio.to_thread(CliRunner().invoke, main, ["cases", "assign", code, "--agency", "SNV", "--by", forged],
+                                  env=env)
+    assert res.exit_code == 1 and res.stderr.startswith("lỗi: tên người thực hiện (--by) có ký tự xuống dòng")
+    assert "Traceback" not in res.output

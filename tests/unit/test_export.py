@@ -11,6 +11,7 @@ import json
 import os
 import pty
 import re
+import signal
 import subprocess
 import sys
 import zipfile
@@ -26,6 +27,7 @@ from ivr.config import routing as rt
 from ivr.models import Call, Case, CaseAssignment
 from ivr.records import db
 from ivr.records import export as ex
+from ivr.testing import wait_until
 from tests.paths import REPO_ROOT
 
 VN = zoneinfo.ZoneInfo("Asia/Ho_Chi_Minh")
@@ -330,3 +332,88 @@ def test_csv_fast_path_writes_what_the_cell_by_cell_path_writes():
     w = ex.CsvWriter(buf, cols, "Asia/Ho_Chi_Minh", text_rows=True)
     w.write([rows[0][:5] + ('Tên, có "phẩy"',) + rows[0][6:]])
     assert w.fast_batches == 0 and csv_rows(buf.getvalue())[0]["branch_name"] == 'Tên, có "phẩy"'
+
+
+def _long_cases(settings):
+    eng = sa.create_engine(settings.database_url.replace("+aiosqlite", ""))
+    with Session(eng) as s, s.begin():
+        s.add(Case(code="900001", channel="zalo", caller="0909", anonymous=False, category="other",
+                   received_at=t(10, 25), deadline_at=t(11, 5), status="answered",
+                   summary="A" * 40_000, answer="đ" * 32_767))  # the answer fits exactly
+        s.add(Case(code="900002", channel="zalo", caller="0909", anonymous=False, category="other",
+                   received_at=t(10, 26), deadline_at=t(11, 5), status="received",
+                   summary="😀" * 20_000))  # 40,000 UTF-16 units for Excel, 20,000 characters for Python
+    eng.dispose()
+
+
+def test_xlsx_cuts_overlong_cells_visibly_and_says_how_many(env, tmp_path):
+    _long_cases(env)
+    out = tmp_path / "cases.xlsx"
+    res = cli("cases", "--format", "xlsx", "--out", str(out))
+    assert res.exit_code == 0, res.output
+    assert "cảnh báo: 2 ô dài quá 32.767 ký tự (giới hạn của Excel) đã bị cắt" in res.stderr
+    assert ex.XLSX_CUT_MARK in res.stderr and "--format csv hoặc jsonl" in res.stderr
+    with zipfile.ZipFile(out) as z:
+        sheet = z.read("xl/worksheets/sheet1.xml").decode()
+        strings = z.read("xl/sharedStrings.xml").decode() if "xl/sharedStrings.xml" in z.namelist() else ""
+    texts = re.findall(r"<t[^>]*>([^<]*)</t>", sheet + strings)
+    cut = [x for x in texts if x.endswith(ex.XLSX_CUT_MARK)]
+    assert len(cut) == 2
+    # Up to Excel's limit (one less where the cut would have split an emoji in two).
+    assert [len(x.encode("utf-16-le")) // 2 for x in cut] == [ex.XLSX_MAX_CHARS, ex.XLSX_MAX_CHARS - 1]
+    assert cut[0].startswith("A" * 1000) and cut[1].startswith("😀" * 1000)
+    assert "đ" * 32_767 in texts  # a text at the limit is whole
+    # CSV and JSON Lines keep every character, and say nothing.
+    res = cli("cases", "--format", "jsonl")
+    rows = {r["case_code"]: r for r in map(json.loads, res.stdout.splitlines())}
+    assert rows["900001"]["summary"] == "A" * 40_000 and rows["900002"]["summary"] == "😀" * 20_000
+    assert "cảnh báo" not in res.stderr
+    res = cli("cases")
+    assert {r["case_code"]: r["summary"] for r in csv_rows(res.stdout_bytes)}["900001"] == "A" * 40_000
+
+
+def test_fit_excel_cell():
+    assert ex.fit_excel_cell("x" * ex.XLSX_MAX_CHARS) is None
+    assert ex.fit_excel_cell("😀" * (ex.XLSX_MAX_CHARS // 2)) is None
+    cut = ex.fit_excel_cell("ab" + "😀" * ex.XLSX_MAX_CHARS)  # the cut falls inside a surrogate pair
+    assert cut.endswith(ex.XLSX_CUT_MARK) and len(cut.encode("utf-16-le")) // 2 == ex.XLSX_MAX_CHARS - 1
+    assert "\ud83d" not in cut
+
+
+# An export that blocks after its first batch, until a signal ends it: the state an operator's
+# Ctrl-C or a service manager's SIGTERM finds a long export in.
+_STALLED_EXPORT = """
+import os, sys, threading
+from ivr.records import export as ex
+from ivr.cli import main
+write = ex.CsvWriter.write
+def stalled(self, batch):
+    write(self, batch)
+    open(os.environ["STALLED_MARK"], "w").close()
+    threading.Event().wait()
+ex.CsvWriter.write = stalled
+sys.argv = ["tongdai", "export", "calls", "--out", os.environ["STALLED_OUT"]]
+main()
+"""
+
+
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT])
+async def test_an_interrupted_export_removes_its_partial_file(env, tmp_path, sig):
+    out_dir = tmp_path / "out"
+    out_dir.mkdir()
+    mark = tmp_path / "stalled"
+    proc_env = dict(os.environ, **env.env, PYTHONPATH=str(REPO_ROOT), STALLED_MARK=str(mark),
+                    STALLED_OUT=str(out_dir / "calls.csv"))
+    p = subprocess.Popen([sys.executable, "-c", _STALLED_EXPORT], env=proc_env, stdout=subprocess.PIPE,
+                         stderr=subprocess.PIPE)
+    try:
+        await wait_until(lambda: mark.exists() or p.poll() is not None, 60, "the export's first batch", interval=0.05)
+        parts = list(out_dir.iterdir())
+        assert len(parts) == 1 and parts[0].name.startswith(".calls.csv.") and parts[0].name.endswith(".part")
+        p.send_signal(sig)
+        _, err = p.communicate(timeout=30)
+    finally:
+        p.kill()
+    assert p.returncode == (128 + signal.SIGTERM if sig == signal.SIGTERM else 1)
+    assert list(out_dir.iterdir()) == []  # no .part left behind, no half-written calls.csv
+    assert b"Traceback" not in err

@@ -162,3 +162,52 @@ def test_recording_section_and_a_branch_that_is_never_recorded():
     start = TEXT.index("recording:  ")
     end = TEXT.index("\nbranches:")
     assert rt.loads(TEXT[:start] + TEXT[end:]).recording == rt.Recording()
+
+
+def _no_answer(text: str, digit: str, action: str) -> str:
+    """Set branch ``digit``'s no_answer in the real routing.yaml's text."""
+    head, sep, rest = text.partition(f"  - digit: {digit}\n")
+    assert sep
+    return head + sep + rest.replace("    no_answer: complaint\n", f"    no_answer: {action}\n", 1)
+
+
+def test_no_answer_loops_are_refused(tmp_path):
+    text = _no_answer(_no_answer(TEXT, "1", "branch:2"), "2", "branch:1")
+    res = run_check(tmp_path, text)
+    assert res.exit_code == 1
+    line = line_of(text, "no_answer: branch:2")
+    assert f"routing.yaml:{line} branches[0].no_answer: callers nobody answers would go round in a circle: 1 → 2 → 1" \
+        in res.output, res.output
+    # One error per circle, even with a third branch and the menu's fallback leading into it.
+    text = _no_answer(_no_answer(_no_answer(TEXT, "3", "branch:4"), "4", "branch:5"), "5", "branch:3")
+    text = _no_answer(text, "6", "branch:3").replace("fallback: complaint", "fallback: branch:4", 1)
+    with pytest.raises(rt.RoutingError) as e:
+        rt.loads(text)
+    assert [(p.path, p.message.split(": ")[1].split(" (")[0]) for p in e.value.errors] == [
+        ("branches[2].no_answer", "3 → 4 → 5 → 3")]
+    # A chain that ends is fine.
+    r = rt.loads(_no_answer(_no_answer(TEXT, "1", "branch:2"), "2", "branch:3"))
+    assert r.branch("1").no_answer == "branch:2" and r.branch("3").no_answer == "complaint"
+
+
+@pytest.mark.parametrize("hours,path", [
+    ("days: []", "hours.days"),
+    ("open: []", "hours.open"),
+])
+def test_hours_that_never_open_are_refused(tmp_path, hours, path):
+    old = {"hours.days": "days: [mon, tue, wed, thu, fri]", "hours.open": 'open: ["07:00-11:30", "13:00-17:00"]'}[path]
+    text = TEXT.replace(old, hours, 1)
+    res = run_check(tmp_path, text)
+    assert res.exit_code == 1
+    assert f"routing.yaml:{line_of(text, '  ' + hours)} {path}: " in res.output
+    assert "the hotline would never open" in res.output and "tongdai hours closed" in res.output
+
+
+def test_hours_open_only_on_swapped_days_is_a_warning(tmp_path):
+    text = TEXT.replace("days: [mon, tue, wed, thu, fri]", "days: []", 1).replace(
+        "working_days: []", "working_days: [2027-02-20, 2027-02-27]", 1)
+    res = run_check(tmp_path, text)
+    assert res.exit_code == 0, res.output
+    assert f"cảnh báo: routing.yaml:{line_of(text, '  days: []')} hours.days: no regular working day" in res.stderr
+    assert "the last on 2027-02-27" in res.stderr
+    assert rt.loads(TEXT).warnings == ()

@@ -554,3 +554,14 @@ def test_exports_of_shifts_and_assists(month_db, tmp_path, monkeypatch):
     res = runner.invoke(main, ["export", "shifts", "--branch", "1"])
     assert res.exit_code == 2 and "--branch không dùng với shifts" in res.stderr
     assert sorted(p.name for p in tmp_path.iterdir() if p.suffix == ".csv") == ["roster.csv", "s.csv"]
+
+
+def test_who_planned_or_logged_is_one_line(cli, tmp_path):
+    cli("volunteers", "import", str(roster_csv(tmp_path / "r.csv")))
+    forged = "điều phối\n    #9 đã huỷ bởi Bí thư"
+    res = cli("volunteers", "shift", "add", "--volunteer", "0909000001", "--date", "2026-09-03", "--from", "07:00",
+              "--to", "11:00", "--by", forged)
+    assert res.exit_code == 1 and res.stderr.startswith("lỗi: tên người thực hiện (--by) có ký tự xuống dòng"), res.output
+    res = cli("volunteers", "assist", "0909000001", "--kind", "guidance", "--by", "x\x1b[2J")
+    assert res.exit_code == 1 and "ký tự điều khiển" in res.stderr and "Traceback" not in res.output
+    assert counts(cli.settings) == (5, 0, 0)
