@@ -44,11 +44,11 @@ async def test_postgresql_stopped_while_calls_go_through(ivr, postgres):
             closed(rec)
 
         service.calllog.closed = spy
-        arrived: list[str] = []
+        arrived: dict[str, str] = {}  # call id -> caller: a call's row is opened again when it is answered
         opened = service.calllog.opened
 
         def arrival(rec):
-            arrived.append(rec.caller)
+            arrived[rec.id] = rec.caller
             opened(rec)
 
         service.calllog.opened = arrival

@@ -17,9 +17,19 @@ from ..conftest import free_port
 
 
 def fake_asterisk(conf: str) -> subprocess.Popen:
-    """A process whose command line is an Asterisk's running ``conf`` (it only sleeps)."""
-    return subprocess.Popen(["asterisk", "-c", "import time; time.sleep(60)", "-f", "-n", "-C", conf],
+    """A process whose command line is an Asterisk's running ``conf`` (it only sleeps).
+
+    Returned once its command line shows: until the exec, /proc still shows the test's own,
+    and preflight (rightly) would not take it for an Asterisk."""
+    import time
+
+    proc = subprocess.Popen(["asterisk", "-c", "import time; time.sleep(60)", "-f", "-n", "-C", conf],
                             executable=sys.executable)
+    deadline = time.monotonic() + 10
+    while conf not in preflight.command_line(proc.pid):
+        assert time.monotonic() < deadline, f"the fake Asterisk (PID {proc.pid}) never showed its command line"
+        time.sleep(0.01)  # polling /proc; bounded by the deadline above
+    return proc
 
 
 @pytest.fixture
