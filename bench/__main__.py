@@ -4,6 +4,8 @@
 - ``bench.reconnect``: Asterisk booted → controller ready, over a few Asterisk restarts (always).
 - ``bench.export``: the export benchmark, run as ``python -m bench.export [--quick]`` when that
   module exists in this checkout (it is skipped, with a note, when it does not).
+- ``bench.console``: the staff console at 100,000 cases and 1,000,000 calls, and calls with the
+  console loaded (``python -m bench.console [--quick]``).
 
 Arguments other than ``--quick`` go to the capacity bench (``--levels``, ``--talk``, ``--profile``,
 ``--keep``, ``--out``; see ``python -m bench.capacity --help``).
@@ -29,7 +31,9 @@ def main(argv: list[str]) -> int:
         return code
     print("\nbench: export benchmark (python -m bench.export)", flush=True)
     export = subprocess.run([sys.executable, "-m", "bench.export", *(["--quick"] if quick else [])])
-    return code or export.returncode
+    print("\nbench: the staff console (python -m bench.console)", flush=True)
+    console = subprocess.run([sys.executable, "-m", "bench.console", *(["--quick"] if quick else [])])
+    return code or export.returncode or console.returncode
 
 
 if __name__ == "__main__":

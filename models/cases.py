@@ -31,7 +31,7 @@ class Case(Base):
         CheckConstraint(_in("category", CATEGORIES), name="category"),
         CheckConstraint(_in("status", STATUSES), name="status"),
         CheckConstraint("closed_reason IS NULL OR " + _in("closed_reason", CLOSE_REASONS), name="closed_reason"),
-        # The console's inbox: one agency's cases of one status, newest first (migration 0006).
+        # The console's inbox: one agency's cases of one status, newest first (migration 0011).
         Index("ix_cases_agency_status_received", "agency_code", "status", "received_at"),
         Index("ix_cases_agency_received", "agency_code", "received_at"),
         Index("ix_cases_status_received", "status", "received_at"),

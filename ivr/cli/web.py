@@ -1,11 +1,15 @@
 """`tongdai web`: the staff console, its own process.
 
 Pages, reports and exports run here, never on the controller's event loop: a slow report
-cannot delay a call.
+cannot delay a call. The process also lowers its own scheduling priority (TONGDAI_WEB_NICE,
+default 10) so that the scheduler favours Asterisk and the controller; on the 2-core bench
+machine that did not measurably shrink what a console loaded without pause costs the calls
+(docs/performance.md, "The staff console").
 """
 
 from __future__ import annotations
 
+import os
 import sys
 
 import click
@@ -18,9 +22,13 @@ def web_cmd() -> None:
     """Chạy bảng điều khiển web cho cán bộ (TONGDAI_WEB_ADDR, mặc định 127.0.0.1:8080)."""
     from ivr import server
     from ivr.web import app
+    from ivr.web.config import WebSettings
 
     s = Settings.from_env()
+    web_settings = WebSettings.from_env(s.env)
     server.setup_logging(s, name="web")
+    if web_settings.nice:
+        os.nice(web_settings.nice)
 
     def ready(url: str) -> None:
         click.echo(f"ready: bảng điều khiển web tại {url}", err=False)

@@ -295,7 +295,7 @@ class Cases:
     async def search(self, f: CaseFilter, *, now: dt.datetime | None = None, offset: int = 0,
                      limit: int | None = 50, newest_first: bool = True) -> tuple[list[Case], int]:
         """One page of the cases ``f`` selects, and how many it selects in all; filtered,
-        counted and paginated in the database (the indexes are in migration 0006).
+        counted and paginated in the database (the indexes are in migration 0011).
 
         An agency's cases are two disjoint sets, those it owns and those assigned to it that it
         does not own (:meth:`CaseFilter.parts`): each is read in index order up to the page's

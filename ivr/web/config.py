@@ -7,6 +7,7 @@
 | TONGDAI_WEB_IDLE_MINUTES | 30 | a session unused this long ends |
 | TONGDAI_WEB_MAX_HOURS | 12 | a session ends this long after sign-in, used or not |
 | TONGDAI_WEB_TRUSTED_PROXIES | unset | comma-separated addresses (nginx: ``127.0.0.1``) whose ``X-Forwarded-For`` is believed |
+| TONGDAI_WEB_NICE | 10 | how much `tongdai web` lowers its CPU priority (0-19): calls come first |
 """
 
 from __future__ import annotations
@@ -34,6 +35,7 @@ class WebSettings:
     idle: dt.timedelta = dt.timedelta(minutes=30)
     max_age: dt.timedelta = dt.timedelta(hours=12)
     trusted_proxies: tuple[str, ...] = ()
+    nice: int = 10
 
     @classmethod
     def from_env(cls, env: dict[str, str]) -> WebSettings:
@@ -54,6 +56,7 @@ class WebSettings:
             idle=dt.timedelta(minutes=_int(env, "TONGDAI_WEB_IDLE_MINUTES", 30, 1, 24 * 60)),
             max_age=dt.timedelta(hours=_int(env, "TONGDAI_WEB_MAX_HOURS", 12, 1, 24 * 30)),
             trusted_proxies=tuple(proxies),
+            nice=_int(env, "TONGDAI_WEB_NICE", 10, 0, 19),
         )
 
 
