@@ -178,3 +178,32 @@ def test_the_servers_matrix_is_the_tests():
     expected = {PAGE_NAMES[p]: {r for r, status in cells.items() if status == 200} for p, cells in PAGES.items()}
     assert {p: set(roles) for p, roles in access.PAGES.items()} == expected
     assert {a: set(roles) for a, roles in access.CASE_ACTIONS.items()} == ACTIONS
+
+
+def test_readme_matrix_matches():
+    """The operator's table in the README says what the server enforces, cell by cell."""
+    from tests.paths import REPO_ROOT
+
+    text = (REPO_ROOT / "README.md").read_text(encoding="utf-8")
+    table = text[text.index("**The role matrix**"):]
+    rows = [ln for ln in table.split("\n\n", 2)[1].splitlines() if ln.startswith("| ") and "---" not in ln]
+    header = [c.strip() for c in rows[0].strip("|").split("|")]
+    assert header[1:] == ["officer", "supervisor", "inspector", "operator"]
+    pages = {"`/cases` inbox": "cases", "`/cases/<code>` ": "case", "`/cases/<code>/recording`": "recording",
+             "`/live`": "live", "`/phones`": "phones", "`/reports`": "reports", "`/audit`": "audit"}
+    seen_pages: dict[str, set[str]] = {}
+    seen_actions: dict[str, set[str]] = {}
+    for row in rows[1:]:
+        cells = [c.strip() for c in row.strip("|").split("|")]
+        allowed = {role for role, cell in zip(header[1:], cells[1:]) if cell.startswith("✓")}
+        assert all(c.startswith("✓") or c == "—" for c in cells[1:]), row
+        page = next((name for key, name in pages.items() if cells[0].startswith(key)), None)
+        if page:
+            seen_pages[page] = allowed
+        elif cells[0].startswith("reveal"):
+            seen_actions["reveal"] = allowed
+        else:
+            for action in re.findall(r"`([a-z-]+)`", cells[0]):
+                seen_actions[action] = allowed
+    assert seen_pages == {p: set(r) for p, r in access.PAGES.items()}
+    assert seen_actions == {a: set(r) for a, r in access.CASE_ACTIONS.items()}
