@@ -289,17 +289,7 @@ class Layout:
                 time.sleep(0.02)
             self.pid_file.unlink(missing_ok=True)
             return False
-        try:
-            os.kill(pid, signal.SIGTERM)
-        except ProcessLookupError:
-            pass
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline and _alive(pid):
-            time.sleep(0.1)
-        if _alive(pid):
-            os.kill(pid, signal.SIGKILL)
-            while _alive(pid):
-                time.sleep(0.05)
+        terminate(pid, timeout)
         self.pid_file.unlink(missing_ok=True)
         return True
 
@@ -334,3 +324,18 @@ def _alive(pid: int) -> bool:
         return not zombie or len(os.listdir(f"/proc/{pid}/task")) > 1
     except OSError:
         return False
+
+
+def terminate(pid: int, timeout: float = 15) -> None:
+    """SIGTERM, then SIGKILL after ``timeout``; return once it is gone (all its threads)."""
+    try:
+        os.kill(pid, signal.SIGTERM)
+    except ProcessLookupError:
+        return
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline and _alive(pid):
+        time.sleep(0.05)
+    if _alive(pid):
+        os.kill(pid, signal.SIGKILL)
+        while _alive(pid):
+            time.sleep(0.02)

@@ -17,8 +17,6 @@ Linux only (``/proc``); reading other users' processes needs root, which the san
 from __future__ import annotations
 
 import os
-import signal
-import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -128,19 +126,9 @@ def holders(port: int, host: str = "127.0.0.1") -> list[Holder]:
 
 def stop(pid: int, timeout: float = 15) -> None:
     """SIGTERM, then SIGKILL after ``timeout``; return once it is gone (all its threads)."""
-    from ivr.pbx.asterisk import _alive
+    from ivr.pbx.asterisk import terminate
 
-    try:
-        os.kill(pid, signal.SIGTERM)
-    except ProcessLookupError:
-        return
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline and _alive(pid):
-        time.sleep(0.05)
-    if _alive(pid):
-        os.kill(pid, signal.SIGKILL)
-        while _alive(pid):
-            time.sleep(0.02)
+    terminate(pid, timeout)
 
 
 def before_start(layout: Layout, *, replace: bool, say) -> None:

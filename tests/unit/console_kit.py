@@ -5,15 +5,13 @@ from __future__ import annotations
 
 import asyncio
 import datetime as dt
-import math
 import re
-import struct
-import wave
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from aiohttp.test_utils import TestClient, TestServer
 
+from ivr import testing
 from ivr.config import routing as rt
 from ivr.config.settings import Settings
 from ivr.records import cases as cm
@@ -49,17 +47,9 @@ class Clock:
         self.now += dt.timedelta(**kw)
 
 
-def write_wav(path: Path, seconds: float = 2.0, rate: int = 8000) -> Path:
-    """A real PCM WAV like Asterisk's (8 kHz, 16-bit mono): a 440 Hz tone."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    frames = b"".join(struct.pack("<h", int(8000 * math.sin(2 * math.pi * 440 * i / rate)))
-                      for i in range(int(seconds * rate)))
-    with wave.open(str(path), "wb") as w:
-        w.setnchannels(1)
-        w.setsampwidth(2)
-        w.setframerate(rate)
-        w.writeframes(frames)
-    return path
+def write_wav(path: Path, seconds: float = 2.0) -> Path:
+    """A real PCM WAV like Asterisk's (8 kHz, 16-bit mono): ivr.testing's, two seconds by default."""
+    return testing.write_wav(path, seconds)
 
 
 @dataclass
