@@ -26,10 +26,38 @@ import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 
 log = logging.getLogger("tongdai.supervise")
 
 PR_SET_PDEATHSIG = 1
+
+
+AUTOGROUP = Path("/proc/self/autogroup")
+
+
+def yield_cpu(nice: int, autogroup: Path = AUTOGROUP) -> str:
+    """Lower this process's CPU priority by ``nice`` (0-19) so that Asterisk and the controller
+    come first; returns how it was applied, for the log.
+
+    ``os.nice`` alone does nothing against other sessions on a Linux kernel with autogroups
+    (``kernel.sched_autogroup_enabled=1``, the default): the scheduler first shares the CPU
+    equally between sessions, and nice only orders the tasks inside one. Every child of the
+    supervisor is a session of its own, so the console's session must be reniced as a whole
+    (its autogroup). That is done only when this process leads its session: renicing an
+    operator's login shell for them would be a surprise. Under systemd with the cpu controller
+    autogroups do not apply; the unit's ``CPUWeight=`` does that job.
+    """
+    if nice <= 0:
+        return "not lowered"
+    level = os.nice(nice)
+    if os.getsid(0) != os.getpid():
+        return f"nice {level} (not a session leader: the session's autogroup is left alone)"
+    try:
+        autogroup.write_text(str(level))
+    except OSError:  # a kernel without autogroups
+        return f"nice {level}"
+    return f"nice {level}, autogroup nice {level}"
 
 
 def _die_with_parent() -> None:  # runs in the child between fork and exec

@@ -2,18 +2,18 @@
 
 Pages, reports and exports run here, never on the controller's event loop: a slow report
 cannot delay a call. The process also lowers its own scheduling priority (TONGDAI_WEB_NICE,
-default 10) so that the scheduler favours Asterisk and the controller; on the 2-core bench
-machine that did not measurably shrink what a console loaded without pause costs the calls
-(docs/performance.md, "The staff console").
+default 10) so that the scheduler favours Asterisk and the controller — its session's autogroup
+too, without which nice has no effect across sessions (docs/performance.md, "The staff console").
 """
 
 from __future__ import annotations
 
-import os
+import logging
 import sys
 
 import click
 
+from ivr import supervise
 from ivr.config.settings import Settings
 
 
@@ -27,8 +27,7 @@ def web_cmd() -> None:
     s = Settings.from_env()
     web_settings = WebSettings.from_env(s.env)
     server.setup_logging(s, name="web")
-    if web_settings.nice:
-        os.nice(web_settings.nice)
+    logging.getLogger("tongdai.web").info("CPU priority: %s", supervise.yield_cpu(web_settings.nice))
 
     def ready(url: str) -> None:
         click.echo(f"ready: bảng điều khiển web tại {url}", err=False)

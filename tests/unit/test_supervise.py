@@ -107,3 +107,34 @@ async def test_children_die_with_a_killed_supervisor(tmp_path):
     finally:
         if sup.poll() is None:
             sup.kill()
+
+
+YIELD = """
+    import os
+    from ivr.supervise import yield_cpu
+    print(yield_cpu(7))
+    print(os.getpriority(os.PRIO_PROCESS, 0))
+    print(open("/proc/self/autogroup").read().strip())
+"""
+
+
+def test_yield_cpu_renices_its_own_session_so_it_counts_against_asterisks():
+    # With autogroups (this machine's kernel, the default) nice alone leaves the console's
+    # session an equal of Asterisk's; the session itself must be reniced.
+    assert os.path.exists("/proc/self/autogroup"), "the test machine's kernel has autogroups"
+    out = subprocess.run(py(YIELD), capture_output=True, text=True, check=True, start_new_session=True).stdout
+    how, level, group = out.splitlines()
+    assert how == "nice 7, autogroup nice 7"
+    assert level == "7"
+    assert group.endswith("nice 7")
+
+
+def test_yield_cpu_leaves_a_shared_session_alone():
+    # `tongdai web` typed in an operator's shell must not renice the shell's session.
+    before = open("/proc/self/autogroup").read().strip()
+    out = subprocess.run(py(YIELD), capture_output=True, text=True, check=True).stdout
+    how, level, group = out.splitlines()
+    assert how.startswith("nice 7 (not a session leader")
+    assert level == "7"
+    assert group == before
+    assert open("/proc/self/autogroup").read().strip() == before
