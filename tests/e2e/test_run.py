@@ -9,6 +9,7 @@ import re
 import signal
 import socket
 import sys
+from pathlib import Path
 
 import aiohttp
 import pytest
@@ -16,6 +17,18 @@ import pytest
 from .conftest import HERE, _pick, need
 
 pytestmark = pytest.mark.e2e
+
+
+def _children(pid: int) -> list[int]:
+    found = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(") ", 1)[1].split()
+        except (OSError, IndexError):
+            continue
+        if int(fields[1]) == pid:
+            found.append(int(stat.parent.name))
+    return found
 
 
 def _free_tcp() -> int:
@@ -55,6 +68,12 @@ async def test_run_starts_the_console_and_stops_it(tmp_path):
                 assert r.status == 200 and "Đăng nhập" in await r.text()
             async with http.get(url + "cases", allow_redirects=False) as r:
                 assert r.status == 303
+        # The console yields the CPU to the calls: its session as a whole (autogroup), else nice
+        # would not count against Asterisk's session (docs/performance.md).
+        web = [pid for pid in _children(proc.pid) if b"\0web" in Path(f"/proc/{pid}/cmdline").read_bytes()]
+        assert len(web) == 1, _children(proc.pid)
+        assert os.getpriority(os.PRIO_PROCESS, web[0]) == 10
+        assert Path(f"/proc/{web[0]}/autogroup").read_text().strip().endswith("nice 10")
         os.killpg(proc.pid, signal.SIGINT)  # Ctrl-C in the terminal
         await asyncio.wait_for(proc.wait(), 90)
         rest = (await proc.stdout.read()).decode()
