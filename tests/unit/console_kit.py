@@ -10,6 +10,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from aiohttp.test_utils import TestClient, TestServer
+from argon2 import PasswordHasher
 
 from ivr import testing
 from ivr.config import routing as rt
@@ -34,6 +35,11 @@ STAFF = {
     "ktra": ("inspector", None),
     "vanhanh": ("operator", None),
 }
+
+# Still Argon2id, hashed and verified for real, at the lowest cost the algorithm allows: the
+# console's tests sign in hundreds of times and the production cost (test_users checks it is
+# the default) would take minutes of the suite.
+CHEAP_HASHER = PasswordHasher(time_cost=1, memory_cost=8, parallelism=1)
 
 
 class Clock:
@@ -132,7 +138,7 @@ async def make_kit(settings: Settings, *, web: WebSettings | None = None, staff:
     """``status``: what the controller's control socket would answer (an async callable)."""
     await asyncio.to_thread(db.upgrade, settings)
     clock = clock or Clock()
-    console = Console(settings, engine=db.engine(settings), routing=lambda: ROUTING, clock=clock,
+    console = Console(settings, engine=db.engine(settings), routing=lambda: ROUTING, clock=clock, hasher=CHEAP_HASHER,
                       web_settings=web or WebSettings(), status=status, live_every=0.1)
     console._own_engine = True
     for login, (role, agency) in (STAFF if staff is None else staff).items():

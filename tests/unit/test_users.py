@@ -55,6 +55,8 @@ async def test_cli_add_list_disable_password(accounts):
     async with acc.engine.connect() as conn:
         digest = (await conn.execute(select(User.password_hash).where(User.login == "lan.stp"))).scalar_one()
     assert digest.startswith("$argon2id$") and "mật khẩu" not in digest
+    # The production cost (RFC 9106's second recommendation): the console's tests use a cheaper one.
+    assert digest.split("$")[3] == "m=65536,t=3,p=4"
     assert (await acc.verify("LAN.stp", "mật khẩu rất dài 1")).login == "lan.stp"
     assert await acc.verify("lan.stp", "mật khẩu rất dài 2") is None
 
