@@ -33,6 +33,7 @@ STAFF = {
     "phuong1": ("officer", "DV31318"),  # Phường I, a commune of Vị Thanh
     "ktra": ("inspector", None),
     "vanhanh": ("operator", None),
+    "doan": ("youth", None),  # Tỉnh Đoàn: every desk's volunteers, no case
 }
 
 
