@@ -150,6 +150,8 @@ class Role(Vocabulary):
     SUPERVISOR = "supervisor", "Sở Nội vụ / tổ vận hành"
     INSPECTOR = "inspector", "Tổ Kiểm tra đột xuất"
     OPERATOR = "operator", "vận hành tổng đài"  # PBX staff: live board, desk phones; no case content
+    # Youth Union coordinators: the volunteers' roster, check-in/out, assists; no case content.
+    YOUTH = "youth", "Đoàn Thanh niên (điều phối tình nguyện viên)"
 
 
 class LoginResult(Vocabulary):

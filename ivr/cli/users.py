@@ -59,7 +59,7 @@ def users() -> None:
 
 @users.command("add")
 @click.argument("login")
-@click.option("--role", required=True, metavar="ROLE", help="officer | supervisor | inspector | operator")
+@click.option("--role", required=True, metavar="ROLE", help="officer | supervisor | inspector | operator | youth")
 @click.option("--agency", metavar="MÃ", help="Mã cơ quan (bắt buộc với officer).")
 @click.option("--name", metavar="TÊN", help="Họ tên, chức vụ.")
 @click.option("--password-stdin", "password_stdin", is_flag=True, help="Đọc mật khẩu từ đầu vào chuẩn.")

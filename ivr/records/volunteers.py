@@ -519,6 +519,14 @@ class Volunteers:
             await s.flush()
             return self._shift(sh, v, now)
 
+    async def get_shift(self, shift_id: int, *, now: dt.datetime | None = None) -> ShiftInfo:
+        async with self._sm() as s:
+            row = (await s.execute(sa.select(VolunteerShift, Volunteer).join(Volunteer)
+                                   .where(VolunteerShift.id == shift_id))).first()
+            if row is None:
+                raise VolunteerError(f"không có ca #{shift_id}")
+            return self._shift(row[0], row[1], now or utcnow())
+
     async def cancel_shift(self, shift_id: int, *, now: dt.datetime | None = None) -> ShiftInfo:
         """Remove a planned shift nobody checked in to (a planning mistake)."""
         now = now or utcnow()

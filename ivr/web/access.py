@@ -10,12 +10,16 @@ Scope (:func:`case_scope`):
 - officer: cases owned by (the branch's agency at receipt) or assigned to their agency or any
   unit under it in routing.yaml (a district's focal point follows its communes' cases);
 - inspector: cases flagged for the inspection team (misconduct reports first);
-- operator: none (the live board and the desk phones only).
+- operator: none (the live board and the desk phones only);
+- youth: none. Their pages are the volunteers' (:func:`youth_desks`): a coordinator with an
+  agency sees that desk and the desks under it (a district's coordinator: the district's desk
+  and its communes'); without one, every desk (the provincial Youth Union).
 """
 
 from __future__ import annotations
 
 from ivr.config.routing import Routing
+from ivr.records import volunteers as vm
 from ivr.records.cases import CaseFilter
 
 from .accounts import Account
@@ -31,6 +35,8 @@ PAGES: dict[str, frozenset[str]] = {
     "phones": frozenset({"supervisor", "operator"}),
     "reports": frozenset({"supervisor"}),  # monthly report, exports (they hold callers' numbers)
     "audit": frozenset({"supervisor"}),
+    # the volunteers' roster, check-in/out, assists: no case, no caller, no recording
+    "youth": frozenset({"supervisor", "youth"}),
 }
 
 # case action (URL form) -> roles that may take it, on a case in their scope
@@ -56,6 +62,8 @@ def may_act(account: Account, action: str) -> bool:
 
 
 def home(account: Account) -> str:
+    if account.role == "youth":
+        return "/youth"
     return "/cases" if account.role in CASE_ROLES else "/live"
 
 
@@ -82,6 +90,15 @@ def case_scope(account: Account, routing: Routing) -> CaseFilter | None:
     if account.role == "inspector":
         return CaseFilter(inspection=True, misconduct_first=True)
     return None
+
+
+def youth_desks(account: Account, routing: Routing) -> tuple[str, ...]:
+    """The one-stop desks whose volunteers this person may see and log for, routing.yaml's order."""
+    every = vm.desks(routing)
+    if account.role == "youth" and account.agency_code:
+        under = set(vm.desks_under(routing, account.agency_code))
+        return tuple(c for c in every if c in under)
+    return tuple(every) if may(account, "youth") else ()
 
 
 def shows_anonymous_number(account: Account) -> bool:

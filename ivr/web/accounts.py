@@ -22,6 +22,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine, async_sessionmaker
 
 from ivr.config.routing import Routing
 from ivr.models.users import ROLES, User, WebSession
+from ivr.records.volunteers import desk_problem
 from ivr.vocab import Role
 
 LOGIN_RE = re.compile(r"^[a-z0-9][a-z0-9._-]{1,63}$")
@@ -92,6 +93,9 @@ class Accounts:
             raise AccountError("cán bộ đầu mối (officer) cần --agency: mã cơ quan của mình")
         if agency and agency not in self.routing().agencies:
             raise AccountError(f"không có cơ quan mã '{agency}' trong routing.yaml")
+        if role == "youth" and agency and (problem := desk_problem(self.routing(), agency)):
+            # A coordinator's --agency limits the roster to that desk and the desks under it.
+            raise AccountError(f"--agency của tài khoản youth phải là một bộ phận một cửa: {problem}")
         return agency
 
     async def hash(self, password: str) -> str:

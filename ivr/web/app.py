@@ -42,6 +42,7 @@ from .http import ADDRESS_KEY, ME_KEY, PRE_KEY, Refused
 from .live import Live
 from .pages import Pages
 from .reports import Reports
+from .youth import Youth
 
 if TYPE_CHECKING:
     from ivr.zalo.service import ZaloService
@@ -110,6 +111,7 @@ class Console:
         self.pages = Pages(self)
         self.live = Live(self, status=status, every=live_every)
         self.reports = Reports(self)
+        self.youth = Youth(self)
         self.zalo: ZaloService | None = None  # the webhook and the Zalo worker, when Zalo is configured
         layout = Layout.for_settings(settings)
         self._speech = Speech(layout.host(layout.ast("data/sounds/vi")))
@@ -134,6 +136,7 @@ class Console:
         self.pages.routes(r)
         self.live.routes(r)
         self.reports.routes(r)
+        self.youth.routes(r)
         if self.zalo is not None:
             self.zalo.webhook.routes(app)
         app.on_cleanup.append(self._cleanup)

@@ -19,12 +19,15 @@ from ivr.records import cases as cm
 
 from .accounts import Account, utcnow
 
-EVENTS = ("login", "logout", "play_recording", "reveal_number", "report", "export")
+EVENTS = ("login", "logout", "play_recording", "reveal_number", "report", "export",
+          "volunteer_checkin", "volunteer_checkout", "volunteer_assist")
 ACTIONS = tuple(cm.ACTIONS) + ("flag_inspection", "note") + EVENTS
 ACTION_VI = {
     **{a: v for a, v in cm._ACTION_VI.items()}, "flag_inspection": "chuyển Tổ Kiểm tra", "note": "ghi chú",
     "login": "đăng nhập", "logout": "đăng xuất", "play_recording": "nghe bản ghi âm",
     "reveal_number": "xem số người gọi ẩn danh", "report": "tải báo cáo tháng", "export": "xuất dữ liệu",
+    "volunteer_checkin": "đoàn viên vào ca", "volunteer_checkout": "đoàn viên ra ca",
+    "volunteer_assist": "ghi lượt hỗ trợ người dân",
 }
 
 

@@ -3,7 +3,8 @@ complaint: a SIPp caller records it through Asterisk and the controller; a super
 and assigns it in the console; the assigned agency's officer finds it with the inbox's filters,
 plays its recording, starts and answers it; another agency's officer can neither list it, nor
 open it, nor fetch its recording. The live board shows a real call in progress from the
-controller's control socket. Screenshots: test-artefacts/console/ (kept after the run)."""
+controller's control socket. A Youth Union coordinator, at a phone's width, checks a volunteer
+in and logs assists in two taps. Screenshots: test-artefacts/console/ (kept after the run)."""
 
 from __future__ import annotations
 
@@ -13,6 +14,7 @@ import os
 import shutil
 import socket
 import uuid
+import zoneinfo
 
 import pytest
 from aiohttp import web
@@ -207,4 +209,80 @@ async def test_the_live_board_shows_a_real_call(ivr, console, browser, shots):
         finally:
             await call
     await page.wait_for_function("() => document.getElementById('live-count').textContent === '0'", timeout=20000)
+    await ctx.close()
+
+
+@pytest.fixture
+async def youth_console(settings_factory, tmp_path):
+    """A console on a database of its own (no call is needed): a Youth Union coordinator of Vị
+    Thanh and two volunteers with a shift today at its desks."""
+    from ivr.config import routing as rt
+    from ivr.records import volunteers as vm
+
+    s = settings_factory(TONGDAI_DATABASE_URL=f"sqlite+aiosqlite:///{tmp_path / 'youth.db'}")
+    await asyncio.to_thread(db.upgrade, s)
+    routing = rt.load(REPO_ROOT / "routing.yaml")
+    engine = db.engine(s)
+    c = Console(s, engine=engine, routing=lambda: routing)
+    runner = web.AppRunner(c.app(), access_log=None)
+    await runner.setup()
+    port = free_port()
+    await web.TCPSite(runner, "127.0.0.1", port).start()
+    c.url = f"http://127.0.0.1:{port}"
+    c.logins = {"doan": "doan.vithanh"}
+    await c.accounts.add("doan.vithanh", "youth", PASSWORD, agency="DV930", name="Thành Đoàn Vị Thanh")
+    roster = tmp_path / "roster.csv"
+    roster.write_text("name,phone,desk,unit\nTrần Thị Bình,0901000002,DV930,Chi đoàn Văn phòng\n"
+                      "Lê Minh Chi,0901000003,DV31318,Đoàn phường I\n", encoding="utf-8")
+    svc = vm.Volunteers(engine, routing)
+    await svc.import_roster(roster)
+    today = dt.datetime.now(zoneinfo.ZoneInfo(routing.hotline.timezone)).date()
+    for phone in ("0901000002", "0901000003"):
+        await svc.add_shift(phone, today, dt.time(0, 0), dt.time(23, 59))
+    c.volunteers = svc
+    yield c
+    await runner.cleanup()
+    await engine.dispose()
+
+
+async def test_a_youth_coordinator_checks_in_and_logs_assists_on_a_phone(youth_console, browser, shots):
+    """At phone width: the roster, a check-in, then an assist in two taps (volunteer, kind) and,
+    with the volunteer already chosen, the next one in one tap."""
+    from ivr.models import VolunteerAssist
+
+    c = youth_console
+    ctx = await browser.new_context(viewport={"width": 390, "height": 844}, locale="vi-VN")
+    page = await ctx.new_page()
+    await page.goto(c.url + "/youth")
+    await page.fill("input[name=username]", c.logins["doan"])
+    await page.fill("input[name=password]", PASSWORD)
+    await page.click("button[type=submit]")
+    await page.wait_for_load_state()
+    assert page.url.startswith(c.url + "/youth")
+    row = page.locator("tr[data-state]", has_text="Trần Thị Bình")
+    await row.locator("button", has_text="Vào ca").click()
+    await page.wait_for_selector("#done")
+    assert await row.get_attribute("data-state") == "on_duty"
+    await page.screenshot(path=str(shots / "09-youth-roster-phone.png"), full_page=True)
+    # At a phone's width the roster is one card per shift: the buttons are on screen.
+    assert await page.evaluate("() => [...document.querySelectorAll('.table-wrap')]"
+                               ".every(w => w.scrollWidth <= w.clientWidth)")
+    assert await row.locator("button", has_text="Ra ca").is_visible()
+
+    await page.goto(c.url + "/youth/assist")
+    assert await page.locator("input[name=phone]:checked").count() == 0
+    await page.screenshot(path=str(shots / "10-youth-assist-phone.png"))
+    await page.click("label.pick:has-text('Lê Minh Chi')")  # tap 1
+    await page.click("button.kind[value=vneid]")  # tap 2
+    await page.wait_for_selector("#done")
+    assert "hỗ trợ VNeID" in await page.inner_text("#done")
+    await page.click("button.kind[value=online_submission]")  # the next person: one tap
+    await page.wait_for_selector("#done:has-text('hỗ trợ nộp hồ sơ trực tuyến')")
+    await page.screenshot(path=str(shots / "11-youth-assist-saved-phone.png"))
+    # Nothing overflows a phone's width (no sideways scrolling to reach a button).
+    assert await page.evaluate("() => document.documentElement.scrollWidth") <= 390
+    async with c.engine.connect() as conn:
+        rows = (await conn.execute(select(VolunteerAssist.kind, VolunteerAssist.desk_code, VolunteerAssist.created_by)
+                                   .order_by(VolunteerAssist.id))).all()
+    assert [tuple(r) for r in rows] == [("vneid", "DV31318", "doan.vithanh"), ("online_submission", "DV31318", "doan.vithanh")]
     await ctx.close()

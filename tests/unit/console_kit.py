@@ -34,6 +34,7 @@ STAFF = {
     "phuong1": ("officer", "DV31318"),  # Phường I, a commune of Vị Thanh
     "ktra": ("inspector", None),
     "vanhanh": ("operator", None),
+    "doan": ("youth", None),  # Tỉnh Đoàn: every desk's volunteers, no case
 }
 
 # Still Argon2id, hashed and verified for real, at the lowest cost the algorithm allows: the

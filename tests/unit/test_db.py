@@ -75,3 +75,45 @@ def test_upgrade_reports_an_unreachable_postgresql(settings_factory):
         "TONGDAI_DATABASE_URL": f"postgresql+asyncpg://tongdai:secret-pw@127.0.0.1:{port}/tongdai"})
     assert res.exit_code == 1 and "không nâng cấp được" in res.output
     assert "secret-pw" not in res.output
+
+
+async def test_the_youth_role_needs_migration_0013_and_goes_with_its_downgrade(db_settings):
+    """0013 widens users.role's CHECK to 'youth'; going back to 0011 removes youth accounts (no
+    older role fits them) and their sessions, and the constraint refuses 'youth' again."""
+    import datetime as dt
+
+    import sqlalchemy as sa
+    from sqlalchemy.exc import IntegrityError
+
+    s = db_settings
+    cfg = alembic_config(s)
+    await asyncio.to_thread(db.upgrade, s)
+    now = dt.datetime(2026, 12, 8, tzinfo=dt.timezone.utc)
+    row = dict(name=None, agency_code="DV930", password_hash="x", disabled=False, created_at=now, password_changed_at=now)
+    users = sa.table("users", *(sa.column(c) for c in ("id", "login", "role", *row)))
+    sessions = sa.table("web_sessions", *(sa.column(c) for c in ("id", "user_id", "created_at", "last_seen_at")))
+    engine = db.engine(s)
+    try:
+        async with engine.begin() as conn:
+            await conn.execute(users.insert().values(id=1, login="doan", role="youth", **row))
+            await conn.execute(users.insert().values(id=2, login="snv", role="supervisor", **row))
+            await conn.execute(sessions.insert().values(id="a" * 64, user_id=1, created_at=now, last_seen_at=now))
+    finally:
+        await engine.dispose()
+    await asyncio.to_thread(command.downgrade, cfg, "0011")
+    engine = db.engine(s)
+    try:
+        async with engine.connect() as conn:
+            assert list((await conn.execute(sa.select(users.c.login))).scalars()) == ["snv"]
+            assert (await conn.execute(sa.select(sa.func.count()).select_from(sessions))).scalar_one() == 0
+        try:
+            async with engine.begin() as conn:
+                await conn.execute(users.insert().values(id=3, login="doan2", role="youth", **row))
+        except IntegrityError:
+            pass
+        else:
+            raise AssertionError("users.role accepted 'youth' before migration 0013")
+    finally:
+        await engine.dispose()
+    await asyncio.to_thread(db.upgrade, s)
+    await asyncio.to_thread(command.check, cfg)

@@ -79,6 +79,8 @@ async def test_cli_add_list_disable_password(accounts):
      "không có cơ quan mã 'NOPE'"),
     (["add", "x1", "--role", "supervisor", "--agency", "NOPE", "--password-stdin"], "long enough pw\n",
      "không có cơ quan mã 'NOPE'"),
+    (["add", "x1", "--role", "youth", "--agency", "STP", "--password-stdin"], "long enough pw\n",
+     "phải là một bộ phận một cửa"),  # a department runs no one-stop desk: no volunteers to see
     (["add", "x1", "--role", "supervisor", "--password-stdin"], "short\n", "ít nhất 10 ký tự"),
     (["add", "x1", "--role", "supervisor", "--password-stdin"], "\n", "không đọc được mật khẩu"),
     (["add", "x 1", "--role", "supervisor", "--password-stdin"], "long enough pw\n", "không hợp lệ"),
@@ -120,3 +122,18 @@ async def test_disable_and_new_password_end_the_accounts_sessions(accounts):
     await acc.disable("snv2")
     assert await sessions(b.id) == 0
     assert (await acc.verify("snv2", "long enough pw")).disabled  # the sign-in refuses it, see test_web_security
+
+
+async def test_cli_adds_youth_coordinators(accounts):
+    """The Youth Union's coordinators: provincial (every desk) or one desk and those under it."""
+    acc, s = accounts
+    res = await run(s, "add", "doan.tinh", "--role", "youth", "--name", "Tỉnh Đoàn", "--password-stdin",
+                    stdin="mật khẩu rất dài 1\n")
+    assert res.exit_code == 0 and "Đoàn Thanh niên (điều phối tình nguyện viên)" in res.output, res.output
+    res = await run(s, "add", "doan.vithanh", "--role", "youth", "--agency", "DV930", "--password-stdin",
+                    stdin="mật khẩu rất dài 2\n")
+    assert res.exit_code == 0 and "Thành phố Vị Thanh (DV930)" in res.output, res.output
+    lines = (await run(s, "list")).output.splitlines()
+    assert any(ln.startswith("doan.vithanh") and " youth " in ln and "DV930" in ln for ln in lines), lines
+    async with acc.engine.connect() as conn:
+        assert set((await conn.execute(select(User.role).where(User.login.like("doan.%")))).scalars()) == {"youth"}

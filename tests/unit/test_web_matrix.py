@@ -15,18 +15,19 @@ from ivr.web import access
 
 from .console_kit import STAFF, close_kit, make_kit
 
-ROLES = ["supervisor", "officer", "inspector", "operator"]
-LOGIN = {"supervisor": "snv", "officer": "stp", "inspector": "ktra", "operator": "vanhanh"}
+ROLES = ["supervisor", "officer", "inspector", "operator", "youth"]
+LOGIN = {"supervisor": "snv", "officer": "stp", "inspector": "ktra", "operator": "vanhanh", "youth": "doan"}
 
 # page -> role -> HTTP status of a GET (200: shown; 403: not for this role)
 PAGES = {
-    "/cases": {"supervisor": 200, "officer": 200, "inspector": 200, "operator": 403},
-    "/cases/{own}": {"supervisor": 200, "officer": 200, "inspector": 200, "operator": 403},
-    "/cases/{own}/recording": {"supervisor": 200, "officer": 200, "inspector": 200, "operator": 403},
-    "/live": {"supervisor": 200, "officer": 403, "inspector": 403, "operator": 200},
-    "/phones": {"supervisor": 200, "officer": 403, "inspector": 403, "operator": 200},
-    "/reports": {"supervisor": 200, "officer": 403, "inspector": 403, "operator": 403},
-    "/audit": {"supervisor": 200, "officer": 403, "inspector": 403, "operator": 403},
+    "/cases": {"supervisor": 200, "officer": 200, "inspector": 200, "operator": 403, "youth": 403},
+    "/cases/{own}": {"supervisor": 200, "officer": 200, "inspector": 200, "operator": 403, "youth": 403},
+    "/cases/{own}/recording": {"supervisor": 200, "officer": 200, "inspector": 200, "operator": 403, "youth": 403},
+    "/live": {"supervisor": 200, "officer": 403, "inspector": 403, "operator": 200, "youth": 403},
+    "/phones": {"supervisor": 200, "officer": 403, "inspector": 403, "operator": 200, "youth": 403},
+    "/reports": {"supervisor": 200, "officer": 403, "inspector": 403, "operator": 403, "youth": 403},
+    "/audit": {"supervisor": 200, "officer": 403, "inspector": 403, "operator": 403, "youth": 403},
+    "/youth": {"supervisor": 200, "officer": 403, "inspector": 403, "operator": 403, "youth": 200},
 }
 # case action -> roles that may take it (on a case they can see)
 ACTIONS = {
@@ -79,8 +80,10 @@ VISIBLE = {
     "phuong1": {"commune"},
     "ktra": {"misconduct"},
     "vanhanh": set(),
+    "doan": set(),
 }
-OWN_CASE = {"supervisor": "stp", "officer": "stp", "inspector": "misconduct", "operator": "stp"}
+OWN_CASE = {"supervisor": "stp", "officer": "stp", "inspector": "misconduct", "operator": "stp", "youth": "stp"}
+NO_CASES = ("operator", "youth")
 
 
 async def test_every_page_for_every_role(kit):
@@ -101,7 +104,7 @@ async def test_who_sees_which_case_in_the_list_the_page_and_the_recording(kit):
     for login, visible in VISIBLE.items():
         b = await kit.signed_in(login)
         r = await b.get("/cases")
-        if STAFF[login][0] == "operator":
+        if STAFF[login][0] in NO_CASES:
             assert r.status == 403
         else:
             listed = set(re.findall(r'data-code="(\d+)"', await r.text()))
@@ -109,7 +112,7 @@ async def test_who_sees_which_case_in_the_list_the_page_and_the_recording(kit):
         for key, code in all_codes.items():
             for path in (f"/cases/{code}", f"/cases/{code}/recording"):
                 r = await b.get(path)
-                if STAFF[login][0] == "operator":
+                if STAFF[login][0] in NO_CASES:
                     assert r.status == 403, (login, path)
                 elif key in visible:
                     assert r.status == 200, (login, path)
@@ -143,7 +146,7 @@ async def test_every_action_for_every_role(kit):
         for role in ROLES:
             b = await kit.signed_in(LOGIN[role])
             code = kit.matrix_cases[OWN_CASE[role]].code
-            await b.get("/cases" if role != "operator" else "/live")  # a page with a CSRF field
+            await b.get({"operator": "/live", "youth": "/youth"}.get(role, "/cases"))  # a page with a CSRF field
             before = await count_changes(kit)
             r = await b.post(f"/cases/{code}/{action}", FORMS[action])
             if role in allowed:
@@ -171,7 +174,7 @@ async def test_actions_on_a_case_outside_the_scope_are_404_and_change_nothing(ki
 
 
 PAGE_NAMES = {"/cases": "cases", "/cases/{own}": "case", "/cases/{own}/recording": "recording", "/live": "live",
-              "/phones": "phones", "/reports": "reports", "/audit": "audit"}
+              "/phones": "phones", "/reports": "reports", "/audit": "audit", "/youth": "youth"}
 
 
 def test_the_servers_matrix_is_the_tests():
@@ -188,9 +191,10 @@ def test_readme_matrix_matches():
     table = text[text.index("**The role matrix**"):]
     rows = [ln for ln in table.split("\n\n", 2)[1].splitlines() if ln.startswith("| ") and "---" not in ln]
     header = [c.strip() for c in rows[0].strip("|").split("|")]
-    assert header[1:] == ["officer", "supervisor", "inspector", "operator"]
+    assert header[1:] == ["officer", "supervisor", "inspector", "operator", "youth"]
     pages = {"`/cases` inbox": "cases", "`/cases/<code>` ": "case", "`/cases/<code>/recording`": "recording",
-             "`/live`": "live", "`/phones`": "phones", "`/reports`": "reports", "`/audit`": "audit"}
+             "`/live`": "live", "`/phones`": "phones", "`/reports`": "reports", "`/audit`": "audit",
+             "`/youth`": "youth"}
     seen_pages: dict[str, set[str]] = {}
     seen_actions: dict[str, set[str]] = {}
     for row in rows[1:]:
