@@ -32,7 +32,7 @@ from ivr.config import text as tx
 from ivr.config.routing import Routing
 from ivr.models.cases import CATEGORIES, CHANNELS, CLOSE_REASONS, Case, CaseAssignment, CaseEvent
 from ivr.records.lookup import PublicView
-from ivr.vocab import OPEN_STATUSES, CaseStatus, Category, CloseReason
+from ivr.vocab import OPEN_STATUSES, CaseStatus, Category, Channel, CloseReason
 
 log = logging.getLogger("tongdai.cases")
 
@@ -158,7 +158,7 @@ class Cases:
         s.add(case)
         await s.flush()
         s.add(CaseEvent(case_id=case.id, at=received, actor=actor, action="receive", to_status="received",
-                        note=f"kênh {new.channel}" + (", ẩn danh" if new.anonymous else "")
+                        note=f"kênh {Channel.labels()[new.channel]}" + (", ẩn danh" if new.anonymous else "")
                         + (f"; {note}" if note else "")))
         if new.inspection_reason:
             s.add(CaseEvent(case_id=case.id, at=received, actor=actor, action="flag_inspection",

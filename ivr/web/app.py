@@ -40,6 +40,8 @@ from .auth import Auth, Current, SignInRefused
 from .config import WebSettings, load_key
 from .http import ADDRESS_KEY, ME_KEY, PRE_KEY, Refused
 from .live import Live
+from .lookup import PATH as LOOKUP_PATH
+from .lookup import LookupPage
 from .pages import Pages
 from .reports import Reports
 from .youth import Youth
@@ -52,7 +54,7 @@ log = logging.getLogger("tongdai.web")
 SESSION_COOKIE = "tongdai_session"
 PRE_COOKIE = "tongdai_pre"
 CSRF_EXEMPT = (ZALO_WEBHOOK,)  # signed by Zalo, not posted by a browser
-PUBLIC = ("/login", "/static/", ZALO_WEBHOOK, "/healthz")
+PUBLIC = ("/login", "/static/", ZALO_WEBHOOK, "/healthz", LOOKUP_PATH)
 
 # The pages need nothing from elsewhere: no CDN (the server has no internet), no inline script.
 CSP = ("default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; media-src 'self'; "
@@ -112,6 +114,7 @@ class Console:
         self.live = Live(self, status=status, every=live_every)
         self.reports = Reports(self)
         self.youth = Youth(self)
+        self.lookup_page = LookupPage(self)  # /tra-cuu: the citizens' public page, no sign-in
         self.zalo: ZaloService | None = None  # the webhook and the Zalo worker, when Zalo is configured
         layout = Layout.for_settings(settings)
         self._speech = Speech(layout.host(layout.ast("data/sounds/vi")))
@@ -137,6 +140,7 @@ class Console:
         self.live.routes(r)
         self.reports.routes(r)
         self.youth.routes(r)
+        self.lookup_page.routes(r)
         if self.zalo is not None:
             self.zalo.webhook.routes(app)
         app.on_cleanup.append(self._cleanup)

@@ -8,6 +8,7 @@
 | TONGDAI_WEB_MAX_HOURS | 12 | a session ends this long after sign-in, used or not |
 | TONGDAI_WEB_TRUSTED_PROXIES | unset | comma-separated addresses (nginx: ``127.0.0.1``) whose ``X-Forwarded-For`` is believed |
 | TONGDAI_WEB_NICE | 10 | how much `tongdai web` lowers its CPU priority (0-19): calls come first |
+| TONGDAI_LOOKUP_PER_MINUTE | 10 | look-ups one address may make on the public page /tra-cuu in a minute (1-1000); more get 429 |
 """
 
 from __future__ import annotations
@@ -36,6 +37,7 @@ class WebSettings:
     max_age: dt.timedelta = dt.timedelta(hours=12)
     trusted_proxies: tuple[str, ...] = ()
     nice: int = 10
+    lookup_per_minute: int = 10
 
     @classmethod
     def from_env(cls, env: dict[str, str]) -> WebSettings:
@@ -57,6 +59,7 @@ class WebSettings:
             max_age=dt.timedelta(hours=_int(env, "TONGDAI_WEB_MAX_HOURS", 12, 1, 24 * 30)),
             trusted_proxies=tuple(proxies),
             nice=_int(env, "TONGDAI_WEB_NICE", 10, 0, 19),
+            lookup_per_minute=_int(env, "TONGDAI_LOOKUP_PER_MINUTE", 10, 1, 1000),
         )
 
 

@@ -37,6 +37,9 @@ if TYPE_CHECKING:
 log = logging.getLogger("tongdai.web.live")
 
 StatusSource = Callable[[], Awaitable[dict | None]]
+# The board's desk-phone list starts open when at most this many agencies miss a phone (on a
+# phone screen 120 rows bury the rest; with the controller down every agency misses all).
+OPEN_SHORT_UP_TO = 10
 SESSION_CHECK_EVERY = 60.0  # an open stream re-checks its session this often (sign-out, idle, disabled)
 
 
@@ -174,7 +177,11 @@ class Live:
     async def page(self, request: web.Request) -> web.Response:
         self.c.require(request, "live")
         snap = self.feed.latest or await self.snapshot()
-        return self.c.render(request, "live.html.j2", snap=snap)
+        short = [a for a in snap["phones"] if a["up"] < a["total"]]
+        return self.c.render(request, "live.html.j2", snap=snap, short=short,
+                             full=[a for a in snap["phones"] if a["up"] >= a["total"]],
+                             up=sum(a["up"] for a in snap["phones"]), total=sum(a["total"] for a in snap["phones"]),
+                             open_short=len(short) <= OPEN_SHORT_UP_TO)
 
     async def events(self, request: web.Request) -> web.StreamResponse:
         """Server-sent events: one ``data:`` line of JSON per snapshot; ``event: ended`` when the
@@ -199,7 +206,11 @@ class Live:
                     snap = None
                 if loop.time() - checked > self.session_check_every:
                     checked = loop.time()
-                    if await self.c.auth.current(token, touch=False) is None:
+                    # A board on screen is being watched: its stream counts as use, so a wall
+                    # display is not signed out after the idle time; the session still ends at
+                    # its maximum age. live.js closes the stream while the tab is hidden, so a
+                    # forgotten background tab does not keep the session open (docs/console.md).
+                    if await self.c.auth.current(token, touch=True) is None:
                         await resp.write(b"event: ended\ndata: {}\n\n")
                         break
                 if snap is not None:

@@ -9,6 +9,7 @@ outside the person's scope is answered exactly like a code that does not exist (
 from __future__ import annotations
 
 import logging
+import re
 from dataclasses import replace
 from typing import TYPE_CHECKING
 from urllib.parse import urlencode
@@ -37,6 +38,23 @@ log = logging.getLogger("tongdai.web.pages")
 PER_PAGE = 50
 AUDIT_PER_PAGE = 100
 CHANNEL_VI = Channel.labels()
+# Timeline entries that are not staff actions (those are in ACTION_VI).
+EVENT_VI = {
+    "receive": "tiếp nhận", "zalo_message": "tin nhắn Zalo", "lookup": "người dân tra cứu",
+    "reopen_request": "người dân đề nghị xem xét lại", "zalo_queued": "chờ gửi Zalo", "zalo_sent": "đã gửi Zalo",
+    "zalo_failed": "gửi Zalo không được", "recording_pruned": "xoá bản ghi âm hết hạn lưu",
+}
+_RAW_CHANNEL = re.compile(r"^kênh (" + "|".join(Channel.values()) + r")\b")
+
+
+def event_note(action: str, note: str | None) -> str | None:
+    """A timeline note as staff read it: receipts written before the channel's label was used
+    there say "kênh phone"; show "kênh điện thoại"."""
+    if note and action == "receive":
+        return _RAW_CHANNEL.sub(lambda m: "kênh " + CHANNEL_VI[m.group(1)], note, count=1)
+    return note
+
+
 DONE_VI = {
     "classify": "Đã phân loại.", "assign": "Đã giao xử lý.", "start": "Đã bắt đầu xử lý.", "answer": "Đã trả lời.",
     "close": "Đã đóng phản ánh.", "reopen": "Đã mở lại.", "flag-inspection": "Đã chuyển Tổ Kiểm tra đột xuất.",
@@ -142,6 +160,7 @@ class Pages:
         return self.c.render(
             request, "case.html.j2", status=status, case=case, routing=routing, now=self.c.clock(), names=names,
             outbox=outbox, error=error, revealed=revealed, done=DONE_VI.get(done or ""), CHANNEL_VI=CHANNEL_VI,
+            EVENT_VI=EVENT_VI, event_note=event_note,
             categories=CATEGORIES, reasons=CLOSE_REASONS, agencies=sorted(routing.agencies.values(), key=lambda a: a.name),
             zalo_messages=[e for e in case.history if e.action == "zalo_message"])
 

@@ -192,6 +192,20 @@ async def test_a_real_complaint_handled_in_the_browser(ivr, console, browser, sh
     assert resp.status == 404
     await ctx.close()
 
+    # The citizen, on a phone without an account, reads the answer on /tra-cuu (issue 22).
+    ctx = await browser.new_context(viewport={"width": 412, "height": 915}, locale="vi-VN")
+    page = await ctx.new_page()
+    await page.goto(f"{console.url}/tra-cuu")
+    await page.fill("input[name=code]", code)
+    await page.fill("input[name=phone4]", "".join(ch for ch in case.caller if ch.isdigit())[-4:])
+    await page.click("section.lookup button[type=submit]")
+    await page.wait_for_selector("p.answer")
+    assert "Bộ phận một cửa Sở Tư pháp" in await page.inner_text("p.answer")
+    assert "đã trả lời" in await page.inner_text(".result")
+    assert case.caller not in await page.content()
+    await page.screenshot(path=str(shots / "09-citizen-lookup.png"), full_page=True)
+    await ctx.close()
+
 
 async def test_the_live_board_shows_a_real_call(ivr, console, browser, shots):
     ctx, page = await sign_in(browser, console, "ops", "/live")

@@ -8,10 +8,11 @@ import datetime as dt
 import re
 
 import pytest
-from sqlalchemy import select
+from sqlalchemy import select, update
 
-from ivr.models import AuditEntry, OutboxItem
+from ivr.models import AuditEntry, CaseEvent, OutboxItem
 from ivr.records import cases as cm
+from ivr.records.lookup import Lookup
 
 from .console_kit import close_kit, make_kit
 
@@ -174,6 +175,26 @@ async def test_the_whole_lifecycle_in_the_console(kit):
     actions = [(login, action) for login, action, code, _ in await audit(kit) if code == case.code]
     assert actions == [("snv", "classify"), ("snv", "assign"), ("stp", "start"), ("stp", "answer"),
                        ("stp", "note"), ("snv", "close")]
+
+
+def timeline(html: str) -> str:
+    return html.split('id="timeline"', 1)[1].split("</ol>", 1)[0]
+
+
+async def test_the_timeline_reads_the_channel_and_citizens_events_in_vietnamese(kit):
+    phone = await kit.new_case()
+    zalo = await kit.new_case(channel="zalo", caller="zalo-user-5", branch_digit=None)
+    # A receipt written before the label was used ("kênh zalo"), and a citizen's look-up.
+    async with kit.console.engine.begin() as conn:
+        await conn.execute(update(CaseEvent).where(CaseEvent.case_id == zalo.id, CaseEvent.action == "receive")
+                           .values(note="kênh zalo"))
+    await Lookup(kit.console.engine).by_phone4(phone.code, "3456")
+    b = await kit.signed_in("snv")
+    t = timeline(await (await b.get(f"/cases/{phone.code}")).text())
+    assert "kênh điện thoại" in t and "kênh phone" not in t
+    assert "người dân tra cứu" in t and 'data-action="lookup"' in t and ">lookup<" not in t
+    t = timeline(await (await b.get(f"/cases/{zalo.code}")).text())
+    assert "kênh Zalo" in t and "kênh zalo" not in t
 
 
 async def test_answering_a_zalo_case_queues_the_answer_for_the_citizen(kit):

@@ -8,13 +8,15 @@ import asyncio
 import datetime as dt
 import io
 import json
+import re
 import zipfile
 import zoneinfo
 
 import pytest
 from sqlalchemy import insert, select
 
-from ivr.models import AuditEntry, Call, RegistrationEvent
+from ivr.models import AuditEntry, Call, RegistrationEvent, WebSession
+from ivr.web.config import WebSettings
 
 from .console_kit import Clock, close_kit, make_kit
 
@@ -130,6 +132,68 @@ async def test_the_stream_ends_with_the_session(kit):
     assert name == "ended"
     r.close()
     assert (await b.client.get("/live/events", allow_redirects=False)).status == 303
+
+
+async def test_the_board_lists_desk_phones_compactly(kit):
+    routing = kit.console.routing()
+    b = await kit.signed_in("vanhanh")
+    text = await (await b.get("/live")).text()
+    agencies = {e.agency for e in routing.extensions.values()}
+    short_n = int(re.search(r'id="live-phones-short-n">(\d+)<', text).group(1))
+    full_n = int(re.search(r'id="live-phones-full-n">(\d+)<', text).group(1))
+    assert short_n + full_n == len(agencies) and full_n >= 0
+    assert f'id="live-phones-up">1/{len(routing.extensions)}<' in text
+    # Many agencies short of a phone: that list starts closed, as the complete ones always do.
+    assert short_n > 10 and '<details id="live-phones-short-box">' in text
+    assert '<details id="live-phones-full-box">' in text
+    # Every phone registered: nobody is short, and the (empty) list is open.
+    kit.fake.doc["phones"] = {n: {"status": "registered"} for n in routing.extensions}
+    kit.console.live.feed.latest = None
+    text = await (await b.get("/live")).text()
+    assert 'id="live-phones-short-n">0<' in text and f'id="live-phones-full-n">{len(agencies)}<' in text
+    assert '<details id="live-phones-short-box" open>' in text
+
+
+async def test_a_watched_board_keeps_its_session_until_the_maximum_age(db_settings):
+    fake = FakeController()
+    k = await make_kit(db_settings, staff=STAFF, status=fake, clock=Clock(NOW),
+                       web=WebSettings(idle=dt.timedelta(minutes=30), max_age=dt.timedelta(hours=2)))
+    try:
+        k.console.live.session_check_every = 0.05
+        b = await k.signed_in("snv")
+        r = await b.client.get("/live/events")
+        await next_event(r)
+
+        async def last_seen():
+            async with k.console.engine.connect() as conn:
+                return (await conn.execute(select(WebSession.last_seen_at))).scalar_one()
+
+        # 90 minutes of watching, in steps of 10: each step the stream counts as use.
+        for _ in range(9):
+            k.clock.advance(minutes=10)
+            want = k.clock.now
+
+            async def touched(want=want):
+                seen = await last_seen()
+                return seen.replace(tzinfo=dt.timezone.utc) == want if seen.tzinfo is None else seen == want
+
+            await wait_for(touched, 5, "the stream to count as use")
+        assert (await b.get("/cases")).status == 200
+        # The maximum age ends it even so: the board is told, and reloads onto the sign-in form.
+        k.clock.advance(minutes=31)
+        for _ in range(100):
+            name, _ = await next_event(r)
+            if name == "ended":
+                break
+        assert name == "ended"
+        r.close()
+        assert (await b.get("/cases")).status == 303
+        # Without a board open, the idle time ends a session as before.
+        b2 = await k.signed_in("vanhanh")
+        k.clock.advance(minutes=31)
+        assert (await b2.get("/live")).status == 303
+    finally:
+        await close_kit(k)
 
 
 async def test_phones_every_desk_phone_and_who_was_unreachable_this_month(kit):
