@@ -60,6 +60,9 @@ class Postgres:
         if self.user:
             pw = pwd.getpwnam(self.user)
             os.chown(self.root, pw.pw_uid, pw.pw_gid)
+            if self._run("test", "-w", self.root, check=False).returncode != 0:
+                raise PostgresError(f"the '{self.user}' user cannot reach {self.root} (a folder on the way is "
+                                    "closed to others: chmod o+x it), or set TONGDAI_DATABASE_URL")
         fresh = not (self.data / "PG_VERSION").exists()
         if fresh:
             if self.data.exists():
