@@ -6,6 +6,7 @@
   module exists in this checkout (it is skipped, with a note, when it does not).
 - ``bench.console``: the staff console at 100,000 cases and 1,000,000 calls, and calls with the
   console loaded (``python -m bench.console [--quick]``).
+- ``bench.cluster``: two nodes behind Kamailio, failover times (``python -m bench.cluster [--quick]``).
 
 Arguments other than ``--quick`` go to the capacity bench (``--levels``, ``--talk``, ``--profile``,
 ``--keep``, ``--out``; see ``python -m bench.capacity --help``).
@@ -33,7 +34,9 @@ def main(argv: list[str]) -> int:
     export = subprocess.run([sys.executable, "-m", "bench.export", *(["--quick"] if quick else [])])
     print("\nbench: the staff console (python -m bench.console)", flush=True)
     console = subprocess.run([sys.executable, "-m", "bench.console", *(["--quick"] if quick else [])])
-    return code or export.returncode or console.returncode
+    print("\nbench: the cluster's failover (python -m bench.cluster)", flush=True)
+    cluster = subprocess.run([sys.executable, "-m", "bench.cluster", *(["--quick"] if quick else [])])
+    return code or export.returncode or console.returncode or cluster.returncode
 
 
 if __name__ == "__main__":

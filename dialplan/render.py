@@ -199,7 +199,10 @@ def render(routing: Routing, settings: Settings, secrets: Secrets, layout: Layou
         "ami_events": ("FullyBooted",) + presence.EVENTS + guard.FAILED_AUTH_EVENTS,
         "moh_dir": layout.ast("data/moh"),
         "cel_file": layout.ast(CEL_FILE),  # Asterisk's record of every hotline call
-        "qualify_frequency": presence.QUALIFY_SECONDS,
+        "qualify_frequency": presence.CLUSTER_QUALIFY_SECONDS if settings.sip_proxy else presence.QUALIFY_SECONDS,
+        # Behind Kamailio (a cluster node) the Contact is the phone's own and Kamailio
+        # record-routes: rewriting it to the packet's source would point requests at Kamailio.
+        "rewrite_contact": "no" if settings.sip_proxy else "yes",
     }
     env = _env()
     files = {}

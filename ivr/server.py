@@ -20,6 +20,7 @@ from pathlib import Path
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from ivr.call.dispatcher import Controller
+from ivr.cluster.watch import NodeWatch
 from ivr.config import credentials as secrets_mod
 from ivr.config import routing as rt
 from ivr.config.settings import Settings
@@ -96,13 +97,14 @@ class Service:
         self.started_at: datetime | None = None
         self.engine: AsyncEngine | None = None
         self.cel: CelSync | None = None
+        self.watch: NodeWatch | None = None  # a cluster node's heartbeat (docs/cluster.md)
 
     async def start(self, timeout: float = 15) -> None:
         s = self.settings
         routing = self._routing or rt.load(s.routing_path)
         sec = secrets_mod.load(s.secrets_path, list(routing.extensions))
         self.engine = engine = db.engine(s)
-        self.calllog = CallLog(engine, s.home / "spool" / "calllog.jsonl")
+        self.calllog = CallLog(engine, s.home / "spool" / "calllog.jsonl", node=s.node)
         self.calllog.start()
         self._ari = Ari(s.bind, s.ari_port, sec.ari_user, sec.ari_password, s.ari_apps)
         self._ari.use_ws_rest = s.ari_rest == "auto"
@@ -125,6 +127,10 @@ class Service:
         await self._start_presence(sec)
         self.control = ControlServer(s.home, s.routing_path, self.status, self._reload)
         await self.control.start()
+        if s.node:
+            ari = self._ari
+            self.watch = NodeWatch(engine, s.node, lambda: ari.connected.is_set(), dead_after=s.cluster_dead_after)
+            self.watch.start()
         self.started_at = utcnow()
         if s.zalo is not None:
             # The webhook and the Zalo worker are the console's (`tongdai web`): HTTP from the
@@ -194,6 +200,8 @@ class Service:
         if self.controller:
             self.controller.stop_warming()
             await self.controller.drain(grace)
+        if self.watch:
+            await self.watch.stop()
         if self.control:
             await self.control.stop()
         if self.guard:

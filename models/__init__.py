@@ -48,6 +48,7 @@ class Base(DeclarativeBase):
 
 from ivr.models.calls import Call, CallEvent, CallLeg  # noqa: E402,F401
 from ivr.models.cases import Case, CaseAssignment, CaseEvent  # noqa: E402,F401
+from ivr.models.cluster import CaseCodeCounter, ClusterNode  # noqa: E402,F401
 from ivr.models.presence import RegistrationEvent  # noqa: E402,F401
 from ivr.models.users import AuditEntry, LoginAttempt, User, WebSession  # noqa: E402,F401
 from ivr.models.volunteers import Volunteer, VolunteerAssist, VolunteerShift  # noqa: E402,F401

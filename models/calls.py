@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import datetime as dt
 
-from sqlalchemy import JSON, CheckConstraint, Float, ForeignKey, Integer, String, UniqueConstraint
+from sqlalchemy import JSON, CheckConstraint, Float, ForeignKey, Index, Integer, String, UniqueConstraint
 from sqlalchemy.orm import Mapped, mapped_column, relationship
 
 from ivr.models import Base, UTCDateTime
@@ -24,6 +24,7 @@ class Call(Base):
             "disposition IN (" + ", ".join(f"'{d}'" for d in DISPOSITIONS) + ")", name="disposition"
         ),
         CheckConstraint("survey_score IS NULL OR survey_score BETWEEN 1 AND 5", name="survey_score"),
+        Index("ix_calls_node_disposition", "node", "disposition"),
     )
 
     id: Mapped[str] = mapped_column(String(64), primary_key=True)  # the caller channel's id
@@ -52,6 +53,8 @@ class Call(Base):
     # Seconds the dialplan held the caller while no controller took calls (a restart, a crash);
     # None: the controller took the call at once.
     held_s: Mapped[float | None] = mapped_column(Float)
+    # The cluster node that took the call (TONGDAI_NODE, docs/cluster.md); None on a single server.
+    node: Mapped[str | None] = mapped_column(String(20))
 
     events: Mapped[list[CallEvent]] = relationship(back_populates="call", lazy="raise", order_by="CallEvent.seq")
     legs: Mapped[list[CallLeg]] = relationship(back_populates="call", lazy="raise", order_by="CallLeg.id")

@@ -6,7 +6,9 @@
 #   sqlite3 (the export benchmark's reference), Pango, HarfBuzz-subset and DejaVu fonts
 #   (WeasyPrint: the monthly report as PDF), poppler-utils (tests turn the report's PDF into an image),
 #   chromium (the console's browser test drives Debian's Chromium through Playwright for Python,
-#   pinned in pyproject.toml; Playwright never downloads a browser of its own here).
+#   pinned in pyproject.toml; Playwright never downloads a browser of its own here),
+#   kamailio (the cluster's SIP edge: dispatcher, registrar; docs/cluster.md — its Debian service is
+#   not used: `tongdai cluster up` runs its own instance with its own configuration).
 set -euo pipefail
 have_postgres() {
   local d
@@ -29,6 +31,7 @@ has_lib libpangoft2-1.0.so.0   || need+=(libpangoft2-1.0-0)
 has_lib libharfbuzz-subset.so.0 || need+=(libharfbuzz-subset0)
 [ -e /usr/share/fonts/truetype/dejavu/DejaVuSans.ttf ] || need+=(fonts-dejavu-core)
 [ -x /usr/bin/chromium ]                || need+=(chromium)
+{ command -v kamailio >/dev/null 2>&1 || [ -x /usr/sbin/kamailio ]; } || need+=(kamailio)
 [ ${#need[@]} -eq 0 ] && exit 0
 echo "Cài đặt gói hệ thống còn thiếu: ${need[*]}"
 sudo=""

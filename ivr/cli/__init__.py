@@ -14,7 +14,7 @@ import threading
 
 import click
 
-from ivr.cli import cases, config, errors, pbx, records, service, users, volunteers, web, zalo
+from ivr.cli import cases, cluster, config, errors, pbx, records, service, users, volunteers, web, zalo
 
 
 class Terminated(SystemExit):
@@ -80,6 +80,6 @@ def main(verbose: bool) -> None:
     """Tổng đài hỗ trợ công tác CCHC — công cụ cho người vận hành."""
 
 
-for _group in (config, pbx, cases, service, records, zalo, volunteers, users, web):
+for _group in (config, pbx, cases, service, records, zalo, volunteers, users, web, cluster):
     for _command in _group.COMMANDS:
         main.add_command(_command)

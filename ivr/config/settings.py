@@ -21,11 +21,14 @@ setting here; routing.yaml only describes the hotline itself and never holds a s
 | TONGDAI_HOLD_SECONDS | 20 | how long callers are held while no controller takes calls, before the apology (0: at once) |
 | TONGDAI_TRUNK_MATCH | ``127.0.0.1`` | comma-separated addresses/networks of the telco trunk |
 | TONGDAI_CALL_WAITING | ``0`` | ``1``: ring desk phones already in a call (the bench's SIPp desks); default: never |
-| TONGDAI_DATABASE_URL | SQLite in TONGDAI_HOME | SQLAlchemy async URL |
+| TONGDAI_DATABASE_URL | SQLite in TONGDAI_HOME | SQLAlchemy async URL (while `tongdai cluster up` runs its private PostgreSQL: that one) |
 | TONGDAI_WEB_ADDR | ``127.0.0.1:8080`` | where `tongdai web` listens: the staff console and the Zalo webhook |
 | TONGDAI_ZALO_* | unset: Zalo off | the Zalo Official Account, see :class:`ZaloSettings` |
 | TONGDAI_RECORDINGS_GROUP | unset | a group that may read recordings: files 0640 and folders 0750 of that group (else 0600 / 0700) |
 | TONGDAI_RECORDINGS_MIN_FREE_MB | 2048 | ``tongdai status`` warns when the recordings' disk has less free space |
+| TONGDAI_NODE | unset | cluster node name (docs/cluster.md): Asterisk's system name, the call log's ``node`` |
+| TONGDAI_CLUSTER_DEAD_AFTER | 30 | cluster: seconds without a node's heartbeat before the others close its calls as interrupted |
+| TONGDAI_SIP_PROXY | unset | cluster: HOST:PORT of Kamailio; desk phones register there and are dialled through it |
 """
 
 from __future__ import annotations
@@ -33,6 +36,7 @@ from __future__ import annotations
 import grp
 import hashlib
 import os
+import re
 import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -105,6 +109,29 @@ def _hold(env: dict[str, str]) -> int:
     n = _int(env, "TONGDAI_HOLD_SECONDS", 20)
     if not 0 <= n <= 600:
         raise SystemExit(f"TONGDAI_HOLD_SECONDS={n}: expected 0 to 600")
+    return n
+
+
+def _node(env: dict[str, str]) -> str | None:
+    raw = (env.get("TONGDAI_NODE") or "").strip()
+    if raw and not re.fullmatch(r"[a-z0-9][a-z0-9-]{0,19}", raw):
+        raise SystemExit(f"TONGDAI_NODE={raw!r}: expected 1 to 20 lowercase letters, digits or '-'")
+    return raw or None
+
+
+def _cluster_database(home: Path) -> str | None:
+    """The private PostgreSQL of a `tongdai cluster up` running on this data directory (it writes
+    its URL here while it runs), so every other command works against the cluster unchanged."""
+    try:
+        return (home / "cluster" / "database-url").read_text(encoding="utf-8").strip() or None
+    except OSError:
+        return None
+
+
+def _dead_after(env: dict[str, str]) -> int:
+    n = _int(env, "TONGDAI_CLUSTER_DEAD_AFTER", 30)
+    if not 3 <= n <= 3600:
+        raise SystemExit(f"TONGDAI_CLUSTER_DEAD_AFTER={n}: expected 3 to 3600 seconds")
     return n
 
 
@@ -218,6 +245,9 @@ class Settings:
     zalo: ZaloSettings | None = None
     recordings_gid: int | None = None  # TONGDAI_RECORDINGS_GROUP: may read recordings (0640/0750)
     recordings_min_free_mb: int = 2048  # `tongdai status` warns below this
+    node: str | None = None  # TONGDAI_NODE: this node's name in a cluster (docs/cluster.md)
+    sip_proxy: tuple[str, int] | None = None  # TONGDAI_SIP_PROXY: Kamailio, the cluster's SIP edge
+    cluster_dead_after: int = 30  # TONGDAI_CLUSTER_DEAD_AFTER: a silent node's calls are closed after this
     env: dict[str, str] = field(default_factory=dict, repr=False, compare=False)
 
     @classmethod
@@ -237,7 +267,7 @@ class Settings:
         ari_rest = (env.get("TONGDAI_ARI_REST") or "auto").strip().lower()
         if ari_rest not in ("auto", "http"):
             raise SystemExit(f"TONGDAI_ARI_REST={ari_rest!r}: expected auto or http")
-        db_url = env.get("TONGDAI_DATABASE_URL") or f"sqlite+aiosqlite:///{home / 'tongdai.db'}"
+        db_url = env.get("TONGDAI_DATABASE_URL") or _cluster_database(home) or f"sqlite+aiosqlite:///{home / 'tongdai.db'}"
         trunk = tuple(
             t.strip() for t in (env.get("TONGDAI_TRUNK_MATCH") or "127.0.0.1").split(",") if t.strip()
         )
@@ -264,6 +294,9 @@ class Settings:
             zalo=ZaloSettings.from_env(env, home),
             recordings_gid=_group(env),
             recordings_min_free_mb=_min_free(env),
+            node=_node(env),
+            cluster_dead_after=_dead_after(env),
+            sip_proxy=_addr(env, "TONGDAI_SIP_PROXY", "") if env.get("TONGDAI_SIP_PROXY") else None,
             env=env,
         )
 

@@ -39,6 +39,9 @@ DEVICE_BUSY = {"INUSE", "BUSY", "ONHOLD", "RINGING", "RINGINUSE"}
 # How often Asterisk qualifies each desk phone's contact (OPTIONS; pjsip.conf's AORs): a phone
 # unplugged without unregistering is Unreachable after at most this plus the 3 s qualify timeout.
 QUALIFY_SECONDS = 30
+# A cluster node (docs/cluster.md) learns that a phone registered with Kamailio only from the
+# qualify (Kamailio answers for a registered phone, stays silent for one that is not): often.
+CLUSTER_QUALIFY_SECONDS = 5
 
 
 @dataclass

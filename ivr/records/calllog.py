@@ -136,8 +136,9 @@ class CallLog:
     """
 
     def __init__(self, engine: AsyncEngine, spool_path: Path | None = None, *, write_timeout: float = 5,
-                 replay_every: float = 2.0, linger: float = 0.5):
+                 replay_every: float = 2.0, linger: float = 0.5, node: str | None = None):
         self.engine = engine
+        self.node = node  # the cluster node every row is written from (docs/cluster.md)
         self._queue: asyncio.Queue[tuple[str, dict]] = asyncio.Queue()
         self._tasks: list[asyncio.Task] = []
         self.spool = Spool(spool_path) if spool_path else None
@@ -159,10 +160,10 @@ class CallLog:
     def opened(self, rec: CallRecord) -> None:
         """The call's row as it is now (at its arrival, and again, still in progress, once a
         desk phone answers: a controller that takes the call over after a crash reads it)."""
-        self._queue.put_nowait(("open", rec.row()))
+        self._queue.put_nowait(("open", {**rec.row(), "node": self.node}))
 
     def closed(self, rec: CallRecord) -> None:
-        payload = rec.row()
+        payload = {**rec.row(), "node": self.node}
         payload["events"] = [{"seq": i, "at": at, "kind": k, "detail": d} for i, (at, k, d) in enumerate(rec.events)]
         payload["legs"] = [vars(l).copy() for l in rec.legs]
         self._queue.put_nowait(("close", payload))
@@ -171,7 +172,7 @@ class CallLog:
         """A call Asterisk recorded (ivr/pbx/cel.py) that may have no row: written only when it has
         none, or when its row was left in progress by a controller that went away. Replayed or
         repeated, it changes nothing: a row that exists and is finished is never touched."""
-        payload = rec.row()
+        payload = {**rec.row(), "node": self.node}
         payload["events"] = [{"seq": i, "at": at, "kind": k, "detail": d} for i, (at, k, d) in enumerate(rec.events)]
         self._queue.put_nowait(("unseen", payload))
 
@@ -320,7 +321,8 @@ class CallLog:
             now = rows[cid]["disposition"] if cid in rows else existing.get(cid)
             if op == "open" and now is not None and now != "in_progress":
                 continue
-            rows[cid] = {k: v for k, v in payload.items() if k not in ("events", "legs")}
+            # "node" may be missing from records spooled before it existed: every row needs its keys.
+            rows[cid] = {"node": None, **{k: v for k, v in payload.items() if k not in ("events", "legs")}}
             if op == "close":
                 closes[cid] = payload
         new = [r for cid, r in rows.items() if cid not in existing]

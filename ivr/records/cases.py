@@ -13,6 +13,8 @@ from __future__ import annotations
 
 import asyncio
 import datetime as dt
+import hashlib
+import hmac
 import json
 import logging
 import os
@@ -21,7 +23,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
-from sqlalchemy import and_, func, or_, select, union_all
+from sqlalchemy import and_, func, or_, select, union_all, update
 from sqlalchemy import case as sql_case
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
@@ -31,6 +33,7 @@ from ivr.config import hours as cal
 from ivr.config import text as tx
 from ivr.config.routing import Routing
 from ivr.models.cases import CATEGORIES, CHANNELS, CLOSE_REASONS, Case, CaseAssignment, CaseEvent
+from ivr.models.cluster import CaseCodeCounter
 from ivr.records.lookup import PublicView
 from ivr.vocab import OPEN_STATUSES, CaseStatus, Category, Channel, CloseReason
 
@@ -76,8 +79,60 @@ def check_actor(actor: str) -> str:
 
 
 def new_code() -> str:
-    """A random case code: CODE_DIGITS digits, never starting with 0 (read back digit by digit)."""
-    return str(_random.randbelow(9 * 10 ** (CODE_DIGITS - 1)) + 10 ** (CODE_DIGITS - 1))
+    """A random case code: CODE_DIGITS digits, never starting with 0 (read back digit by digit).
+    Only for a complaint taken while the database is down (spooled, told to the caller): a case
+    stored online gets its code from the shared counter (:func:`claim_code`)."""
+    return str(_random.randbelow(CODE_SPACE) + CODE_BASE)
+
+
+CODE_BASE = 10 ** (CODE_DIGITS - 1)
+CODE_SPACE = 9 * CODE_BASE
+_HALF_BITS = ((CODE_SPACE - 1).bit_length() + 1) // 2
+
+
+def code_for(n: int, key: str) -> str:
+    """The ``n``-th case code: a keyed permutation of the code space (a Feistel network with
+    cycle-walking), so consecutive cases get unrelated codes (a code cannot be guessed from
+    another: look-ups by phone read a case to whoever knows its code) and two different ``n``
+    never give the same code."""
+    if not 0 <= n < CODE_SPACE:
+        raise CaseError("đã dùng hết mã phản ánh: cần thêm chữ số cho mã (CODE_DIGITS)")
+    k = bytes.fromhex(key)
+    mask = (1 << _HALF_BITS) - 1
+    x = n
+    while True:
+        left, right = x >> _HALF_BITS, x & mask
+        for rnd in range(4):
+            f = int.from_bytes(hmac.new(k, bytes([rnd]) + right.to_bytes(4, "big"), hashlib.sha256).digest()[:4], "big")
+            left, right = right, left ^ (f & mask)
+        x = (left << _HALF_BITS) | right
+        if x < CODE_SPACE:  # outside the space: permute again (stays a bijection on the space)
+            return str(x + CODE_BASE)
+
+
+async def claim_code(s: AsyncSession) -> str:
+    """The next code from the counter every node shares. The UPDATE locks the counter's row
+    until the caller's transaction ends, so claims on two nodes are serialised by the database;
+    a claim rolled back with its transaction is claimed again by the next case."""
+    row = (await s.execute(
+        update(CaseCodeCounter).where(CaseCodeCounter.id == 1).values(next=CaseCodeCounter.next + 1)
+        .returning(CaseCodeCounter.next, CaseCodeCounter.key))).first()
+    if row is None:  # a database made from the models (tests), not by the migration
+        key = _random.token_hex(32)
+        s.add(CaseCodeCounter(id=1, next=1, key=key))
+        await s.flush()
+        return code_for(0, key)
+    return code_for(row[0] - 1, row[1])
+
+
+async def free_code(s: AsyncSession) -> str:
+    """A claimed code no case has (codes drawn at random while the database was down may sit
+    where the counter arrives)."""
+    for _ in range(50):
+        code = await claim_code(s)
+        if (await s.execute(select(Case.id).where(Case.code == code))).first() is None:
+            return code
+    raise CaseError("không tạo được mã phản ánh mới")  # pragma: no cover
 
 
 def is_overdue(case: Case, now: dt.datetime | None = None) -> bool:
@@ -116,7 +171,7 @@ class Cases:
 
     async def create(self, new: NewCase, *, actor: str = "system", received_at: dt.datetime | None = None,
                      code: str | None = None, note: str | None = None) -> Case:
-        """Store a new case with a fresh unique code (retrying on the rare collision).
+        """Store a new case with a fresh code, unique across every node (:func:`free_code`).
 
         ``code``: keep this code (a case replayed from the spool was already told to the caller).
         ``note``: added to the history's first entry.
@@ -124,19 +179,13 @@ class Cases:
         self._check(new)
         actor = check_actor(actor)
         received = received_at or utcnow()
-        fixed = code
-        for _ in range(1 if fixed else 20):
-            try:
-                async with self._sm.begin() as s:
-                    case = await self._add(s, new, fixed or new_code(), actor, received, note)
-                return case
-            except IntegrityError as e:
-                if not _code_taken(e):
-                    raise  # e.g. the call it points at is not there (PostgreSQL enforces foreign keys)
-                if fixed:
-                    raise CaseError(f"mã phản ánh {fixed} đã tồn tại") from None
-                continue  # the code was taken: draw another
-        raise CaseError("không tạo được mã phản ánh mới")  # pragma: no cover
+        try:
+            async with self._sm.begin() as s:
+                return await self._add(s, new, code or await free_code(s), actor, received, note)
+        except IntegrityError as e:
+            if code and _code_taken(e):
+                raise CaseError(f"mã phản ánh {code} đã tồn tại") from None
+            raise  # e.g. the call it points at is not there (PostgreSQL enforces foreign keys)
 
     @staticmethod
     def _check(new: NewCase) -> None:
@@ -168,15 +217,10 @@ class Cases:
     async def create_in(self, s: AsyncSession, new: NewCase, *, actor: str = "system",
                         received_at: dt.datetime | None = None) -> Case:
         """Add a new case inside the caller's transaction, so it commits (or not) with whatever
-        else the caller writes. The code is drawn among the free ones; a race with another writer
-        on the same code surfaces as IntegrityError when the caller commits."""
+        else the caller writes. The code is claimed from the shared counter (:func:`free_code`)."""
         self._check(new)
         actor = check_actor(actor)
-        for _ in range(20):
-            code = new_code()
-            if (await s.execute(select(Case.id).where(Case.code == code))).first() is None:
-                return await self._add(s, new, code, actor, received_at or utcnow())
-        raise CaseError("không tạo được mã phản ánh mới")  # pragma: no cover
+        return await self._add(s, new, await free_code(s), actor, received_at or utcnow())
 
     async def get(self, code: str) -> Case:
         async with self._sm() as s:

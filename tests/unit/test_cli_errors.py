@@ -91,7 +91,8 @@ COMMANDS = [
 # Commands that start or talk to Asterisk or run a server (the controller, the console): their own
 # tests (e2e); and the two that read a password from standard input (tests/unit/test_users.py).
 NEEDS_PBX = {"sandbox install", "sandbox start", "sandbox stop", "sandbox status", "prompts build", "call", "status",
-             "serve", "run", "web", "users add", "users password"}
+             "serve", "run", "web", "users add", "users password",
+             "cluster up", "cluster status", "cluster down", "cluster restart", "cluster apply"}
 
 # case -> (what the message says, read-only?)
 CASES = {

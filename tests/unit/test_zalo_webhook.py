@@ -96,8 +96,8 @@ async def test_the_case_code_space_is_shared_with_phone_cases(svc, fake, monkeyp
     from ivr.records import cases as cm
 
     phone = await cm.Cases(svc.engine, ROUTING).create(cm.NewCase(channel="phone", caller="0909000111"))
-    codes = iter([phone.code, phone.code, "777777"])  # the first draws collide with the phone case
-    monkeypatch.setattr(cm, "new_code", lambda: next(codes))
+    codes = iter([phone.code, phone.code, "777777"])  # the first claims collide with the phone case
+    monkeypatch.setattr(cm, "code_for", lambda n, key: next(codes))
     assert (await post_event(svc.url, text_event("u9", "phản ánh", now())))[0] == 200
     await wait_until(lambda: count(svc, Case, Case.channel == "zalo"), 10, "a Zalo case")
     async with svc.sm() as s:
