@@ -1,7 +1,7 @@
 """cluster: calls.node, cluster_nodes (heartbeats), case_code_counter (codes unique across nodes)
 
 Revision ID: 0014
-Revises: 0011
+Revises: 0013
 Create Date: 2026-12-08 02:50:00
 """
 import secrets
@@ -10,7 +10,7 @@ import sqlalchemy as sa
 from alembic import op
 
 revision = '0014'
-down_revision = '0011'
+down_revision = '0013'
 branch_labels = None
 depends_on = None
 
