@@ -52,6 +52,8 @@ class Call(Base):
     # Seconds the dialplan held the caller while no controller took calls (a restart, a crash);
     # None: the controller took the call at once.
     held_s: Mapped[float | None] = mapped_column(Float)
+    # An outbound callback (dispositions callback_*): the call whose caller asked for it in the queue.
+    callback_of: Mapped[str | None] = mapped_column(String(64), index=True)
 
     events: Mapped[list[CallEvent]] = relationship(back_populates="call", lazy="raise", order_by="CallEvent.seq")
     legs: Mapped[list[CallLeg]] = relationship(back_populates="call", lazy="raise", order_by="CallLeg.id")
