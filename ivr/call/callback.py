@@ -193,7 +193,8 @@ class Callbacks:
         cfg = self.routing().callback
         now = utcnow()
         try:
-            if result == "answered":
+            if result == "answered" or call.rec.answered_at is not None:
+                # (cut mid-conversation by a shutdown: the citizen was reached all the same)
                 self.served += 1
                 await self.store.finish(req, CallbackStatus.DONE)
             elif result in ("agent_no_answer", "cut") and not call.citizen_called:
@@ -230,6 +231,7 @@ class CallbackCall:
         self.queue: asyncio.Queue[dict] = asyncio.Queue()
         self.in_flight: set[asyncio.Task] = set()
         self.citizen_called = False
+        self.logged = False  # the call row is written and not closed yet
         self._seq = 0
         attempt = req.attempts + 1
         self.id = f"cb{req.id}-{attempt}-{int(utcnow().timestamp())}"
@@ -272,6 +274,11 @@ class CallbackCall:
         try:
             return await self._run()
         finally:
+            if self.logged:  # cut short (a shutdown, an error): the row still gets its end
+                self.rec.talk_ended_at = self.rec.talk_ended_at or (utcnow() if self.rec.answered_at else None)
+                self.rec.event("interrupted", why="callback cut short")
+                self._end(Disposition.CALLBACK_ANSWERED if self.rec.answered_at else Disposition.CALLBACK_FAILED,
+                          "system", "cut")
             for ch in self.channels:
                 await self._hangup(ch)
             for ch in self.channels:
@@ -335,6 +342,7 @@ class CallbackCall:
         self._own(citizen)
         rec.started_at = utcnow()
         self.ctx.calllog.opened(rec)
+        self.logged = True
         try:
             await self.ari.request("POST", f"/channels/{agent}/ring")
             await self.ari.request("POST", "/channels", params={
@@ -406,6 +414,7 @@ class CallbackCall:
         rec.hangup_by = hangup_by
         rec.ended_in = "callback"
         rec.ended_at = utcnow()
+        self.logged = False
         self.ctx.calllog.closed(rec)
         log.info("callback %s for %s by %s: %s", self.id, self.req.number, self.ext, disposition.value)
         return result

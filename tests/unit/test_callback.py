@@ -254,7 +254,7 @@ class Attempt:
         self.owners[owner_of].queue.put_nowait(ev)
 
 
-async def run_attempt(citizen_answers: bool, attempts_before: int = 0):
+async def run_attempt(citizen_answers: bool, attempts_before: int = 0, cut: bool = False):
     log = FakeCallLog()
     c = make_call(ROUTING, ari=FakeAri(), state=State.DIALING, calllog=log)
     owners: dict = {}
@@ -281,6 +281,11 @@ async def run_attempt(citizen_answers: bool, attempts_before: int = 0):
     if citizen_answers:
         a.send(citizen, {"type": "StasisStart", "channel": {"id": citizen}})
         await wait_until(lambda: any(p.endswith("/addChannel") for p in ari.requests("POST", "/bridges/")), 2, "the bridge")
+        if cut:  # the controller stops past its grace mid-conversation
+            task.cancel()
+            with pytest.raises(asyncio.CancelledError):
+                await task
+            return svc, store, req, log, agent
         a.send(citizen, {"type": "StasisEnd", "channel": {"id": citizen}})
     else:
         a.send(citizen, {"type": "ChannelDestroyed", "channel": {"id": citizen}, "cause": 19})
@@ -308,6 +313,15 @@ async def test_a_citizen_who_does_not_answer_is_tried_again_later_without_keepin
     wait = (p.request.due_at - dt.datetime.now(dt.timezone.utc)).total_seconds()
     assert ROUTING.callback.retry_after - 5 < wait <= ROUTING.callback.retry_after
     assert svc.queues.head("4") is None  # not due: holds no place meanwhile
+
+
+async def test_a_conversation_cut_by_a_shutdown_is_logged_and_not_called_again():
+    svc, store, req, log, agent = await run_attempt(True, cut=True)
+    (row,) = log.closed_records
+    assert row.disposition == Disposition.CALLBACK_ANSWERED and row.talk_ended_at is not None
+    assert store.rows[req.id] == {"status": "done", "attempts": 1}
+    assert svc.queues.pendings() == [] and not svc.held
+    assert ("DELETE", f"/channels/{agent}") in svc.ctx.ari.sent
 
 
 async def test_the_last_attempt_gives_up():
