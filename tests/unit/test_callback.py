@@ -19,7 +19,7 @@ from ivr.config import routing as rt
 from ivr.models import Call, CallbackRequest
 from ivr.records import db
 from ivr.records.callbacks import EXPIRE_AFTER, CallbackStore, Request, callback_number
-from ivr.testing import FakeAri, FakeCallLog, make_call, wait_until
+from ivr.testing import FakeAri, FakeCallLog, make_call, wait_until, write_wav
 from ivr.vocab import CallbackStatus, Disposition
 from tests.paths import REPO_ROOT
 
@@ -254,13 +254,14 @@ class Attempt:
         self.owners[owner_of].queue.put_nowait(ev)
 
 
-async def run_attempt(citizen_answers: bool, attempts_before: int = 0, cut: bool = False):
+async def run_attempt(citizen_answers: bool, attempts_before: int = 0, cut: bool = False, home=None,
+                      routing=ROUTING):
     log = FakeCallLog()
-    c = make_call(ROUTING, ari=FakeAri(), state=State.DIALING, calllog=log)
+    c = make_call(routing, ari=FakeAri(), state=State.DIALING, calllog=log, home=home)
     owners: dict = {}
     c.session.ctx.own = owners.__setitem__
     store = MemoryStore()
-    svc = service(c, store)
+    svc = service(c, store, routing=routing)
     req = await store.add("orig-1", "0912345678", "4", dt.datetime.now(dt.timezone.utc))
     req.attempts = attempts_before
     store.rows[req.id]["attempts"] = attempts_before
@@ -286,7 +287,17 @@ async def run_attempt(citizen_answers: bool, attempts_before: int = 0, cut: bool
             with pytest.raises(asyncio.CancelledError):
                 await task
             return svc, store, req, log, agent
+        name = None
+        if routing.recording.enabled:  # the bridge is recorded, as a call's is
+            rec_path = await wait_until(lambda: next((p for p in ari.requests("POST", "/bridges/")
+                                                      if p.endswith("/record")), None), 2, "the recording")
+            name = ari.params[rec_path]["name"]
+            bridge_id = rec_path.split("/")[2]
+            write_wav(c.session.ctx.recording_spool / f"{name}.wav", 2.0)
         a.send(citizen, {"type": "StasisEnd", "channel": {"id": citizen}})
+        if name is not None:
+            await wait_until(lambda: ("POST", f"/recordings/live/{name}/stop") in ari.sent, 2, "the recording stopped")
+            a.send(bridge_id, {"type": "RecordingFinished", "recording": {"name": name, "target_uri": f"bridge:{bridge_id}"}})
     else:
         a.send(citizen, {"type": "ChannelDestroyed", "channel": {"id": citizen}, "cause": 19})
     await asyncio.wait_for(task, 2)
@@ -313,6 +324,16 @@ async def test_a_citizen_who_does_not_answer_is_tried_again_later_without_keepin
     wait = (p.request.due_at - dt.datetime.now(dt.timezone.utc)).total_seconds()
     assert ROUTING.callback.retry_after - 5 < wait <= ROUTING.callback.retry_after
     assert svc.queues.head("4") is None  # not due: holds no place meanwhile
+
+
+async def test_a_callback_is_recorded_when_its_branch_records(tmp_path):
+    routing = dataclasses.replace(ROUTING, recording=rt.Recording(enabled=True))
+    assert routing.records(routing.branch("4"))
+    svc, store, req, log, agent = await run_attempt(True, home=tmp_path, routing=routing)
+    (row,) = log.closed_records
+    assert row.disposition == Disposition.CALLBACK_ANSWERED
+    assert row.recording and (tmp_path / row.recording).is_file() and row.recording_s == pytest.approx(2.0, abs=0.1)
+    assert [k for _, k, _ in row.events if k.startswith("recording")] == ["recording_started", "recording_stored"]
 
 
 async def test_a_conversation_cut_by_a_shutdown_is_logged_and_not_called_again():
