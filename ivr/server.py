@@ -207,6 +207,7 @@ class Service:
             "asterisk": {"version": pres.asterisk_version if pres else None},
             "calls": calls,
             "queues": ctl.context.queues.status() if ctl else {},  # callers waiting per branch
+            "callbacks": ctl.context.queues.callbacks_status() if ctl else {},  # requests pending per branch
             "phones": pres.status() if pres else {},
             "spool": {"calllog": self.calllog.spool.pending() if self.calllog and self.calllog.spool else 0},
         }

@@ -146,8 +146,14 @@ class Queues:
         return per_place * position
 
     def status(self) -> dict[str, int]:
-        """Callers waiting and callbacks pending per branch (for `tongdai status`)."""
-        return {b: len(line) for b, line in sorted(self.lines.items()) if line}
+        """Callers waiting per branch (for `tongdai status`)."""
+        counts = {b: sum(1 for e in line if isinstance(e, Waiter)) for b, line in sorted(self.lines.items())}
+        return {b: n for b, n in counts.items() if n}
+
+    def callbacks_status(self) -> dict[str, int]:
+        """Callback requests pending per branch, in their places (for `tongdai status`)."""
+        counts = {b: sum(1 for e in line if isinstance(e, Pending)) for b, line in sorted(self.lines.items())}
+        return {b: n for b, n in counts.items() if n}
 
 
 def announcement(position: int, expected: float | None, *, first: bool, callback: bool = False) -> list[str]:

@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
+import json
 
 import pytest
 from sqlalchemy import select
@@ -22,6 +23,7 @@ from ivr.testing import wait_until
 
 from .conftest import new_caller, phones, place, wait_row
 from .test_busy_phones import bridged, in_state, invites
+from .test_live import tongdai
 
 pytestmark = pytest.mark.e2e
 
@@ -117,6 +119,10 @@ async def test_a_waiting_caller_presses_1_and_is_called_back_when_the_phone_free
         assert [e.detail["why"] for e in bevents if e.kind == "dequeued"] == ["callback"]
         assert any(e.kind == "playback" and "queue_keys_callback" in e.detail["sounds"] for e in bevents)
         assert telco.invites() == []  # the phone is still busy: nothing yet
+        code, out, err = await tongdai(ivr, "status", "--json")
+        assert code == 0 and json.loads(out)["callbacks"] == {"4": 1}, out + err
+        code, out, err = await tongdai(ivr, "status")
+        assert "Chờ gọi lại (giữ chỗ trong hàng đợi): nhánh 4: 1" in out, out
         assert [r.status for r in await request_rows(ivr, bcall.id)] == ["pending"]
         await first
         rows = await finished_callback(ivr, bcall.id)

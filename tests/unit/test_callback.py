@@ -54,6 +54,7 @@ def test_a_request_keeps_its_place_and_a_retry_not_due_holds_none():
     a, b, c = live(q, "a", 0), live(q, "b", 1), live(q, "c", 2)
     p = q.to_callback(b, request(1, 1))
     assert q.lines["4"] == [a, p, c] and q.position(c) == 3 and q.head("4") is a
+    assert q.status() == {"4": 2} and q.callbacks_status() == {"4": 1}  # `tongdai status`
     q.leave(a, served=True)
     assert q.head("4") is p and q.position(c) == 2  # the request before the later caller
     q.take(p)  # served: the caller behind moves up
