@@ -2,6 +2,8 @@
 
 - ``bench.capacity``: the hotline's call capacity against a dialplan-only IVR (always).
 - ``bench.reconnect``: Asterisk booted → controller ready, over a few Asterisk restarts (always).
+- ``bench.queue``: the branch queue with more callers than desk phones: every caller answered or
+  called back, none lost, CPU per caller (``python -m bench.queue [--quick]``, always).
 - ``bench.export``: the export benchmark, run as ``python -m bench.export [--quick]`` when that
   module exists in this checkout (it is skipped, with a note, when it does not).
 - ``bench.console``: the staff console at 100,000 cases and 1,000,000 calls, and calls with the
@@ -27,6 +29,8 @@ def main(argv: list[str]) -> int:
     print("\nbench: controller back after an Asterisk restart (python -m bench.reconnect)", flush=True)
     out = argv[argv.index("--out"):argv.index("--out") + 2] if "--out" in argv else []
     code = reconnect.main((["--quick"] if quick else []) + out) or code
+    print("\nbench: the branch queue, more callers than desk phones (python -m bench.queue)", flush=True)
+    code = subprocess.run([sys.executable, "-m", "bench.queue", *(["--quick"] if quick else [])]).returncode or code
     if importlib.util.find_spec("bench.export") is None:
         print("\nbench: no bench/export.py in this checkout; export benchmark skipped")
         return code

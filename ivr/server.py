@@ -13,12 +13,14 @@ import gc
 import logging
 import os
 import signal
+import socket
 import sys
 from datetime import datetime
 from pathlib import Path
 
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from ivr.call.callback import Callbacks
 from ivr.call.dispatcher import Controller
 from ivr.cluster.watch import NodeWatch
 from ivr.config import credentials as secrets_mod
@@ -32,6 +34,7 @@ from ivr.pbx.guard import Guard
 from ivr.pbx.presence import Presence
 from ivr.records import cases as cases_mod
 from ivr.records import db
+from ivr.records.callbacks import CallbackStore
 from ivr.records.calllog import CallLog, last_presence, utcnow
 
 log = logging.getLogger("tongdai.server")
@@ -125,6 +128,8 @@ class Service:
             await self.stop(0)
             raise RuntimeError(f"ARI at {s.bind}:{s.ari_port} did not accept the websocket within {timeout:g}s") from None
         await self._start_presence(sec)
+        if s.trunk_out is not None:
+            await self._start_callbacks()
         self.control = ControlServer(s.home, s.routing_path, self.status, self._reload)
         await self.control.start()
         if s.node:
@@ -137,6 +142,22 @@ class Service:
             # internet and calls to Zalo's API stay off the loop that carries the calls.
             log.info("zalo: configured; its webhook and worker run in `tongdai web`")
         log.info("controller ready: app=%s hotline=%s", ",".join(s.ari_apps), routing.hotline.number)
+
+    async def _start_callbacks(self) -> None:
+        """Callbacks through TONGDAI_TRUNK_OUT: the pending requests of an earlier run back in
+        their places, then the service that serves them."""
+        s, ctl = self.settings, self.controller
+        assert self.engine is not None and ctl is not None, "start() sets them first"
+        store = CallbackStore(self.engine, f"{socket.gethostname()}:{os.getpid()}")
+        callbacks = Callbacks(ctl.context, store, lambda: ctl.routing, s.ari_apps[0], ctl.disown)
+        try:
+            n = await asyncio.wait_for(callbacks.load(), 10)
+        except Exception as e:  # database down: those requests wait for the next start
+            log.error("callbacks: pending requests not reloaded: %s", e)
+            n = 0
+        ctl.context.callbacks = callbacks
+        callbacks.start()
+        log.info("callbacks: trunk %s:%d, %d pending requests", *s.trunk_out, n)  # type: ignore[misc]
 
     async def _on_connect(self) -> None:
         assert self.controller is not None and self.cel is not None
@@ -192,6 +213,7 @@ class Service:
             "asterisk": {"version": pres.asterisk_version if pres else None},
             "calls": calls,
             "queues": ctl.context.queues.status() if ctl else {},  # callers waiting per branch
+            "callbacks": ctl.context.queues.callbacks_status() if ctl else {},  # requests pending per branch
             "phones": pres.status() if pres else {},
             "spool": {"calllog": self.calllog.spool.pending() if self.calllog and self.calllog.spool else 0},
         }
@@ -199,6 +221,9 @@ class Service:
     async def stop(self, grace: float = 30) -> None:
         if self.controller:
             self.controller.stop_warming()
+            if self.controller.context.callbacks is not None:
+                # First: no callback starts while the calls drain (requests not served stay pending).
+                await self.controller.context.callbacks.stop(grace)
             await self.controller.drain(grace)
         if self.watch:
             await self.watch.stop()

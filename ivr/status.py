@@ -126,6 +126,10 @@ def render(st: dict, routing: rt.Routing, tz: str) -> str:
     queues = st.get("queues") or {}
     if queues:
         out.append("Đang chờ trong hàng đợi: " + ", ".join(f"nhánh {b}: {n}" for b, n in sorted(queues.items())))
+    callbacks = st.get("callbacks") or {}
+    if callbacks:
+        out.append("Chờ gọi lại (giữ chỗ trong hàng đợi): "
+                   + ", ".join(f"nhánh {b}: {n}" for b, n in sorted(callbacks.items())))
     phones = st.get("phones", {})
     up = sum(1 for p in phones.values() if p.get("status") == "registered")
     out.append(f"Máy bàn đã đăng ký: {up}/{len(routing.extensions)}")

@@ -48,7 +48,22 @@ class Disposition(Vocabulary):
     # Reached Asterisk while no controller took calls (a crash, a restart) and was never served:
     # held and gave up, or heard the apology. Logged from Asterisk's own record (CEL).
     CONTROLLER_UNAVAILABLE = "controller_unavailable", "hệ thống gián đoạn, chưa được phục vụ"
+    # A callback to a citizen who asked for it while waiting in a branch's queue (an outbound
+    # call row of its own, linked to the call that asked: calls.callback_of).
+    CALLBACK_ANSWERED = "callback_answered", "gọi lại: công dân đã nghe máy"
+    CALLBACK_NO_ANSWER = "callback_no_answer", "gọi lại: công dân không nghe máy"
+    CALLBACK_FAILED = "callback_failed", "gọi lại: không thực hiện được"
     IN_PROGRESS = "in_progress", "đang diễn ra"
+
+
+class CallbackStatus(Vocabulary):
+    """Where a callback request is (callback_requests.status)."""
+
+    PENDING = "pending", "chờ gọi lại"
+    SERVING = "serving", "đang gọi lại"
+    DONE = "done", "đã gọi lại được"
+    FAILED = "failed", "gọi lại không được"
+    EXPIRED = "expired", "quá hạn"
 
 
 class CaseStatus(Vocabulary):

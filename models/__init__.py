@@ -46,6 +46,7 @@ class Base(DeclarativeBase):
     metadata = MetaData(naming_convention=NAMING_CONVENTION)
 
 
+from ivr.models.callbacks import CallbackRequest  # noqa: E402,F401
 from ivr.models.calls import Call, CallEvent, CallLeg  # noqa: E402,F401
 from ivr.models.cases import Case, CaseAssignment, CaseEvent  # noqa: E402,F401
 from ivr.models.cluster import CaseCodeCounter, ClusterNode  # noqa: E402,F401

@@ -55,6 +55,8 @@ class Call(Base):
     held_s: Mapped[float | None] = mapped_column(Float)
     # The cluster node that took the call (TONGDAI_NODE, docs/cluster.md); None on a single server.
     node: Mapped[str | None] = mapped_column(String(20))
+    # An outbound callback (dispositions callback_*): the call whose caller asked for it in the queue.
+    callback_of: Mapped[str | None] = mapped_column(String(64), index=True)
 
     events: Mapped[list[CallEvent]] = relationship(back_populates="call", lazy="raise", order_by="CallEvent.seq")
     legs: Mapped[list[CallLeg]] = relationship(back_populates="call", lazy="raise", order_by="CallLeg.id")

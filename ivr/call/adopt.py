@@ -13,7 +13,9 @@ asks ARI, on every connection, what its Stasis applications still have (``GET /c
   branch are in the row the first controller wrote when the desk phone answered.
 - **anything else** (the menu, ringing, a recording): the call's desk phones are hung up, its
   bridge destroyed, the caller hears the apology and is hung up; logged as ``interrupted``.
-- a desk-phone leg whose caller is gone is hung up.
+- a desk-phone leg whose caller is gone is hung up, and so is a callback's channel (appArgs
+  ``callback,<request>``: the desk phone or the citizen of ivr/call/callback.py). Its request
+  stays ``serving``: it is never called again, since its call may have been made.
 
 Channels are ours when they are in one of our applications; desk-phone legs carry the id of
 their call (``<caller id>-leg<n>``, appArgs ``leg,<caller id>``).
@@ -83,15 +85,17 @@ async def find(ari: Any, apps: list[str], known: set[str]) -> Found:
     bridges = await ari.request("GET", "/bridges") or []
     callers: dict[str, Orphan] = {}
     legs: list[dict] = []
+    stray = []
     for ch in unknown:
         cid = ch["id"]
         if _caller_of(cid) is not None:
             legs.append(ch)
             continue
         app, args = _app(ch)
-        if app in apps and not (args and args[0] == "leg"):
+        if app in apps and args and args[0] == "callback":
+            stray.append(cid)
+        elif app in apps and not (args and args[0] == "leg"):
             callers[cid] = Orphan(ch, app)
-    stray = []
     for leg in legs:
         call = callers.get(_caller_of(leg["id"]) or "")
         if call is None:

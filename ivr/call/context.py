@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
 if TYPE_CHECKING:
+    from ivr.call.callback import Callbacks
     from ivr.call.queue import Queues
     from ivr.call.route import RouteState
     from ivr.call.session import CallSession
@@ -73,8 +74,10 @@ class CallContext:
     reachable: Callable[[str], bool | None] = lambda ext: None  # presence: None when unknown
     # Whether a desk phone is in (or ringing for) a call other than this session's: the
     # controller's calls and AMI device state. Such a phone is never rung (no call waiting).
-    busy: Callable[[str, CallSession], bool] = lambda ext, session: False
+    # ``None``: asked by the callback service, not a call.
+    busy: Callable[[str, CallSession | None], bool] = lambda ext, session: False
     queues: Queues = field(default_factory=lambda: _queues())  # the branches' queues, shared by all calls
     strict: bool = False  # an unexpected event raises instead of being logged
     speech: SpokenTexts | None = None  # None: nothing dynamic is spoken (the look-up says so)
     recordings_gid: int | None = None  # a group that may read recordings (TONGDAI_RECORDINGS_GROUP)
+    callbacks: Callbacks | None = None  # key 1 in a queue; None: no outbound trunk (TONGDAI_TRUNK_OUT)

@@ -95,11 +95,14 @@ class Controller:
     def _reachable(self, ext: str) -> bool | None:
         return self.presence.reachable(ext) if self.presence is not None else None
 
-    def _busy(self, ext: str, asking: CallSession) -> bool:
-        """A desk phone rung or bridged by another call, or in use says AMI (a private call)."""
+    def _busy(self, ext: str, asking: CallSession | None) -> bool:
+        """A desk phone rung or bridged by another call or a callback, or in use says AMI (a
+        private call)."""
         if self.settings.call_waiting:
             return False
         if any(s is not asking and s.holds(ext) for s in self.sessions.values()):
+            return True
+        if self.context.callbacks is not None and self.context.callbacks.holds(ext):
             return True
         return self.presence is not None and self.presence.in_use(ext)
 
@@ -107,6 +110,10 @@ class Controller:
 
     def own(self, channel_id: str, session: CallSession) -> None:
         self.owners[channel_id] = session
+
+    def disown(self, channel_id: str) -> None:
+        """A callback's channel or bridge is done (a call's are forgotten when it finishes)."""
+        self.owners.pop(channel_id, None)
 
     def on_event(self, ev: dict) -> None:
         t = ev.get("type")

@@ -144,6 +144,10 @@ async def steps(session: CallSession) -> None:
         why = f"dtmf {branch.digit}" if session.state is State.MENU else f"no answer -> branch {branch.digit}"
         session.transition(State.DIALING, why)
         outcome, plan = await _route(session, branch)
+        if isinstance(outcome, str):  # "callback": key 1 in the queue, confirmed: the request keeps the place
+            session.rec.disposition = Disposition.BUSY
+            await say(session, ["callback_thanks"])
+            return await session.end("system")
         if outcome is None:  # key 2 while waiting in the queue
             session.rec.disposition = Disposition.BUSY
             return await complaint_path(session, "dtmf 2 in queue")
@@ -171,9 +175,10 @@ async def steps(session: CallSession) -> None:
         return await session.end("system")
 
 
-async def _route(session: CallSession, branch) -> tuple[route.DialOutcome | None, route.Plan | None]:
+async def _route(session: CallSession, branch) -> tuple[route.DialOutcome | str | None, route.Plan | None]:
     """Ring the branch, through its queue when every reachable phone is busy (or others already
-    wait): the outcome (None: the caller left the queue for a complaint) and the plan, if any."""
+    wait): the outcome (None: the caller left the queue for a complaint; ``callback``: they asked
+    to be called back) and the plan, if any."""
     if not await route.any_reachable(session, branch):
         # No desk phone of the branch is registered; straight to the no-answer path
         # (dial() records each phone as unreachable without ringing anything).
@@ -193,6 +198,8 @@ async def _route(session: CallSession, branch) -> tuple[route.DialOutcome | None
     result = await queue.wait(session, branch)
     if result == "complaint":
         return None, None
+    if result == "callback":
+        return result, None
     if result == "timeout":
         session.rec.event("queue_timeout", branch=branch.digit, max_wait=branch.queue.max_wait)
         return route.DialOutcome(False, results={ext: "busy" for ext in branch.targets}), None

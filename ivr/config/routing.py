@@ -162,6 +162,15 @@ class Queue:
 
 
 @dataclass(frozen=True)
+class Callback:
+    """Callbacks asked for in a queue (docs/queue.md): a citizen who does not answer is called
+    again ``retry_after`` seconds later, at most ``attempts`` times in all."""
+
+    attempts: int = 3
+    retry_after: int = 120
+
+
+@dataclass(frozen=True)
 class Branch:
     digit: str
     name: str
@@ -188,6 +197,7 @@ class Routing:
     survey: Survey = Survey(True, 5.0)
     limits: Limits = Limits()
     recording: Recording = Recording()
+    callback: Callback = Callback()
     source: str = ""
     warnings: tuple[Problem, ...] = ()  # valid but odd (``check`` and ``apply`` show them)
 
@@ -228,6 +238,7 @@ class Routing:
             "survey": asdict(self.survey),
             "limits": asdict(self.limits),
             "recording": asdict(self.recording),
+            "callback": asdict(self.callback),
             "branches": [
                 {**asdict(b), "targets": list(b.targets), "agency_name": self.agencies[b.agency].name}
                 for b in self.branches
@@ -608,6 +619,19 @@ def _queue(c: _Checker, node: Node, path: str, base: Queue) -> Queue | None:
                  bool(values.get("callback", base.callback)))
 
 
+def _callback(c: _Checker, node: Node) -> Callback | None:
+    """``callback: {attempts, retry_after}``."""
+    m = c.mapping(node, "callback", {"attempts", "retry_after"})
+    values: dict[str, Any] = {}
+    if "attempts" in m:
+        values["attempts"] = c.number(m["attempts"][1], "callback.attempts", 1, 10)
+    if "retry_after" in m:
+        values["retry_after"] = c.number(m["retry_after"][1], "callback.retry_after", 30, 3600)
+    if any(v is None for v in values.values()):
+        return None
+    return Callback(**{k: int(v) for k, v in values.items()})
+
+
 def _survey(c: _Checker, node: Node | None) -> Survey | None:
     if node is None:
         return Survey(True, 5.0)
@@ -713,7 +737,7 @@ def loads(text: str, name: str = "routing.yaml") -> Routing:
         root,
         "",
         {"version", "hotline", "hours", "menu", "branches", "agencies", "extensions", "complaints", "survey", "limits",
-         "recording", "queue"},
+         "recording", "queue", "callback"},
         {"version", "hotline", "branches", "agencies"},
     )
     if "version" in top:
@@ -870,6 +894,7 @@ def loads(text: str, name: str = "routing.yaml") -> Routing:
     complaints = _complaints(c, top["complaints"][1] if "complaints" in top else None, digit_paths)
     survey = _survey(c, top["survey"][1] if "survey" in top else None)
     limits = _limits(c, top["limits"][1] if "limits" in top else None)
+    callback = _callback(c, top["callback"][1]) if "callback" in top else Callback()
     if menu and complaints and menu.lookup_digit and menu.lookup_digit == complaints.misconduct_digit:
         node = _value_of(top.get("menu"), "lookup_digit")
         if node is None:  # the default gives way, as the misconduct digit's does to a branch
@@ -879,7 +904,7 @@ def loads(text: str, name: str = "routing.yaml") -> Routing:
     recording = _recording(c, top["recording"][1] if "recording" in top else None)
 
     if (c.problems or hotline is None or hours is None or menu is None or complaints is None or survey is None
-            or limits is None or recording is None):
+            or limits is None or recording is None or callback is None):
         if not c.problems:  # pragma: no cover - every None above reports a problem
             c.err(None, "", "invalid configuration")
         raise RoutingError(sorted(c.problems, key=lambda p: p.line))
@@ -894,6 +919,7 @@ def loads(text: str, name: str = "routing.yaml") -> Routing:
         survey=survey,
         limits=limits,
         recording=recording,
+        callback=callback,
         source=name,
         warnings=tuple(c.warnings),
     )

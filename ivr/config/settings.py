@@ -20,6 +20,7 @@ setting here; routing.yaml only describes the hotline itself and never holds a s
 | TONGDAI_RTP_START / TONGDAI_RTP_END | 20100 / 23999 | Asterisk's RTP port range |
 | TONGDAI_HOLD_SECONDS | 20 | how long callers are held while no controller takes calls, before the apology (0: at once) |
 | TONGDAI_TRUNK_MATCH | ``127.0.0.1`` | comma-separated addresses/networks of the telco trunk |
+| TONGDAI_TRUNK_OUT | unset | ``host:port`` of the telco's SIP gateway for outbound calls (callbacks); unset: no callback offered |
 | TONGDAI_CALL_WAITING | ``0`` | ``1``: ring desk phones already in a call (the bench's SIPp desks); default: never |
 | TONGDAI_DATABASE_URL | SQLite in TONGDAI_HOME | SQLAlchemy async URL (while `tongdai cluster up` runs its private PostgreSQL: that one) |
 | TONGDAI_WEB_ADDR | ``127.0.0.1:8080`` | where `tongdai web` listens: the staff console and the Zalo webhook |
@@ -135,6 +136,18 @@ def _dead_after(env: dict[str, str]) -> int:
     return n
 
 
+def _trunk_out(env: dict[str, str]) -> tuple[str, int] | None:
+    """TONGDAI_TRUNK_OUT=host:port; unset or empty: None (no outbound calls)."""
+    raw = (env.get("TONGDAI_TRUNK_OUT") or "").strip()
+    if not raw:
+        return None
+    host, port = _addr(env, "TONGDAI_TRUNK_OUT", raw)
+    # Rendered into pjsip.conf: a host is letters, digits, dots, dashes or an IPv6 address.
+    if not host or not all(c.isalnum() or c in ".-:" for c in host) or not 0 < port < 65536:
+        raise SystemExit(f"TONGDAI_TRUNK_OUT={raw!r}: expected HOST:PORT of the telco's SIP gateway")
+    return host, port
+
+
 def _addr(env: dict[str, str], name: str, default: str) -> tuple[str, int]:
     raw = (env.get(name) or default).strip()
     host, sep, port = raw.rpartition(":")
@@ -242,6 +255,7 @@ class Settings:
     hold_seconds: int = 20  # the dialplan holds callers this long while no controller takes calls
     web_addr: tuple[str, int] = ("127.0.0.1", 8080)
     call_waiting: bool = False  # ring desk phones already in a call (TONGDAI_CALL_WAITING)
+    trunk_out: tuple[str, int] | None = None  # TONGDAI_TRUNK_OUT: the telco's gateway for callbacks
     zalo: ZaloSettings | None = None
     recordings_gid: int | None = None  # TONGDAI_RECORDINGS_GROUP: may read recordings (0640/0750)
     recordings_min_free_mb: int = 2048  # `tongdai status` warns below this
@@ -291,6 +305,7 @@ class Settings:
             database_url=db_url,
             web_addr=_addr(env, "TONGDAI_WEB_ADDR", "127.0.0.1:8080"),
             call_waiting=_flag(env, "TONGDAI_CALL_WAITING"),
+            trunk_out=_trunk_out(env),
             zalo=ZaloSettings.from_env(env, home),
             recordings_gid=_group(env),
             recordings_min_free_mb=_min_free(env),

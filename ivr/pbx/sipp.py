@@ -585,6 +585,60 @@ class DeskPhone:
         await self.stop()
 
 
+class Telco:
+    """The telco's SIP gateway for outbound calls (``TONGDAI_TRUNK_OUT``): a SIPp UAS on
+    ``local_port`` that takes every INVITE with the desk phone scenarios ('answer': 180, 200,
+    audio, hangs up ``hangup_after_ms`` after the ACK; 'noanswer': rings until CANCEL).
+    :meth:`invites` lists the Request-URIs it received.
+
+        async with Telco(local_port=..., media_port=..., control_port=...) as telco:
+            ...  # TONGDAI_TRUNK_OUT=127.0.0.1:<local_port>
+    """
+
+    def __init__(self, *, local_port: int, media_port: int, control_port: int, mode: str = "answer",
+                 answer_delay_ms: int = 300, hangup_after_ms: int | None = 3000, trace_dir=None):
+        if mode not in ("answer", "noanswer"):
+            raise ValueError(f"mode must be answer or noanswer, not {mode!r}")
+        self.local_port, self.media_port, self.control_port = local_port, media_port, control_port
+        self.mode, self.answer_delay_ms, self.hangup_after_ms = mode, max(1, int(answer_delay_ms)), hangup_after_ms
+        self.workdir = _workdir(trace_dir, "telco")
+        self.name = f"telco-{local_port}"
+        self.trace_path = self.workdir / f"{self.name}.messages.log"
+        self._proc: asyncio.subprocess.Process | None = None
+
+    async def start(self) -> None:
+        bye_wait = "" if self.hangup_after_ms is None else \
+            f'timeout="{max(1, int(self.hangup_after_ms))}" ontimeout="local_bye"'
+        scenario = _render(f"deskphone_{self.mode}.xml", self.workdir / f"{self.name}.xml",
+                           ANSWER_DELAY_MS=self.answer_delay_ms, BYE_WAIT_ATTRS=bye_wait, AUDIO_PCAP=AUDIO_PCAP)
+        # A UAS: the remote address is a placeholder SIPp needs; every call is an INVITE it receives.
+        args = _sipp_args(scenario=scenario, server_host=LOCAL_IP, server_port=self.local_port + 1,
+                          local_port=self.local_port, media_port=self.media_port,
+                          control_port=self.control_port, workdir=self.workdir, name=self.name)
+        self._proc = await _start(args + ["-aa"], self.workdir, self.name)
+
+    def invites(self) -> list[str]:
+        """The Request-URI of every INVITE received, in order."""
+        return [m.first_line.split()[1] for m in parse_message_trace(self.trace_path)
+                if m.direction == "received" and m.first_line.startswith("INVITE ")]
+
+    def answered(self) -> int:
+        return sum(1 for m in parse_message_trace(self.trace_path)
+                   if m.direction == "sent" and m.status == 200 and m.method == "INVITE")
+
+    async def stop(self) -> None:
+        proc, self._proc = self._proc, None
+        if proc is not None:
+            await _finish(proc, 0)
+
+    async def __aenter__(self) -> Telco:
+        await self.start()
+        return self
+
+    async def __aexit__(self, *exc) -> None:
+        await self.stop()
+
+
 # --------------------------------------------------------------------------
 # Caller (UAC)
 # --------------------------------------------------------------------------

@@ -94,6 +94,7 @@ class CallRecord:
     ended_in: str | None = None
     hangup_by: str | None = None
     held_s: float | None = None  # seconds the dialplan held the caller while no controller took calls
+    callback_of: str | None = None  # an outbound callback: the call that asked for it
     events: list[tuple[dt.datetime, str, dict]] = field(default_factory=list)
     legs: list[LegRecord] = field(default_factory=list)
 
@@ -122,7 +123,7 @@ class CallRecord:
             "talk_s": self.talk_s, "disposition": self.disposition, "ended_in": self.ended_in,
             "hangup_by": self.hangup_by, "survey_score": self.survey_score, "case_code": self.case_code,
             "recording": self.recording, "recording_s": self.recording_s,
-            "held_s": self.held_s,
+            "held_s": self.held_s, "callback_of": self.callback_of,
         }
 
 
@@ -321,8 +322,9 @@ class CallLog:
             now = rows[cid]["disposition"] if cid in rows else existing.get(cid)
             if op == "open" and now is not None and now != "in_progress":
                 continue
-            # "node" may be missing from records spooled before it existed: every row needs its keys.
-            rows[cid] = {"node": None, **{k: v for k, v in payload.items() if k not in ("events", "legs")}}
+            # "node" and "callback_of" may be missing from records spooled before they existed:
+            # one executemany needs the same keys in every row.
+            rows[cid] = {"node": None, "callback_of": None, **{k: v for k, v in payload.items() if k not in ("events", "legs")}}
             if op == "close":
                 closes[cid] = payload
         new = [r for cid, r in rows.items() if cid not in existing]

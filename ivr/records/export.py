@@ -43,7 +43,7 @@ import sqlalchemy as sa
 
 from ivr.config.routing import Routing
 from ivr.config.settings import Settings
-from ivr.models import Call, Case, CaseAssignment
+from ivr.models import Call, CallEvent, Case, CaseAssignment
 from ivr.records import volunteers as vol
 
 TABLES = ("calls", "cases", "surveys", "assists", "shifts")
@@ -63,6 +63,9 @@ COLUMNS: dict[str, tuple[tuple[str, str], ...]] = {
         ("answered_by", "text"), ("wait_s", "num"), ("talk_s", "num"), ("disposition", "text"),
         ("case_code", "text"), ("survey_score", "num"), ("ended_at", "time"), ("ended_in", "text"),
         ("hangup_by", "text"), ("recording", "text"), ("recording_s", "num"), ("recording_deleted_at", "time"),
+        # The branch queue (docs/queue.md): seconds waited in it and how the wait ended (turn,
+        # hangup, complaint, timeout, callback); an outbound callback's row names the call that asked.
+        ("queue_wait_s", "num"), ("queue_end", "text"), ("callback_of", "text"),
     ),
     "cases": (
         ("case_code", "text"), ("channel", "text"), ("received_at", "time"), ("category", "text"),
@@ -214,6 +217,16 @@ def _call_filters(stmt: sa.Select, q: Query) -> sa.Select:
     return stmt.order_by(c.started_at, c.id)
 
 
+def _queue_columns() -> list:
+    """Per call, from its ``dequeued`` events: seconds waited in the queue, how the last wait ended."""
+    ev = CallEvent
+    mine = (ev.call_id == Call.id, ev.kind == "dequeued")
+    waited = sa.select(sa.func.sum(ev.detail["waited_s"].as_float())).where(*mine).correlate(Call).scalar_subquery()
+    end = (sa.select(ev.detail["why"].as_string()).where(*mine).order_by(ev.seq.desc()).limit(1)
+           .correlate(Call).scalar_subquery())
+    return [waited, end]
+
+
 def calls_select(q: Query, *, as_text: bool = False) -> sa.Select:
     c = Call
     cols = [
@@ -222,6 +235,7 @@ def calls_select(q: Query, *, as_text: bool = False) -> sa.Select:
         c.hangup_by,
         # The file's path while it exists; once retention deleted it, when that was.
         sa.case((c.recording_deleted_at.is_(None), c.recording), else_=None), c.recording_s, _raw(c.recording_deleted_at),
+        *_queue_columns(), c.callback_of,
     ]
     stmt = sa.select(*(_as_text(cols, [k for _, k in COLUMNS["calls"]]) if as_text else cols))
     return _call_filters(stmt, q)

@@ -23,6 +23,10 @@ Definitions (also printed in the report):
   current month): answered on time / late (``answered_at`` against ``deadline_at``), closed
   without an answer, overdue (deadline passed, neither answered nor closed), pending. A case
   counts for each agency it was assigned to, or for the branch's agency when not assigned.
+- the branch queue (docs/queue.md): calls that waited (each ``dequeued`` event), their wait
+  (average, 95th percentile) and how the wait ended: a desk phone, hung up (abandoned in the
+  queue), the voice complaint, ``max_wait``, a callback request. Callbacks are outbound calls
+  (dispositions ``callback_*``): counted apart, never as calls to the hotline;
 - "Đoàn thanh niên chung tay CCHC": :func:`ivr.records.volunteers.month_summary` (shifts by
   planned start, hours from check-in to check-out, assists by kind and by the desk's district).
 """
@@ -48,7 +52,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from ivr.config import hours as cal
 from ivr.config.routing import Routing
-from ivr.models import Call, CallLeg, Case, CaseAssignment, CaseEvent, RegistrationEvent
+from ivr.models import Call, CallEvent, CallLeg, Case, CaseAssignment, CaseEvent, RegistrationEvent
 from ivr.models.presence import UP_STATUSES
 from ivr.records import volunteers as vol
 from ivr.records.export import publish
@@ -199,7 +203,11 @@ async def _calls(conn: AsyncConnection, r: Report, routing: Routing) -> tuple[Co
                       Call.ended_in, Call.wait_s, Call.survey_score)
             .where(Call.started_at >= m.start, Call.started_at < m.end))
     result = await conn.stream(stmt.execution_options(yield_per=2000))
+    callbacks: Counter = Counter()
     async for started, digit, acode, aname, d, ended_in, wait, score in result:
+        if d in CALLBACKS:  # an outbound callback, not a call to the hotline
+            callbacks[d] += 1
+            continue
         total += 1
         disp[d] += 1
         per_day[_utc(started).astimezone(tz).date()] += 1
@@ -228,6 +236,9 @@ async def _calls(conn: AsyncConnection, r: Report, routing: Routing) -> tuple[Co
                 s_sum[k] += score
                 s_dist[k, score] += 1
 
+    for d in CALLBACKS:
+        f[f"callback.{d}"] = callbacks[d]
+    f["callback.total"] = sum(callbacks.values())
     f["calls.total"] = total
     f["calls.closed"] = closed
     f["calls.in_hours"] = total - closed
@@ -266,6 +277,32 @@ async def _calls(conn: AsyncConnection, r: Report, routing: Routing) -> tuple[Co
         for score in range(1, 6):
             f[f"survey.{d}.s{score}"] = s_dist[d, score]
     return a_calls, a_answered, names
+
+
+CALLBACKS = (Disposition.CALLBACK_ANSWERED.value, Disposition.CALLBACK_NO_ANSWER.value,
+             Disposition.CALLBACK_FAILED.value)
+QUEUE_ENDS = ("turn", "hangup", "complaint", "timeout", "callback")  # dequeued.why
+
+
+async def _queue(conn: AsyncConnection, r: Report) -> None:
+    """The branch queue's figures, from the calls' ``dequeued`` events."""
+    m, f = r.month, r.figures
+    stmt = (sa.select(CallEvent.detail).join(Call, Call.id == CallEvent.call_id)
+            .where(Call.started_at >= m.start, Call.started_at < m.end, CallEvent.kind == "dequeued"))
+    waits = array("d")
+    ends: Counter = Counter()
+    result = await conn.stream(stmt.execution_options(yield_per=2000))
+    async for (detail,) in result:
+        detail = detail or {}
+        ends[detail.get("why") or "?"] += 1
+        if isinstance(detail.get("waited_s"), (int, float)):
+            waits.append(float(detail["waited_s"]))
+    f["queue.calls"] = sum(ends.values())
+    w = sorted(waits)
+    f["queue.wait_avg"] = _mean(sum(w), len(w))
+    f["queue.wait_p95"] = percentile(w, 95)
+    for why in QUEUE_ENDS:
+        f[f"queue.{why}"] = ends[why]
 
 
 def _open_intervals(routing: Routing, m: Month, until: dt.datetime) -> list[tuple[dt.datetime, dt.datetime]]:
@@ -478,6 +515,7 @@ async def build(engine: AsyncEngine, routing: Routing, month: Month, *, now: dt.
     r = Report(month=month, cutoff=min(month.end, now), generated_at=now)
     async with engine.connect() as conn:
         agency_calls = await _calls(conn, r, routing)
+        await _queue(conn, r)
         await _desks(conn, r, routing, agency_calls)
         await _cases(conn, r, routing)
         answers = await zalo_survey_rows(conn, month)

@@ -299,7 +299,7 @@ def make_call(routing: Routing, *, ari: FakeAri | None = None, caller: str = "09
               home: Path | None = None, recording_spool: Path | None = None, strict: bool = True,
               is_open: OpenState | None = None, reachable: Callable[[str], bool | None] | None = None,
               calllog: CallLogSink | None = None, speech: Any = None, engine: Any = None,
-              busy: Callable[[str, CallSession], bool] | None = None) -> Call:
+              busy: Callable[[str, CallSession | None], bool] | None = None) -> Call:
     """A CallSession on a FakeAri and a FakeCallLog (or ``calllog``), in ``state``.
 
     ``home``: where recordings and spooled cases go (a test's temporary folder); the recording

@@ -1,13 +1,13 @@
 """users.role youth: the Youth Union coordinators' console accounts
 
 Revision ID: 0013
-Revises: 0011
+Revises: 0012
 Create Date: 2026-12-08 02:35:00
 """
 from alembic import op
 
 revision = '0013'
-down_revision = '0011'
+down_revision = '0012'
 branch_labels = None
 depends_on = None
 

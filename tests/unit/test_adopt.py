@@ -30,6 +30,7 @@ def asterisk_with_orphans() -> FakeAri:
         channel("c2-leg1", "tongdai", "leg,c2", state="Ringing", name="PJSIP/2402-0000002b"),
         channel("c3-leg2", "tongdai-3", "leg,c3", name="PJSIP/2403-0000002c"),  # its caller is gone
         channel("x9", "someone-else"),  # not ours
+        channel("cb4-1-1796700000-agent1", "tongdai", "callback,4", name="PJSIP/2404-0000002d"),  # a callback's
         channel("c5", "tongdai"),  # a call this controller has already
     ]
     ari.responses[("GET", "/bridges")] = [
@@ -46,7 +47,7 @@ async def test_find_sorts_what_asterisk_has():
     assert calls["c1"].talking["id"] == "c1-leg1" and calls["c1"].app == "tongdai-2"
     assert calls["c2"].talking is None and [leg["id"] for leg in calls["c2"].legs] == ["c2-leg1"]
     assert [b["id"] for b in calls["c2"].bridges] == ["c2-br2"]
-    assert found.stray_legs == ["c3-leg2"]
+    assert found.stray_legs == ["cb4-1-1796700000-agent1", "c3-leg2"]  # a callback is no caller to adopt
 
 
 async def test_nothing_to_find_costs_one_request():

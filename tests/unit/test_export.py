@@ -24,7 +24,7 @@ from sqlalchemy.orm import Session
 
 from ivr.cli import main
 from ivr.config import routing as rt
-from ivr.models import Call, Case, CaseAssignment
+from ivr.models import Call, CallEvent, Case, CaseAssignment
 from ivr.records import db
 from ivr.records import export as ex
 from ivr.testing import wait_until
@@ -34,7 +34,7 @@ VN = zoneinfo.ZoneInfo("Asia/Ho_Chi_Minh")
 ROUTING = rt.load(REPO_ROOT / "routing.yaml")
 CALL_HEADER = ("call_id,started_at,caller,hotline,branch_digit,branch_name,agency_code,agency_name,answered_by,"
                "wait_s,talk_s,disposition,case_code,survey_score,ended_at,ended_in,hangup_by,recording,recording_s,"
-               "recording_deleted_at")
+               "recording_deleted_at,queue_wait_s,queue_end,callback_of")
 NASTY = {  # caller -> what a spreadsheet must see
     "=HYPERLINK(\"http://x\",\"bấm\")": "'=HYPERLINK(\"http://x\",\"bấm\")",
     "+84909000111": "'+84909000111",
@@ -73,6 +73,10 @@ def fill(settings):
         a1, a2 = s.get(Call, "a1"), s.get(Call, "a2")
         a1.recording, a1.recording_s = "recordings/calls/2026/09/a1.wav", 87.96
         a2.recording, a2.recording_s, a2.recording_deleted_at = "recordings/calls/2026/10/a2.wav", 88.0, t(12, 1, 2)
+        # a2 waited in the queue twice (a failover to another branch), then asked for a callback.
+        for seq, why, waited in ((3, "timeout", 30.0), (7, "callback", 12.5)):
+            s.add(CallEvent(call_id="a2", seq=seq, at=t(10, 15, 8, 1), kind="dequeued",
+                            detail={"branch": "1", "why": why, "waited_s": waited}))
         for i, caller in enumerate(NASTY):
             s.add(Call(id=f"n{i}", caller=caller, hotline="1022", started_at=t(10, 20, 9, i), branch_digit=None,
                        disposition="abandoned", ended_in="menu", wait_s=3.0))
@@ -131,6 +135,9 @@ def test_calls_csv_columns_times_and_month_filter(env, tmp_path):
     assert (a1["recording"], a1["recording_s"], a1["recording_deleted_at"]) == ("recordings/calls/2026/09/a1.wav", "87.96", "")
     assert (rows[1]["recording"], rows[1]["recording_s"], rows[1]["recording_deleted_at"]) == ("", "88.0", "2026-12-01T02:00:00+07:00")
     assert rows[2]["recording"] == "" and rows[2]["recording_s"] == ""
+    # The queue: waits summed, the last wait's end; the callback's row says whose it is.
+    assert (rows[1]["queue_wait_s"], rows[1]["queue_end"], rows[1]["callback_of"]) == ("42.5", "callback", "")
+    assert (a1["queue_wait_s"], a1["queue_end"]) == ("", "")
     assert len(rows) == 3 + len(NASTY) + 1
     assert res.output.strip().endswith(f"Đã xuất {len(rows)} dòng vào {out}.")
 
@@ -312,9 +319,9 @@ def test_csv_fast_path_writes_what_the_cell_by_cell_path_writes():
     cols = ex.COLUMNS["calls"]
     rows = [("id1", "2026-10-01 01:02:03.5", "+84909", "1022", "4", "Cải cách", "VPUBND", "Văn phòng", "2401",
              "12.25", "", "answered", "", "5", None, "survey", "system", "recordings/calls/2026/10/id1.wav", "87.5",
-             None),  # times stay raw: None for none
+             None, "31.5", "turn", ""),  # times stay raw: None for none
             ("id2", "2026-10-01 01:02:04", "=1+1", "1022", "", "", "", "@x", "-", "", "", "abandoned", "", "",
-             "2026-10-01 01:05:00.000001", "\tmenu", "caller", "", "", None)]
+             "2026-10-01 01:05:00.000001", "\tmenu", "caller", "", "", None, "", "", "")]
     outs = []
     for text_rows in (True, False):
         buf = io.BytesIO()

@@ -131,3 +131,19 @@ async def test_ami_event_filter_lets_through_exactly_what_presence_and_guard_lis
         assert pattern.match(f"Event: {name}\r\nPrivilege: system,all\r\n"), name
     for name in ("Newchannel", "VarSet", "Newexten", "Hangup", "ContactStatusDetail", "DeviceStateChangeX"):
         assert not pattern.match(f"Event: {name}\r\nPrivilege: call,all\r\n"), name
+
+
+def test_an_outbound_trunk_only_with_tongdai_trunk_out(settings_factory):
+    files, _ = _render(settings_factory())
+    assert "[trunk-out]" not in files["pjsip.conf"]
+    files, _ = _render(settings_factory(TONGDAI_TRUNK_OUT="127.0.0.1:5070"))
+    pj = files["pjsip.conf"]
+    endpoint = pj.split("[trunk-out]\ntype = endpoint")[1].split("\n[")[0]
+    assert "aors = trunk-out" in endpoint and "context = from-trunk" in endpoint
+    assert "[trunk-out]\ntype = aor\ncontact = sip:127.0.0.1:5070\n" in pj
+
+
+@pytest.mark.parametrize("raw", ["5070", "host:port", "a b:5060", "host:0", "x;y=z:5060"])
+def test_a_bad_tongdai_trunk_out_is_refused(settings_factory, raw):
+    with pytest.raises(SystemExit, match="TONGDAI_TRUNK_OUT"):
+        settings_factory(TONGDAI_TRUNK_OUT=raw)

@@ -22,7 +22,7 @@ from sqlalchemy.orm import Session
 from ivr.cli import main
 from ivr.config import routing as rt
 from ivr.config.hours import is_working_day
-from ivr.models import Call, CallLeg, Case, CaseAssignment, CaseEvent, RegistrationEvent
+from ivr.models import Call, CallEvent, CallLeg, Case, CaseAssignment, CaseEvent, RegistrationEvent
 from ivr.records import db
 from ivr.records import report as rp
 from tests.paths import REPO_ROOT
@@ -57,6 +57,12 @@ CALLS = [
     ("c15", t(8, 31, 23, 50), "4", "VPUBND", "answered", "survey", 7.0, "2401", 2),  # August
     ("c16", t(9, 1, 0, 5), None, None, "invalid_input", "complaint", 25.0, None, None),  # 31/8 17:05 UTC: September
 ]
+# Waits in a branch's queue: (call, how the wait ended, seconds waited); c15 is August's.
+QUEUED = [("c02", "turn", 12.5), ("c05", "hangup", 14.0), ("c09", "callback", 20.0), ("c03", "timeout", 31.0),
+          ("c10", "complaint", 4.0), ("c15", "turn", 3.0)]
+# Outbound callbacks (never calls to the hotline): (id, start, asked in call, disposition); cb3 is October's.
+CALLBACK_ROWS = [("cb1", t(9, 8, 14, 5), "c09", "callback_no_answer"), ("cb2", t(9, 8, 14, 8), "c09", "callback_answered"),
+                 ("cb3", t(10, 1, 8, 0), "c09", "callback_failed")]
 # (call, extension, result)
 LEGS = [
     ("c01", "2401", "answered"), ("c01", "2402", "cancelled"), ("c01", "2403", "cancelled"),
@@ -109,8 +115,15 @@ def build_db(settings) -> None:
                        branch_name=ROUTING.branch(digit).name if digit else None, agency_code=agency,
                        agency_name=ROUTING.agencies[agency].name if agency else None, answered_by=by, wait_s=wait,
                        talk_s=50.0 if answered else None, disposition=disp, ended_in=ended_in, survey_score=score))
+        for cid, start, of, disp in CALLBACK_ROWS:
+            s.add(Call(id=cid, caller="0912345678", hotline="1022", started_at=start, ended_at=start + dt.timedelta(minutes=1),
+                       branch_digit="2", agency_code="HHDN", answered_by="2201", disposition=disp, callback_of=of))
         s.flush()
         start_of = {c[0]: c[1] for c in CALLS}
+        for cid, why, waited in QUEUED:
+            s.add(CallEvent(call_id=cid, seq=1, at=start_of[cid], kind="queued", detail={"branch": "4", "position": 1}))
+            s.add(CallEvent(call_id=cid, seq=2, at=start_of[cid], kind="dequeued",
+                            detail={"branch": "4", "why": why, "waited_s": waited}))
         for i, (cid, ext, result) in enumerate(LEGS):
             s.add(CallLeg(call_id=cid, channel_id=f"leg{i}", extension=ext, started_at=start_of[cid] + dt.timedelta(seconds=3),
                           result=result))
@@ -178,6 +191,18 @@ def expected(cutoff: dt.datetime) -> dict:
         E[f"disp.{d}"] = n
     for s, n in Counter(c[5] for c in calls if c[4] == "abandoned").items():
         E[f"abandon.{s}"] = n
+    start_of = {c[0]: c[1] for c in CALLS}
+    queued = [q for q in QUEUED if in_month(start_of[q[0]])]
+    E["queue.calls"] = len(queued)
+    qw = sorted(q[2] for q in queued)
+    E["queue.wait_avg"] = sum(qw) / len(qw)
+    E["queue.wait_p95"] = qw[math.ceil(0.95 * len(qw)) - 1]
+    for why in ("turn", "hangup", "complaint", "timeout", "callback"):
+        E[f"queue.{why}"] = sum(1 for q in queued if q[1] == why)
+    callbacks = [c for c in CALLBACK_ROWS if in_month(c[1])]
+    E["callback.total"] = len(callbacks)
+    for d in ("callback_answered", "callback_no_answer", "callback_failed"):
+        E[f"callback.{d}"] = sum(1 for c in callbacks if c[3] == d)
     day = dt.date(2026, 9, 1)
     while day.month == 9:
         E[f"day.{day}"] = sum(1 for c in calls if c[1].astimezone(VN).date() == day)
@@ -349,6 +374,7 @@ def test_every_figure_matches_an_independent_computation(fixture_db):
         assert (got is None) == (v is None) and (v is None or math.isclose(got, v, abs_tol=1e-9)), (k, got, v)
     # A few by hand, as a sanity check of the fixture itself.
     assert r["calls.total"] == 14 and r["calls.answered"] == 6 and r["day.2026-09-30"] == 1
+    assert r["queue.calls"] == 5 and r["queue.hangup"] == 1 and r["callback.total"] == 2
     assert r["ext.2201.down_s"] == 3600.0  # 11:00-11:30 and 13:00-13:30, not the lunch break
     # Down Sunday 20/9 08:00 to Monday 21/9 08:00: only Monday 07:00-08:00 counts; then 09:00-10:15 on 22/9.
     assert r["ext.2999.down_s"] == (60 + 75) * 60
