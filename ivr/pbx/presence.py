@@ -32,6 +32,7 @@ log = logging.getLogger("tongdai.presence")
 # ContactStatus values (Asterisk res_pjsip): a contact in one of these can take calls.
 CONTACT_UP = {"Created", "Reachable", "NonQualified", "Updated", "Unknown"}
 CONTACT_UNREACHABLE = {"Unreachable"}
+QUALIFIED = {"Reachable", "Unreachable"}  # the statuses a qualify sets
 # Device states (DeviceStateChange) of a phone that must not be rung for a hotline call: in a
 # call (hotline or private), on hold, or already ringing for another call.
 DEVICE_BUSY = {"INUSE", "BUSY", "ONHOLD", "RINGING", "RINGINUSE"}
@@ -181,11 +182,32 @@ class Presence:
         for ev in _as_list(endpoints):
             if ev.get("Event") == "EndpointList" and ev.get("ObjectName") in known:
                 devices[ev["ObjectName"]] = _device_state(ev.get("DeviceState", ""))
+        static: list[str] = []
+        for ev in _as_list(endpoints):
+            if ev.get("Event") == "EndpointList" and ev.get("ObjectName") in known and ev.get("Contacts", "").strip(" ,"):
+                static.append(ev["ObjectName"])
         for ev in _as_list(contacts):
             ext = ev.get("Endpoint")
             if ev.get("Event") == "ContactList" and ext in known:
                 seen[ext][ev.get("Uri", "")] = ev.get("Status", "Unknown")
                 self._phone(ext).address = ev.get("ViaAddr") or None
+        # A cluster node's desk phones have static contacts (Kamailio's address), which
+        # PJSIPShowContacts leaves out (it lists registrations): their qualify status is read per
+        # endpoint. Without it a phone qualified before we connected stays "unregistered" until
+        # its status changes again (no event for Reachable -> Reachable).
+        for ext in static:
+            if seen[ext]:
+                continue
+            try:
+                detail = await self.manager.send_action({"Action": "PJSIPShowEndpoint", "Endpoint": ext})
+            except Exception as e:
+                log.warning("AMI: contacts of %s not read: %s", ext, e)
+                continue
+            for ev in _as_list(detail):
+                # Only a qualify's answer says anything of a static contact: before its first one it
+                # reads "NonQualified" (Asterisk's CREATED) or "Unknown", whether the phone is there or not.
+                if ev.get("Event") == "ContactStatusDetail" and ev.get("URI") and ev.get("Status") in QUALIFIED:
+                    seen[ext][ev["URI"]] = ev["Status"]
         for ext in known:
             phone = self._phone(ext)
             phone.contacts = seen[ext]

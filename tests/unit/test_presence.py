@@ -117,3 +117,50 @@ async def test_a_phone_failing_its_qualify_is_unreachable_and_back_when_it_answe
                                      "ContactStatus": "Reachable"})
     assert p.reachable("2401") is True
     assert log.rows[-1] == ("2401", "registered")
+
+
+async def test_a_cluster_nodes_static_contacts_are_read_per_endpoint():
+    # A cluster node reaches its phones at Kamailio's address (static contacts), which
+    # PJSIPShowContacts leaves out; a phone qualified before the login sends no event later.
+    routing = SimpleNamespace(extensions={"2401": SimpleNamespace(agency="SNV"),
+                                          "2402": SimpleNamespace(agency="SNV")})
+    log = Log()
+    p = Presence("127.0.0.1", 1, "u", "s", lambda: routing, log)
+    kamailio = "sip:{}@127.0.0.1:5060"
+    asked = []
+
+    async def send_action(action):
+        name = action["Action"]
+        if name == "CoreSettings":
+            return {"AsteriskVersion": "22.10.1"}
+        if name == "PJSIPShowEndpoints":
+            return [{"Event": "EndpointList", "ObjectName": e, "DeviceState": "Not in use",
+                     "Contacts": f"{e}/{kamailio.format(e)},"} for e in ("2401", "2402")]
+        if name == "PJSIPShowContacts":
+            return [{"Event": "ContactListComplete"}]
+        assert name == "PJSIPShowEndpoint"
+        asked.append(action["Endpoint"])
+        status = {"2401": "Reachable", "2402": "NonQualified"}[action["Endpoint"]]  # 2402: not qualified yet
+        return [{"Event": "EndpointDetail", "ObjectName": action["Endpoint"]},
+                {"Event": "ContactStatusDetail", "AOR": action["Endpoint"], "URI": kamailio.format(action["Endpoint"]),
+                 "Status": status}, {"Event": "EndpointDetailComplete"}]
+
+    p.manager.send_action = send_action
+    await p._snapshot()
+    assert sorted(asked) == ["2401", "2402"]
+    assert p.reachable("2401") is True and not p.reachable("2402")
+    assert ("2401", "registered") in log.rows and ("2402", "registered") not in log.rows
+
+
+async def test_phones_that_register_need_no_question_per_endpoint():
+    p, log = presence()
+    asked = []
+    answer = p.manager.send_action
+
+    async def send_action(action):
+        asked.append(action["Action"])
+        return await answer(action)
+
+    p.manager.send_action = send_action
+    await p._snapshot()
+    assert "PJSIPShowEndpoint" not in asked
