@@ -179,13 +179,12 @@ class Presence:
         known = set(self.routing().extensions)
         seen: dict[str, dict[str, str]] = {ext: {} for ext in known}
         devices: dict[str, str] = {}
+        with_contacts: list[str] = []  # registered or static: a static one is read below
         for ev in _as_list(endpoints):
             if ev.get("Event") == "EndpointList" and ev.get("ObjectName") in known:
                 devices[ev["ObjectName"]] = _device_state(ev.get("DeviceState", ""))
-        static: list[str] = []
-        for ev in _as_list(endpoints):
-            if ev.get("Event") == "EndpointList" and ev.get("ObjectName") in known and ev.get("Contacts", "").strip(" ,"):
-                static.append(ev["ObjectName"])
+                if ev.get("Contacts", "").strip(" ,"):
+                    with_contacts.append(ev["ObjectName"])
         for ev in _as_list(contacts):
             ext = ev.get("Endpoint")
             if ev.get("Event") == "ContactList" and ext in known:
@@ -195,7 +194,7 @@ class Presence:
         # PJSIPShowContacts leaves out (it lists registrations): their qualify status is read per
         # endpoint. Without it a phone qualified before we connected stays "unregistered" until
         # its status changes again (no event for Reachable -> Reachable).
-        for ext in static:
+        for ext in with_contacts:
             if seen[ext]:
                 continue
             try:
