@@ -100,7 +100,8 @@ async def reachable_on(cluster: Cluster, node: str, exts: list[str]) -> bool:
     except (ConnectionError, TimeoutError):
         return False
     phones = st.get("phones", {})
-    return st.get("ari", {}).get("connected") and all(
+    # AMI connected: until its snapshot, the phones' status is the one from before a restart.
+    return st.get("ari", {}).get("connected") and st.get("ami", {}).get("connected") and all(
         phones.get(e, {}).get("status") in ("registered", "reachable") for e in exts)
 
 
