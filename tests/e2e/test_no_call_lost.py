@@ -222,6 +222,9 @@ async def test_tongdai_run_restarts_its_controller_and_replaces_its_own_leftover
     s = pbx_settings(home, sip=26560, ari=29588, ami=26538, rtp=(33000, 33999),
                      TONGDAI_ROUTING=str(routing_file), TONGDAI_PROMPTS=str(TEST_PROMPTS))
     env = {**os.environ, **s.env, "PYTHONUNBUFFERED": "1"}
+    home.mkdir(parents=True, exist_ok=True)
+    # The check call must reach a desk phone whatever the time of day (lunch break, night).
+    cal.write_override(s.hours_override_path, "open", None, dt.datetime.now(dt.timezone.utc))
     layout = Layout.for_settings(s)
     first = await Run(env).start()
     second = None
